@@ -1,0 +1,1 @@
+"""Method plugins that ship with ssl-bench: one module per method."""

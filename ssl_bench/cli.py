@@ -1,0 +1,173 @@
+"""The ``ssl-bench`` command line."""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ssl_bench.errors import SslBenchError
+
+app = typer.Typer(help="Benchmark self-supervised pretraining on medical image segmentation.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect the data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ResultsOption = Annotated[Path, typer.Option("--results", help="Results directory.")]
+DataRootOption = Annotated[
+    Path | None,
+    typer.Option("--data-root", envvar="SSL_BENCH_DATA", help="Folder holding the datasets."),
+]
+
+
+class Kind(str, Enum):
+    methods = "methods"
+    tasks = "tasks"
+    pools = "pools"
+
+
+def _registry():
+    from ssl_bench.plugins import get_registry
+
+    return get_registry()
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def plugins() -> None:
+    """List installed plugins: distribution, version, what each registered, or why it failed."""
+    for info in _registry().plugins:
+        typer.echo(f"{info.name}  ({info.distribution} {info.version})")
+        if info.error:
+            typer.secho(f"  FAILED: {info.error}", fg=typer.colors.RED)
+            continue
+        for kind in ("methods", "tasks", "pools"):
+            if names := getattr(info, kind):
+                typer.echo(f"  {kind}: {', '.join(names)}")
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind | None, typer.Argument(help="methods, tasks or pools (default: all).")] = None,
+    data_root: DataRootOption = None,
+) -> None:
+    """List methods, tasks (with whether their data was found) and pretraining pools."""
+    registry = _registry()
+    if kind in (None, Kind.methods):
+        typer.echo("methods:")
+        for name, method in registry.methods.items():
+            typer.echo(f"  {name:<20} {method.description}")
+    if kind in (None, Kind.tasks):
+        typer.echo("tasks:")
+        for name, task in registry.tasks.items():
+            availability = task.availability(data_root)
+            status = "available" if availability.ok else f"missing: {availability.reason}"
+            typer.echo(f"  {name:<20} [{task.modality}] {task.description} ({status})")
+    if kind in (None, Kind.pools):
+        typer.echo("pools:")
+        for name, pool in registry.pools.items():
+            typer.echo(f"  {name:<20} [{pool.modality}] {pool.description}")
+
+
+@app.command()
+def run(
+    all_: Annotated[bool, typer.Option("--all", help="Every method on every task.")] = False,
+    method: Annotated[list[str] | None, typer.Option("-m", "--method", help="A method (repeatable).")] = None,
+    task: Annotated[list[str] | None, typer.Option("-t", "--task", help="A task (repeatable).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method and task.")] = None,
+    profile: Annotated[str | None, typer.Option(help="demo (small, fast) or paper (LD protocol).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    data_root: DataRootOption = None,
+    results: Annotated[Path | None, typer.Option("--results", help="Results directory [./results].")] = None,
+    overwrite: Annotated[
+        str | None,
+        typer.Option(help="never: refuse if any result exists; missing: only absent jobs; always: redo all."),
+    ] = None,
+    label_fraction: Annotated[
+        list[float] | None,
+        typer.Option("--label-fraction", help="Fraction of the training list used (repeatable)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="A TOML run configuration; flags override it.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Pretrain and score methods on tasks, then write the leaderboards."""
+    from ssl_bench.config import read_config_file, resolve_config
+    from ssl_bench.leaderboard import write_leaderboard
+    from ssl_bench.runner import Executor, build_plan, resolve_device
+
+    if not (all_ or method or task or config):
+        raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
+    started = time.perf_counter()
+    try:
+        registry = _registry()
+        file_values = read_config_file(config) if config else {}
+        overrides = {
+            "methods": method or ("all" if all_ else None),
+            "tasks": task or ("all" if all_ else None),
+            "seeds": seeds,
+            "profile": profile,
+            "device": device,
+            "data_root": str(data_root) if data_root else None,
+            "results": str(results) if results else None,
+            "overwrite": overwrite,
+            "label_fractions": label_fraction,
+        }
+        resolved = resolve_config(file_values, overrides, registry)
+        executor = Executor(resolved, resolve_device(resolved.device), progress=progress, echo=typer.echo)
+        executor.run(build_plan(resolved, registry, echo=typer.echo))
+        paths = write_leaderboard(resolved.results)
+    except SslBenchError as error:
+        raise _fail(error) from None
+    typer.echo(f"finished in {time.perf_counter() - started:.0f} s; leaderboards: {', '.join(map(str, paths))}")
+
+
+@app.command()
+def leaderboard(results: ResultsOption = Path("results")) -> None:
+    """Rebuild the leaderboards from the stored result files alone."""
+    from ssl_bench.leaderboard import write_leaderboard
+
+    try:
+        paths = write_leaderboard(results)
+    except SslBenchError as error:
+        raise _fail(error) from None
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def check(
+    plugin: Annotated[str, typer.Argument(help="Entry-point name of the plugin (see `ssl-bench plugins`).")],
+) -> None:
+    """Run a plugin's methods and tasks for a few steps on built-in data and report each contract item."""
+    from ssl_bench.check import check_plugin
+
+    os.environ.setdefault("SSL_BENCH_CHECKPOINT_SECONDS", "3600")
+    try:
+        items = check_plugin(_registry(), plugin)
+    except SslBenchError as error:
+        raise _fail(error) from None
+    for item in items:
+        mark = typer.style("PASS", fg=typer.colors.GREEN) if item.ok else typer.style("FAIL", fg=typer.colors.RED)
+        typer.echo(f"{mark}  {item.name}" + (f": {item.detail}" if item.detail else ""))
+    failed = sum(not item.ok for item in items)
+    typer.echo(f"{len(items) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@data_app.command()
+def preview(
+    out: Annotated[Path, typer.Option(help="Where to write the PNG.")] = Path("results/phantoms.png"),
+    size: Annotated[int, typer.Option(help="Side of each phantom in pixels.")] = 256,
+) -> None:
+    """Draw a grid of the built-in synthetic phantoms with their masks."""
+    from ssl_bench.data.phantoms import save_preview
+
+    typer.echo(f"wrote {save_preview(out, size=size)}")

@@ -1,0 +1,146 @@
+"""A run, fully described: a TOML file that command-line flags override. Example::
+
+profile = "demo"            # or "paper"
+seeds = 3
+encoder = "vgg16_bn_tiny"   # or any timm model name
+data_root = "~/data"        # also SSL_BENCH_DATA
+label_fractions = [1.0, 0.2]
+tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task
+
+[methods.scratch]           # absent [methods]: every method, default options
+[methods.simclr]
+temperature = 0.2
+
+[pools]                     # a folder of unlabelled images per modality
+fundus = "~/data/eyepacs"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from ssl_bench.errors import ConfigError
+from ssl_bench.method import PROFILES, Method
+from ssl_bench.plugins import Registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+DEVICES = ("auto", "cpu", "cuda")
+OVERWRITE_POLICIES = ("never", "missing", "always")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    methods: dict[str, dict[str, object]]
+    tasks: tuple[str, ...]
+    seeds: int = 1
+    profile: str = "demo"
+    device: str = "auto"
+    data_root: Path | None = None
+    results: Path = Path("results")
+    overwrite: str = "missing"
+    label_fractions: tuple[float, ...] = (1.0,)
+    encoder: str = "vgg16_bn_tiny"
+    pools: dict[str, str] = field(default_factory=dict)
+
+    def to_toml(self) -> str:
+        values = dataclasses.asdict(self)
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+        values["tasks"], values["label_fractions"] = list(self.tasks), list(self.label_fractions)
+        return tomli_w.dumps(values)
+
+
+def read_config_file(path: Path) -> dict:
+    try:
+        with open(path, "rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file {path} does not exist.") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}.")
+    return value
+
+
+def _methods(value: object, registry: Registry) -> dict[str, dict[str, object]]:
+    if value is None or value == "all":
+        return {name: {} for name in registry.methods}
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict):
+        raise ConfigError("methods must be a table of [methods.NAME] option tables, a list of names, or 'all'.")
+    for name, options in value.items():
+        make_method(registry, name, options)  # validates name and options now, not hours into a run
+    return dict(value)
+
+
+def _tasks(value: object, registry: Registry) -> tuple[str, ...]:
+    if value is None or value == "all":
+        return tuple(registry.tasks)
+    if not isinstance(value, list):
+        raise ConfigError("tasks must be a list of task names or 'all'.")
+    for name in value:
+        registry.task(name)
+    return tuple(value)
+
+
+def _label_fractions(value: object) -> tuple[float, ...]:
+    fractions = tuple(float(f) for f in value)
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ConfigError(f"label_fractions must be numbers in (0, 1]; got {list(value)}.")
+    return fractions
+
+
+def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> RunConfig:
+    """Merge a config file's values with command-line overrides (those not None) and validate them."""
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+    seeds = values.get("seeds", 1)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a whole number >= 1; got {seeds!r}.")
+    data_root = values.get("data_root") or os.environ.get("SSL_BENCH_DATA")
+    return RunConfig(
+        methods=_methods(values.get("methods"), registry),
+        tasks=_tasks(values.get("tasks"), registry),
+        seeds=seeds,
+        profile=_choice("profile", values.get("profile", "demo"), PROFILES),
+        device=_choice("device", values.get("device", "auto"), DEVICES),
+        data_root=Path(data_root).expanduser() if data_root else None,
+        results=Path(values.get("results", "results")).expanduser(),
+        overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
+        label_fractions=_label_fractions(values.get("label_fractions", [1.0])),
+        encoder=str(values.get("encoder", "vgg16_bn_tiny")),
+        pools={str(k): str(v) for k, v in values.get("pools", {}).items()},
+    )
+
+
+def make_method(registry: Registry, name: str, options: dict[str, object]) -> Method:
+    """Instantiate method ``name`` with ``options``, checking names and types against its Options."""
+    cls = registry.method(name)
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    defaults = cls.Options()
+    described = ", ".join(f"{n} (default {getattr(defaults, n)!r})" for n in fields) or "none"
+    for key, value in options.items():
+        if key not in fields:
+            raise ConfigError(f"method {name!r} has no option {key!r}; its options: {described}.")
+        default = getattr(defaults, key)
+        accepted = (int, float) if isinstance(default, float) else type(default)
+        if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(f"option {name}.{key} must be {type(default).__name__}; got {value!r}.")
+    typed = {k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in options.items()}
+    return cls(cls.Options(**typed))

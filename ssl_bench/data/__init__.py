@@ -1,0 +1,1 @@
+"""Reading and preparing image data: files, preprocessing, synthetic phantoms."""

@@ -1,0 +1,17 @@
+"""Errors that the CLI reports as one clear message, without a traceback."""
+
+
+class SslBenchError(Exception):
+    """Base class: the message says what went wrong, where, and how to fix it."""
+
+
+class DataError(SslBenchError):
+    """A data file or folder is missing, unreadable or not what was expected."""
+
+
+class ConfigError(SslBenchError):
+    """A configuration file or command-line option is invalid."""
+
+
+class PluginError(SslBenchError):
+    """A plugin is unknown or broke its contract."""

@@ -1,0 +1,35 @@
+"""The hooks a plugin implements. Each receives a ``register`` callable and calls it once per class.
+
+A plugin module looks like this (see ``examples/ssl-bench-example-plugin``)::
+
+    from ssl_bench.api import Method, hookimpl
+
+    class MyMethod(Method):
+        ...
+
+    @hookimpl
+    def ssl_bench_register_methods(register):
+        register(MyMethod)
+"""
+
+from collections.abc import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ssl_bench")
+hookimpl = pluggy.HookimplMarker("ssl_bench")
+
+
+@hookspec
+def ssl_bench_register_methods(register: Callable[[type], None]) -> None:
+    """Register pretraining methods: call ``register(cls)`` for each ``ssl_bench.api.Method`` subclass."""
+
+
+@hookspec
+def ssl_bench_register_tasks(register: Callable[[object], None]) -> None:
+    """Register downstream tasks: call ``register(task)`` for each ``ssl_bench.api.Task`` instance."""
+
+
+@hookspec
+def ssl_bench_register_pools(register: Callable[[object], None]) -> None:
+    """Register unlabelled pretraining pools: call ``register(pool)`` for each ``ssl_bench.api.Pool``."""

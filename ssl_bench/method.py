@@ -1,0 +1,94 @@
+"""The contract of a pretraining method. The core owns the loop; a method supplies the pieces."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+PROFILES = ("demo", "paper")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pretraining stage: its schedule. ``batch_size`` counts source images per step."""
+
+    name: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    image_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+class Method(ABC):
+    """A self-supervised pretraining method.
+
+    The runner builds the shared encoder, then for each stage calls :meth:`build_model`,
+    :meth:`configure_optimizer` and, once per step, :meth:`training_step` on a batch of source
+    images. Parameters are carried from one stage to the next by name. Only ``model.encoder`` is
+    exported to downstream tasks.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: Bump on any change that alters results: cached work of other versions is never reused.
+    version: ClassVar[str] = "1"
+    #: Views the network sees per source image and step (reported beside source images per second).
+    views_per_image: ClassVar[int] = 2
+    #: A frozen dataclass; the fields that differ from their defaults name the variant.
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: object | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @abstractmethod
+    def stages(self, profile: str) -> list[Stage]:
+        """The schedule for ``profile`` (``demo`` or ``paper``); empty for no pretraining."""
+
+    def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
+        """The trainable model of ``stage``; it must hold ``encoder`` as its ``encoder`` attribute."""
+        raise NotImplementedError(f"{self.name} has stages but does not implement build_model")
+
+    def configure_optimizer(
+        self, model: nn.Module, stage: Stage
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """Adam at the stage's learning rate, constant; the scheduler (if any) steps once per epoch."""
+        return torch.optim.Adam(model.parameters(), lr=stage.lr), None
+
+    def training_step(
+        self, model: nn.Module, images: torch.Tensor, stage: Stage, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The loss of one step. ``images`` are source images, float in [0, 1], (B, C, H, W), on the
+        model's device, not normalised; draw every random number from ``generator``."""
+        raise NotImplementedError(f"{self.name} has stages but does not implement training_step")
+
+    def after_step(self, model: nn.Module, stage: Stage, step: int, total_steps: int) -> None:  # noqa: B027
+        """Called after each optimiser step (momentum encoders update here); optional."""
+
+    @property
+    def variant(self) -> str:
+        """``name`` plus the non-default options, e.g. ``simclr(temperature=0.2)``."""
+        changed = non_default_options(self.options)
+        if not changed:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in changed.items())})"
+
+
+def non_default_options(options: object) -> dict[str, object]:
+    """The fields of an options dataclass whose values differ from their defaults."""
+    defaults = type(options)()
+    return {
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if getattr(options, f.name) != getattr(defaults, f.name)
+    }

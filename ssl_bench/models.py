@@ -1,0 +1,240 @@
+"""The shared networks every method is compared on: encoders, the U-Net decoder and the transfer model.
+
+``vgg16_bn_tiny`` and the decoder reproduce LD's networks (Chen et al. 2021) exactly; any timm model with
+``features_only`` support can stand in as encoder, with a decoder derived by the same rule.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VGG16_BN_TINY = "vgg16_bn_tiny"
+# LD's VGG16-BN layout with every width divided by 4; "M" is a 2x2 max-pool.
+_VGG16_BN_TINY_LAYOUT: tuple[int | str, ...] = (
+    *(16, 16, "M", 32, 32, "M", 64, 64, 64, "M"),
+    *(128, 128, 128, "M", 128, 128, 128, "M"),
+)
+# The narrowest decoder block: keeps generic decoders of slim timm encoders from collapsing to a few channels.
+_MIN_DECODER_CHANNELS = 16
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One encoder output: its channel count and its stride relative to the input."""
+
+    channels: int
+    reduction: int
+
+
+class Encoder(nn.Module):
+    """A backbone that maps ``(N, in_chans, H, W)`` to a list of features, shallow to deep."""
+
+    in_chans: int
+    feature_info: list[FeatureInfo]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv3x3 (pad 1, bias) - BatchNorm - ReLU, the building block of LD's encoder and decoder."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class VGG16BNTiny(Encoder):
+    """LD's ``vgg16_bn_tiny``: five stages, returning the activation before each max-pool."""
+
+    def __init__(self, in_chans: int = 3) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.stages = nn.ModuleList()
+        stage: list[nn.Module] = []
+        channels = in_chans
+        for item in _VGG16_BN_TINY_LAYOUT:
+            if item == "M":
+                self.stages.append(nn.Sequential(*stage))
+                stage = []
+            else:
+                stage.append(conv_bn_relu(channels, int(item)))
+                channels = int(item)
+        # One pool module serves every stage; LD's last pool is never used, so it is not applied.
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.feature_info = [
+            FeatureInfo(channels=stage[-1][0].out_channels, reduction=2**i) for i, stage in enumerate(self.stages)
+        ]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for index, stage in enumerate(self.stages):
+            if index > 0:
+                x = self.pool(x)
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class TimmEncoder(Encoder):
+    """Any timm model built with ``features_only=True`` and random weights."""
+
+    def __init__(self, name: str, in_chans: int = 3) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        try:
+            self.model = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans)
+        except RuntimeError as error:  # timm's way of saying "no features_only for this architecture"
+            raise ValueError(f"timm model {name!r} cannot be used as an encoder: {error}") from error
+        info = self.model.feature_info
+        self.feature_info = [
+            FeatureInfo(channels=c, reduction=r) for c, r in zip(info.channels(), info.reduction(), strict=True)
+        ]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.model(x))
+
+
+def create_encoder(name: str = VGG16_BN_TINY, in_chans: int = 3) -> Encoder:
+    """``vgg16_bn_tiny`` or any timm model name, randomly initialised (weights are never downloaded)."""
+    if name == VGG16_BN_TINY:
+        return VGG16BNTiny(in_chans)
+    if timm.is_model(name):
+        return TimmEncoder(name, in_chans)
+    close = difflib.get_close_matches(name, [VGG16_BN_TINY, *timm.list_models()], n=5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown encoder {name!r}.{hint} Use {VGG16_BN_TINY!r} or a timm model name "
+        "(list them with: python -c \"import timm; print(timm.list_models('*pattern*'))\")."
+    )
+
+
+def _halve(channels: int) -> int:
+    return max(channels // 2, _MIN_DECODER_CHANNELS)
+
+
+class _UpBlock(nn.Module):
+    """Upsample ``x`` (nearest) to the skip's size, concatenate the skip, then the optional convs."""
+
+    def __init__(self, convs: list[nn.Module]) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*convs)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.convs(torch.cat([x, skip], dim=1))
+
+
+class UNetDecoder(nn.Module):
+    """LD's U-Net decoder, derived from an encoder's ``feature_info``.
+
+    At each skip level the deeper output is upsampled to the skip's resolution and concatenated
+    (``c`` channels), then two conv blocks ``c -> c/2 -> c/4``; the shallowest concatenation has no convs.
+    For ``vgg16_bn_tiny`` this gives LD's 256->128->64, 128->64->32, 64->32->16, then 32 channels at H.
+    Where the shallowest feature is strided (timm models), x2 upsamplings with one block ``c -> c/2``
+    each continue to full resolution.
+    """
+
+    def __init__(self, feature_info: list[FeatureInfo]) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList()
+        channels = feature_info[-1].channels
+        for depth in range(len(feature_info) - 2, -1, -1):
+            concat = channels + feature_info[depth].channels
+            if depth == 0:
+                self.levels.append(_UpBlock([]))
+                channels = concat
+            else:
+                middle, channels = _halve(concat), _halve(_halve(concat))
+                self.levels.append(_UpBlock([conv_bn_relu(concat, middle), conv_bn_relu(middle, channels)]))
+        self.to_full_resolution = nn.Sequential()
+        for _ in range(_log2(feature_info[0].reduction)):
+            self.to_full_resolution.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            self.to_full_resolution.append(conv_bn_relu(channels, _halve(channels)))
+            channels = _halve(channels)
+        self.out_channels = channels
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for level, skip in zip(self.levels, reversed(features[:-1]), strict=True):
+            x = level(x, skip)
+        return self.to_full_resolution(x)
+
+
+def _log2(reduction: int) -> int:
+    if reduction < 1 or reduction & (reduction - 1):
+        raise ValueError(f"the shallowest encoder feature must have a power-of-two reduction, got {reduction}")
+    return reduction.bit_length() - 1
+
+
+class UNet(nn.Module):
+    """Encoder plus :class:`UNetDecoder`; any input size works (zero padding bottom/right, then a crop)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = UNetDecoder(encoder.feature_info)
+        self.out_channels = self.decoder.out_channels
+        self.multiple = max(info.reduction for info in encoder.feature_info)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        features = self.decoder(self.encoder(x))
+        return features[..., :height, :width]
+
+
+class SegmentationModel(nn.Module):
+    """LD's transfer network: a fresh U-Net decoder, a full-resolution block ``c -> 16 -> 16``, conv 16 -> 1.
+
+    ``forward`` returns logits ``(N, 1, H, W)``. :meth:`set_encoder_frozen` freezes the encoder: no
+    gradients, and eval mode (BatchNorm statistics untouched) that survives :meth:`train`.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.unet = UNet(encoder)
+        self.head = nn.Sequential(
+            conv_bn_relu(self.unet.out_channels, 16),
+            conv_bn_relu(16, 16),
+            nn.Conv2d(16, 1, kernel_size=3, padding=1),
+        )
+        self.encoder_frozen = False
+
+    @property
+    def encoder(self) -> Encoder:
+        # A property, not a second registration: state_dict keys stay unique (``unet.encoder.*``).
+        return self.unet.encoder
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        self.encoder_frozen = frozen
+        self.encoder.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SegmentationModel:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.unet(x))

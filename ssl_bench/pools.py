@@ -1,0 +1,136 @@
+"""Unlabelled pretraining pools: which images a method is pretrained on, decoded once and memory-mapped.
+
+For a modality the pool is, in order of preference: a folder the configuration names, a pool a plugin
+registered, or the training images of the modality's available tasks minus every test image of every
+available task (matched by content, so that no test image is ever pretrained on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.data.imageio import read_image
+from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.plugins import Registry
+from ssl_bench.results import write_atomic, write_json
+
+#: Every source image of a folder or default pool is resized to this square side (LD's prepared size).
+POOL_IMAGE_SIZE = 512
+#: One image in twenty is held out for pretraining validation.
+HOLDOUT_EVERY = 20
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """Where a pool's images come from; ``key`` names the decoded cache, ``load`` decodes."""
+
+    id: str
+    modality: str
+    channels: int
+    key: str
+    load: Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PreparedPool:
+    """A decoded pool: ``images`` is uint8 (N, C, H, W), memory-mapped; ``fingerprint`` hashes its content."""
+
+    id: str
+    fingerprint: str
+    images: np.ndarray
+    train_index: np.ndarray
+    val_index: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+
+def _digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def _folder_images(folder: Path, channels: int) -> torch.Tensor:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"pool folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    arrays = [read_image(path, channels) for path in files]
+    return torch.cat([_resize(torch.from_numpy(a).permute(2, 0, 1)[None], POOL_IMAGE_SIZE) for a in arrays])
+
+
+def _tasks_of(registry: Registry, modality: str, data_root: Path | None):
+    return [t for t in registry.tasks.values() if t.modality == modality and t.availability(data_root).ok]
+
+
+def _default_images(registry: Registry, modality: str, data_root: Path | None) -> torch.Tensor:
+    test_hashes: set[str] = set()
+    train_images = []
+    for task in [t for t in registry.tasks.values() if t.availability(data_root).ok]:
+        data = task.load(data_root)
+        test_hashes.update(_digest(image.numpy().tobytes()) for image in data.test.images)
+        if task.modality == modality:
+            train_images.extend(_resize(image[None], POOL_IMAGE_SIZE) for image in data.train.images)
+    kept = [image for image in train_images if _digest(image.numpy().tobytes()) not in test_hashes]
+    return torch.cat(kept)
+
+
+def resolve_pool(modality: str, registry: Registry, data_root: Path | None, folders: dict[str, Path]) -> PoolSource:
+    """The pool that methods are pretrained on before being scored on tasks of ``modality``."""
+    tasks = _tasks_of(registry, modality, data_root)
+    if modality in folders:
+        folder = Path(folders[modality]).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"pool folder for {modality!r} is not a folder: {folder}")
+        channels = tasks[0].channels if tasks else 3
+        return PoolSource(
+            f"folder:{folder}", modality, channels, f"folder:{folder.resolve()}:{channels}",
+            lambda: _folder_images(folder, channels),
+        )  # fmt: skip
+    for pool in registry.pools.values():
+        if pool.modality == modality:
+            key = f"{pool.name}:{pool.version}:{registry.plugin_version(pool.name)}"
+            return PoolSource(pool.name, modality, pool.channels, key, lambda pool=pool: pool.images(data_root))
+    if not tasks:
+        raise ConfigError(f"no pretraining pool for modality {modality!r}: no task of it is available.")
+    names = ",".join(sorted(f"{t.name}:{t.version}" for t in tasks))
+    return PoolSource(
+        f"default:{modality}", modality, tasks[0].channels, f"default:{modality}:{data_root}:{names}",
+        lambda: _default_images(registry, modality, data_root),
+    )  # fmt: skip
+
+
+def prepare_pool(source: PoolSource, cache_dir: Path) -> PreparedPool:
+    """Decode ``source`` once into ``cache_dir`` and memory-map it; later calls only map the file."""
+    stem = cache_dir / _digest(source.key)[:16]
+    array_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if not (array_path.exists() and meta_path.exists()):
+        images = source.load()
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != source.channels:
+            raise DataError(
+                f"pool {source.id!r} gave {images.dtype} {tuple(images.shape)}; "
+                f"expected uint8 (N, {source.channels}, H, W)."
+            )
+        array = np.ascontiguousarray(images.numpy())
+        write_atomic(array_path, lambda stream: np.save(stream, array))
+        write_json(meta_path, {"id": source.id, "key": source.key, "fingerprint": _digest(array.tobytes())})
+    images = np.load(array_path, mmap_mode="r")
+    fingerprint = json.loads(meta_path.read_text())["fingerprint"]
+    index = np.arange(len(images))
+    held_out = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    return PreparedPool(source.id, fingerprint, images, index[~held_out], index[held_out])

@@ -1,0 +1,174 @@
+"""The pretraining loop: a method's stages on a pool, checkpointed so that a kill at any step resumes.
+
+A checkpoint holds the stage, epoch and step, the model, optimiser and scheduler, the sampling
+generator and torch's global random state: a resumed run draws the same numbers as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ssl_bench.errors import PluginError
+from ssl_bench.method import Method, Stage
+from ssl_bench.pools import PreparedPool
+from ssl_bench.results import save_torch
+
+
+def _checkpoint_seconds() -> float:
+    """Seconds between checkpoints inside an epoch (one is always written at the end of an epoch)."""
+    return float(os.environ.get("SSL_BENCH_CHECKPOINT_SECONDS", "60"))
+
+
+@dataclass(frozen=True)
+class PretrainOutcome:
+    encoder_state: dict[str, torch.Tensor]
+    seconds: float
+    source_images: int
+    #: steps that an earlier, interrupted process had already done (0 for an unbroken run)
+    resumed_from_step: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.source_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class _Position:
+    stage: int = 0
+    epoch: int = 0
+    step: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    source_images: int = 0
+
+
+def _sample(pool: PreparedPool, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    picks = torch.randint(len(pool.train_index), (batch_size,), generator=generator).numpy()
+    batch = torch.from_numpy(np.ascontiguousarray(pool.images[pool.train_index[picks]]))
+    return batch.to(device, non_blocking=True).float().div_(255)
+
+
+def _carry_by_name(source: nn.Module, target: nn.Module) -> None:
+    """Start a stage from the previous one's parameters wherever names and shapes match."""
+    target_state = target.state_dict()
+    matching = {k: v for k, v in source.state_dict().items() if k in target_state and v.shape == target_state[k].shape}
+    target.load_state_dict(matching, strict=False)
+
+
+class _Trainer:
+    def __init__(self, method: Method, encoder: nn.Module, pool: PreparedPool, device: torch.device, seed: int):
+        self.method, self.encoder, self.pool, self.device = method, encoder, pool, device
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def build(self, stage_index: int, stage: Stage, previous: nn.Module | None):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1 + stage_index)
+            model = self.method.build_model(self.encoder, stage, self.pool.channels)
+        if getattr(model, "encoder", None) is not self.encoder:
+            raise PluginError(f"{self.method.name}.build_model must keep the given encoder as `model.encoder`")
+        if previous is not None:
+            _carry_by_name(previous, model)
+        model.to(self.device)
+        optimizer, scheduler = self.method.configure_optimizer(model, stage)
+        return model, optimizer, scheduler
+
+    def step(self, model, optimizer, stage: Stage, step: int, total: int) -> float:
+        images = _sample(self.pool, stage.batch_size, self.generator, self.device)
+        loss = self.method.training_step(model, images, stage, self.generator)
+        if not torch.isfinite(loss):
+            raise PluginError(f"{self.method.name}: the loss became {loss.item()} at step {step} of {stage.name}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.method.after_step(model, stage, step, total)
+        return loss.item()
+
+
+def _save_checkpoint(path: Path, position: _Position, model, optimizer, scheduler, generator) -> None:
+    state = {
+        "position": vars(position),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    save_torch(path, state)
+
+
+def pretrain(
+    method: Method,
+    encoder: nn.Module,
+    pool: PreparedPool,
+    *,
+    profile: str,
+    seed: int,
+    device: torch.device,
+    workdir: Path,
+    progress: bool = True,
+) -> PretrainOutcome:
+    """Run every stage of ``method`` on ``pool``, resuming from ``workdir/state.pt`` if it exists."""
+    stages = method.stages(profile)
+    trainer = _Trainer(method, encoder, pool, device, seed)
+    state_path = workdir / "state.pt"
+    saved = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
+    position = _Position(**saved["position"]) if saved else _Position()
+    resumed_from_step = position.steps
+    torch.manual_seed(seed)
+    model = None
+    for stage_index in range(position.stage, len(stages)):
+        stage = stages[stage_index]
+        model, optimizer, scheduler = trainer.build(stage_index, stage, model)
+        if saved and stage_index == position.stage:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            trainer.generator.set_state(saved["generator"])
+            torch.set_rng_state(saved["torch_rng"])
+        else:
+            position = _Position(stage_index, 0, 0, position.steps, position.seconds, position.source_images)
+
+        def checkpoint() -> None:
+            _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)  # noqa: B023
+
+        total = stage.epochs * stage.steps_per_epoch
+        done = position.epoch * stage.steps_per_epoch + position.step
+        bar = tqdm(
+            total=total, initial=done, desc=f"pretrain {method.name}/{stage.name}", unit="step",
+            disable=not progress, leave=False,
+        )  # fmt: skip
+        model.train()
+        last_checkpoint = time.monotonic()
+        while position.epoch < stage.epochs:
+            while position.step < stage.steps_per_epoch:
+                started = time.perf_counter()
+                loss = trainer.step(model, optimizer, stage, done, total)
+                position.seconds += time.perf_counter() - started
+                position.source_images += stage.batch_size
+                position.steps += 1
+                position.step += 1
+                done += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=position.epoch + 1)
+                if time.monotonic() - last_checkpoint >= _checkpoint_seconds():
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+            position.epoch, position.step = position.epoch + 1, 0
+            if scheduler is not None:
+                scheduler.step()
+            checkpoint()
+            last_checkpoint = time.monotonic()
+        bar.close()
+        saved = None
+    encoder_state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+    return PretrainOutcome(encoder_state, position.seconds, position.source_images, resumed_from_step)

@@ -1,0 +1,100 @@
+"""The contract of a downstream task and of an unlabelled pretraining pool."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a task's data was found; if not, why not and where to get it."""
+
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def found(cls) -> Availability:
+        return cls(True)
+
+    @classmethod
+    def missing(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class SegmentationSplit:
+    """Images ``uint8 (N, C, H, W)`` with binary masks ``bool (N, H, W)``, named by ``ids``."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.masks.dtype != torch.bool or self.masks.shape != (n, *self.images.shape[2:]):
+            raise ValueError(
+                f"masks must be bool {(n, *self.images.shape[2:])}, got {self.masks.dtype} {tuple(self.masks.shape)}"
+            )
+        if self.images.shape[0] != n:
+            raise ValueError(f"{self.images.shape[0]} images but {n} ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: slice) -> SegmentationSplit:
+        return SegmentationSplit(self.images[index], self.masks[index], self.ids[index])
+
+
+@dataclass(frozen=True)
+class SegmentationData:
+    """A task's data. ``train`` is ordered: validation and label fractions are prefixes of it."""
+
+    train: SegmentationSplit
+    test: SegmentationSplit
+
+
+class Task(ABC):
+    """A binary segmentation task, scored by per-image Dice at 0.5."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: Pretraining pools and tasks meet by modality (``fundus``, ``cxr``, ``synthetic-fundus``...).
+    modality: ClassVar[str]
+    channels: ClassVar[int]
+    target: ClassVar[str]
+    url: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    #: Rotation range of the downstream augmentation, in degrees (LD: 180 fundus, 30 X-ray).
+    rotation_degrees: ClassVar[float] = 180.0
+    #: Bump on any change that alters the data: cached results of other versions are never reused.
+    version: ClassVar[str] = "1"
+
+    def availability(self, data_root: Path | None) -> Availability:
+        """Whether :meth:`load` can work with ``data_root``; built-in data is always available."""
+        return Availability.found()
+
+    @abstractmethod
+    def load(self, data_root: Path | None) -> SegmentationData:
+        """The task's images and masks, at the task's prepared size."""
+
+
+class Pool(ABC):
+    """An unlabelled pretraining pool of one modality."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    modality: ClassVar[str]
+    channels: ClassVar[int]
+    version: ClassVar[str] = "1"
+
+    @abstractmethod
+    def images(self, data_root: Path | None) -> torch.Tensor:
+        """The pool's images, ``uint8 (N, C, H, W)`` at one size."""

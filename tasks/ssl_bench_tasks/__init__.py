@@ -1,0 +1,1 @@
+"""Task plugins that ship with ssl-bench: one module per dataset family."""

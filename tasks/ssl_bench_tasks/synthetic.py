@@ -1,0 +1,109 @@
+"""Built-in synthetic phantoms: fundus vessels and chest X-ray lungs, with their unlabelled pools.
+
+They need no download, so that a fresh install can run the whole benchmark. Labelled images and
+pool images come from different seeds: no image is both pretrained on and tested on.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ssl_bench.api import (
+    PhantomSet,
+    Pool,
+    SegmentationData,
+    SegmentationSplit,
+    Task,
+    hookimpl,
+    make_cxr,
+    make_fundus,
+)
+
+IMAGE_SIZE = 128
+TRAIN_IMAGES = 24
+TEST_IMAGES = 8
+POOL_IMAGES = 400
+LABELLED_SEED = 2021
+POOL_SEED = 1994
+
+
+def _split(phantoms: PhantomSet, target: str, start: int, prefix: str) -> SegmentationSplit:
+    n = len(phantoms.images)
+    return SegmentationSplit(
+        torch.from_numpy(phantoms.images),
+        torch.from_numpy(phantoms.masks[target]),
+        tuple(f"{prefix}{start + i:03d}" for i in range(n)),
+    )
+
+
+class _SyntheticTask(Task):
+    make: ClassVar[Callable[..., PhantomSet]]
+    mask: ClassVar[str]
+    url = "built in (ssl_bench.data.phantoms)"
+    licence = "MIT (generated)"
+
+    def load(self, data_root: Path | None) -> SegmentationData:
+        train = type(self).make(TRAIN_IMAGES, IMAGE_SIZE, LABELLED_SEED)
+        test = type(self).make(TEST_IMAGES, IMAGE_SIZE, LABELLED_SEED, start=TRAIN_IMAGES)
+        return SegmentationData(
+            train=_split(train, self.mask, 0, "train"), test=_split(test, self.mask, TRAIN_IMAGES, "test")
+        )
+
+
+class SyntheticVessel(_SyntheticTask):
+    name = "synthetic-vessel"
+    description = "Vessel segmentation on synthetic RGB fundus phantoms (built in)."
+    modality = "synthetic-fundus"
+    channels = 3
+    target = "retinal vessels"
+    rotation_degrees = 180.0
+    make = staticmethod(make_fundus)
+    mask = "vessel"
+
+
+class SyntheticLung(_SyntheticTask):
+    name = "synthetic-lung"
+    description = "Lung segmentation on synthetic grey chest X-ray phantoms (built in)."
+    modality = "synthetic-cxr"
+    channels = 1
+    target = "lungs"
+    rotation_degrees = 30.0
+    make = staticmethod(make_cxr)
+    mask = "lung"
+
+
+class _SyntheticPool(Pool):
+    make: ClassVar[Callable[..., PhantomSet]]
+
+    def images(self, data_root: Path | None) -> torch.Tensor:
+        return torch.from_numpy(type(self).make(POOL_IMAGES, IMAGE_SIZE, POOL_SEED).images)
+
+
+class SyntheticFundusPool(_SyntheticPool):
+    name = "synthetic-fundus"
+    description = f"{POOL_IMAGES} unlabelled synthetic fundus phantoms."
+    modality = "synthetic-fundus"
+    channels = 3
+    make = staticmethod(make_fundus)
+
+
+class SyntheticCxrPool(_SyntheticPool):
+    name = "synthetic-cxr"
+    description = f"{POOL_IMAGES} unlabelled synthetic chest X-ray phantoms."
+    modality = "synthetic-cxr"
+    channels = 1
+    make = staticmethod(make_cxr)
+
+
+@hookimpl
+def ssl_bench_register_tasks(register):
+    register(SyntheticVessel())
+    register(SyntheticLung())
+
+
+@hookimpl
+def ssl_bench_register_pools(register):
+    register(SyntheticFundusPool())
+    register(SyntheticCxrPool())

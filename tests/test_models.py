@@ -1,0 +1,178 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_bench.models import (
+    FeatureInfo,
+    SegmentationModel,
+    TimmEncoder,
+    UNet,
+    UNetDecoder,
+    VGG16BNTiny,
+    create_encoder,
+)
+
+VGG_LAYOUT = [16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M", 128, 128, 128, "M"]
+
+
+def convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_vgg_returns_the_five_pre_pool_activations_at_448() -> None:
+    encoder = VGG16BNTiny(in_chans=3).eval()
+    with torch.no_grad():
+        features = encoder(torch.randn(1, 3, 448, 448))
+    expected = [(16, 448), (32, 224), (64, 112), (128, 56), (128, 28)]
+    assert [(f.shape[1], f.shape[2]) for f in features] == expected
+    assert all(f.shape[0] == 1 and f.shape[2] == f.shape[3] for f in features)
+    assert encoder.feature_info == [FeatureInfo(c, 448 // s) for c, s in expected]
+    # Pre-pool activations are post-ReLU: nothing negative.
+    assert all(f.min() >= 0 for f in features)
+
+
+def test_vgg_parameter_count_follows_the_layer_list() -> None:
+    for in_chans in (1, 3):
+        expected, channels = 0, in_chans
+        for item in VGG_LAYOUT:
+            if item == "M":
+                continue
+            expected += channels * item * 9 + item  # conv weight + bias
+            expected += 2 * item  # BN weight + bias
+            channels = item
+        encoder = VGG16BNTiny(in_chans)
+        assert sum(p.numel() for p in encoder.parameters()) == expected
+    assert expected == 922_896  # the spec's "~0.92 M" with 3 input channels
+    assert [c.out_channels for c in convs(encoder)] == [c for c in VGG_LAYOUT if c != "M"]
+
+
+def test_vgg_init_is_kaiming_fan_out_with_zero_bias_and_unit_batchnorm() -> None:
+    torch.manual_seed(0)
+    encoder = VGG16BNTiny()
+    for conv in convs(encoder):
+        assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+        assert torch.all(conv.bias == 0)
+        expected_std = math.sqrt(2 / (conv.out_channels * 9))
+        assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
+    norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 13
+    assert all(torch.all(n.weight == 1) and torch.all(n.bias == 0) for n in norms)
+
+
+def test_vgg_decoder_and_head_reproduce_the_ld_channel_sequence() -> None:
+    model = SegmentationModel(create_encoder("vgg16_bn_tiny"))
+    decoder = model.unet.decoder
+    pairs = [(c.in_channels, c.out_channels) for c in convs(decoder)]
+    assert pairs == [(256, 128), (128, 64), (128, 64), (64, 32), (64, 32), (32, 16)]
+    assert len(decoder.levels[-1].convs) == 0  # the last concatenation has no convs
+    assert len(decoder.to_full_resolution) == 0
+    assert decoder.out_channels == model.unet.out_channels == 32
+    assert [(c.in_channels, c.out_channels) for c in convs(model.head)] == [(32, 16), (16, 16), (16, 1)]
+    for conv in convs(decoder) + convs(model.head):
+        assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+    decoder_norms = [m.num_features for m in decoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert decoder_norms == [128, 64, 64, 32, 32, 16]
+
+
+def test_decoder_upsamples_by_nearest_neighbour() -> None:
+    # With identity-like features, the level output before convs is visible in the last (conv-free) level.
+    decoder = UNetDecoder([FeatureInfo(1, 1), FeatureInfo(1, 2)])
+    deep = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    skip = torch.zeros(1, 1, 4, 4)
+    out = decoder([skip, deep])
+    expected = torch.tensor([[1.0, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]])
+    assert out.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(out[0, 0], expected)
+    torch.testing.assert_close(out[0, 1], skip[0, 0])
+
+
+def test_unet_features_have_the_input_size_for_1_and_3_channels() -> None:
+    for in_chans in (1, 3):
+        unet = UNet(create_encoder(in_chans=in_chans)).eval()
+        with torch.no_grad():
+            assert unet(torch.randn(2, in_chans, 64, 48)).shape == (2, 32, 64, 48)
+        assert convs(unet.encoder)[0].in_channels == in_chans
+
+
+def test_padding_is_zeros_bottom_right_and_cropped_back() -> None:
+    torch.manual_seed(1)
+    unet = UNet(create_encoder(in_chans=1)).eval()
+    x = torch.randn(1, 1, 37, 50)
+    padded = torch.zeros(1, 1, 48, 64)
+    padded[..., :37, :50] = x
+    with torch.no_grad():
+        out = unet(x)
+        reference = unet(padded)[..., :37, :50]
+    assert out.shape == (1, 32, 37, 50)
+    torch.testing.assert_close(out, reference)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "mobilenetv3_small_050"])
+def test_timm_encoder_gives_full_size_logits_at_an_odd_size(name: str) -> None:
+    encoder = create_encoder(name, in_chans=1)
+    assert isinstance(encoder, TimmEncoder)
+    info = encoder.model.feature_info
+    assert encoder.feature_info == [FeatureInfo(c, r) for c, r in zip(info.channels(), info.reduction(), strict=True)]
+    model = SegmentationModel(encoder).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(2, 1, 100, 75))
+    assert logits.shape == (2, 1, 100, 75)
+    assert torch.isfinite(logits).all()
+
+
+def test_timm_decoder_follows_the_general_rule() -> None:
+    # resnet18: channels 64, 64, 128, 256, 512 at reductions 2..32.
+    decoder = SegmentationModel(create_encoder("resnet18")).unet.decoder
+    pairs = [(c.in_channels, c.out_channels) for c in convs(decoder)]
+    # 512+256=768 -> 384 -> 192; 192+128=320 -> 160 -> 80; 80+64=144 -> 72 -> 36; 36+64=100 at H/2; x2: 100 -> 50.
+    assert pairs == [(768, 384), (384, 192), (320, 160), (160, 80), (144, 72), (72, 36), (100, 50)]
+    assert decoder.out_channels == 50
+
+
+def test_unknown_encoder_name_suggests_close_matches() -> None:
+    with pytest.raises(ValueError, match=r"resnt18") as error:
+        create_encoder("resnt18")
+    message = str(error.value)
+    assert "resnet18" in message and "timm.list_models" in message and "vgg16_bn_tiny" in message
+
+
+def test_encoder_state_dict_loads_strictly_into_a_segmentation_model() -> None:
+    for name in ("vgg16_bn_tiny", "resnet18"):
+        torch.manual_seed(0)
+        source = create_encoder(name, in_chans=1)
+        torch.manual_seed(1)
+        model = SegmentationModel(create_encoder(name, in_chans=1))
+        model.encoder.load_state_dict(source.state_dict(), strict=True)
+        loaded = model.encoder.state_dict()
+        assert list(loaded) == list(source.state_dict())
+        assert all(torch.equal(value, loaded[key]) for key, value in source.state_dict().items())
+    # The encoder is registered once: its keys appear only under unet.encoder.
+    keys = model.state_dict().keys()
+    assert not any(k.startswith("encoder.") for k in keys)
+    assert sum(k.startswith("unet.encoder.") for k in keys) == len(source.state_dict())
+
+
+def test_encoder_init_is_seeded_by_torch_rng() -> None:
+    def first_weight(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return convs(create_encoder())[0].weight
+
+    assert torch.equal(first_weight(3), first_weight(3))
+    assert not torch.equal(first_weight(3), first_weight(4))
+
+
+def test_frozen_encoder_stays_in_eval_mode_without_gradients() -> None:
+    model = SegmentationModel(create_encoder())
+    model.set_encoder_frozen(True)
+    model.train()
+    assert model.training and model.unet.decoder.training and model.head.training
+    assert not any(m.training for m in model.encoder.modules())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.set_encoder_frozen(False)
+    assert all(m.training for m in model.encoder.modules())
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    model.eval()
+    assert not any(m.training for m in model.modules())

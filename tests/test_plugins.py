@@ -1,0 +1,106 @@
+"""Plugin discovery through real entry points (distributions on sys.path), and failure isolation."""
+
+import importlib.metadata
+
+import pytest
+from conftest import write_distribution
+
+from ssl_bench.errors import PluginError
+from ssl_bench.plugins import build_registry, get_registry
+
+GOOD = '''
+from ssl_bench.api import Method, Stage, hookimpl
+
+class Good(Method):
+    name = "sbtest-good"
+    description = "a test method"
+
+    def stages(self, profile):
+        return []
+
+@hookimpl
+def ssl_bench_register_methods(register):
+    register(Good)
+'''
+
+BROKEN_IMPORT = "import a_module_that_does_not_exist\n"
+
+BAD_REGISTRATION = '''
+from ssl_bench.api import hookimpl
+
+@hookimpl
+def ssl_bench_register_methods(register):
+    register(42)
+'''
+
+DUPLICATE = '''
+from ssl_bench.api import Method, hookimpl
+
+class Scratch(Method):
+    name = "scratch"
+    description = "claims a name that is taken"
+
+    def stages(self, profile):
+        return []
+
+@hookimpl
+def ssl_bench_register_methods(register):
+    register(Scratch)
+'''
+
+
+def _install(site, modules: dict[str, str]) -> None:
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    write_distribution(site, "sbtest-plugins", "0.3", {name.removeprefix("sbtest_"): name for name in modules})
+
+
+def _registry():
+    return build_registry(importlib.metadata.entry_points(group="ssl_bench"))
+
+
+def test_builtins_are_found_through_their_entry_points():
+    registry = get_registry()
+    assert {"scratch", "simclr"} <= set(registry.methods)
+    assert {"synthetic-vessel", "synthetic-lung", "drive-vessel"} <= set(registry.tasks)
+    assert {"synthetic-fundus", "synthetic-cxr"} <= set(registry.pools)
+    owner = next(p for p in registry.plugins if p.name == "simclr")
+    assert (owner.distribution, owner.methods, owner.error) == ("ssl-bench", ["simclr"], None)
+
+
+def test_a_third_party_distribution_is_discovered(site):
+    _install(site, {"sbtest_good": GOOD})
+    registry = _registry()
+    assert registry.method("sbtest-good").description == "a test method"
+    info = next(p for p in registry.plugins if p.name == "good")
+    assert (info.distribution, info.version, info.methods) == ("sbtest-plugins", "0.3", ["sbtest-good"])
+    assert registry.plugin_version("sbtest-good") == "sbtest-plugins==0.3"
+
+
+def test_broken_plugins_are_reported_and_the_rest_keep_working(site):
+    _install(
+        site,
+        {"sbtest_good": GOOD, "sbtest_broken": BROKEN_IMPORT, "sbtest_bad": BAD_REGISTRATION, "sbtest_dup": DUPLICATE},
+    )
+    registry = _registry()
+    errors = {p.name: p.error for p in registry.plugins}
+    assert "a_module_that_does_not_exist" in errors["broken"]
+    assert "expected a subclass of ssl_bench.api.Method" in errors["bad"]
+    assert "already registered" in errors["dup"]
+    assert errors["good"] is None and "sbtest-good" in registry.methods
+    assert registry.methods["scratch"].description.startswith("Random initialisation")
+
+
+def test_allow_and_deny_lists(site, monkeypatch):
+    _install(site, {"sbtest_good": GOOD})
+    monkeypatch.setenv("SSL_BENCH_PLUGINS", "good,scratch")
+    assert set(_registry().methods) == {"sbtest-good", "scratch"}
+    monkeypatch.delenv("SSL_BENCH_PLUGINS")
+    monkeypatch.setenv("SSL_BENCH_DISABLE_PLUGINS", "good, simclr")
+    methods = set(_registry().methods)
+    assert "scratch" in methods and not {"sbtest-good", "simclr"} & methods
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(PluginError, match="Did you mean simclr"):
+        get_registry().method("simclrr")
