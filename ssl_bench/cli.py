@@ -12,7 +12,11 @@ import typer
 
 from ssl_bench.errors import SslBenchError
 
-app = typer.Typer(help="Benchmark self-supervised pretraining on medical image segmentation.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmark self-supervised pretraining on medical image segmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 data_app = typer.Typer(help="Inspect the data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

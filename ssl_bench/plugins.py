@@ -1,6 +1,6 @@
 """Finds plugins through the ``ssl_bench`` entry-point group and collects what they register.
 
-Each entry point is loaded and called on its own, so that one broken plugin is reported and skipped
+Entry points load in order of name, each on its own, so that one broken plugin is reported and skipped
 while the rest keep working. ``SSL_BENCH_PLUGINS`` (comma-separated entry-point names) is an allow
 list; ``SSL_BENCH_DISABLE_PLUGINS`` a deny list.
 """
@@ -137,7 +137,8 @@ def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Reg
     """Load each selected entry point and collect its registrations, isolating failures."""
     registry = Registry()
     manager = _plugin_manager()
-    for entry_point in _selected(entry_points):
+    # A fixed order makes name clashes resolve the same way everywhere: the later plugin fails.
+    for entry_point in sorted(_selected(entry_points), key=lambda ep: (ep.name, ep.value)):
         dist = entry_point.dist
         info = PluginInfo(entry_point.name, dist.name if dist else "?", dist.version if dist else "?")
         registry.plugins.append(info)

@@ -279,12 +279,11 @@ class Executor:
             "encoder": self.config.encoder,
             "pool": job.pretraining.spec.get("pool"),
             "metrics": {
-                name: {
-                    "dice": {"per_image": r.dice, "ids": r.ids},
-                    "iou": {"per_image": r.iou, "ids": r.ids},
-                    "best_epoch": r.best_epoch,
-                    "best_val_loss": r.best_val_loss,
-                }
+                name: {"dice": {"per_image": r.dice, "ids": r.ids}, "iou": {"per_image": r.iou, "ids": r.ids}}
+                for name, r in regimes.items()
+            },
+            "selection": {
+                name: {"best_epoch": r.best_epoch, "best_val_soft_dice_loss": r.best_val_loss}
                 for name, r in regimes.items()
             },
             "compute": {

@@ -197,7 +197,7 @@ def test_validation_loss_is_global_over_the_validation_split() -> None:
 def test_model_selection_never_looks_at_test_labels() -> None:
     data = squares_task()
     inverted = SegmentationData(data.train, SegmentationSplit(data.test.images, ~data.test.masks, data.test.ids))
-    normal, flipped = run_squares(data, seed=0, epochs=3), transfer(inverted, seed=0, epochs=3)
+    normal, flipped = run_squares(data, seed=0, epochs=3), run_squares(inverted, seed=0, epochs=3)
     for regime in ("frozen", "finetune"):
         a, b = normal.regimes[regime], flipped.regimes[regime]
         assert (a.best_epoch, a.best_val_loss) == (b.best_epoch, b.best_val_loss)

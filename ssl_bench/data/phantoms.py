@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
-from skimage.draw import polygon as fill_polygon
 
 MIN_SIZE = 32
 
@@ -29,7 +28,7 @@ _CXR_STREAM = 1
 # Polyline step of the vessel trees, in normalised units (0.64 px at 128 px).
 _STEP = 0.01
 # No vessel is drawn thinner than this many pixels, so that the thinnest ones stay learnable at 64 px.
-_MIN_VESSEL_PX = 1.15
+_MIN_VESSEL_PX = 1.0
 
 Image = np.ndarray
 Masks = dict[str, np.ndarray]
@@ -164,12 +163,19 @@ def _closed_curve(control: np.ndarray, samples: int) -> np.ndarray:
 
 
 def _fill(curve: np.ndarray, size: int) -> np.ndarray:
-    """Boolean mask of the pixels whose centres lie inside the closed normalised curve."""
-    cols, rows = _to_pixels(curve, size).T
-    mask = np.zeros((size, size), bool)
-    rr, cc = fill_polygon(rows, cols, (size, size))
-    mask[rr, cc] = True
-    return mask
+    """Boolean mask of the pixels whose centres lie inside the closed normalised curve (even-odd rule)."""
+    x0, y0 = _to_pixels(curve, size).T
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    rows = np.arange(size, dtype=np.float64)[:, None]
+    # Half-open crossing rule, so that a vertex on a row is counted once.
+    crosses = (y0 <= rows) != (y1 <= rows)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+    row, edge = np.nonzero(crosses)
+    # A pixel is inside when an odd number of crossings lie to its left: toggle at each crossing, then scan.
+    toggles = np.zeros((size, size + 1), np.int32)
+    np.add.at(toggles, (row, np.clip(np.ceil(x[row, edge]), 0, size).astype(np.int64)), 1)
+    return (np.cumsum(toggles[:, :size], axis=1) % 2).astype(bool)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -387,12 +393,11 @@ def _vessel_contrast(diameter_px: np.ndarray) -> np.ndarray:
 def _fundus_vessels(rng: np.random.Generator, eye: _Eye) -> list[_Vessels]:
     roots = [_arcades(rng, eye), _nasal_vessels(rng, eye)]
     generations = [
-        {"spacing": 0.3, "min_arc": 1.3 * eye.disc_radii[1], "width_ratio": (0.5, 0.72), "length": (0.25, 0.6)},
-        {"spacing": 0.25, "min_arc": 0.04, "width_ratio": (0.55, 0.8), "length": (0.12, 0.35)},
-        {"spacing": 0.25, "min_arc": 0.03, "width_ratio": (0.6, 0.85), "length": (0.06, 0.18)},
+        {"spacing": 0.35, "min_arc": 1.3 * eye.disc_radii[1], "width_ratio": (0.5, 0.72), "length": (0.25, 0.6)},
+        {"spacing": 0.35, "min_arc": 0.04, "width_ratio": (0.55, 0.8), "length": (0.08, 0.25)},
     ]
     for params in generations:
-        params["wiggle"] = 1.6
+        params["wiggle"] = 1.3
     return _tree(rng, roots, eye.inside, generations)
 
 
@@ -408,7 +413,7 @@ def _arcades(rng: np.random.Generator, eye: _Eye) -> _Vessels:
     # Slow irregularities of the arcade's radius, zero at the disc so that every vessel starts there.
     wobble = sum(
         rng.uniform(0.0, 0.05 / j, (count, 1)) * np.sin(j * rng.uniform(1.5, 3.0, (count, 1)) * t)
-        for j in (1, 2, 3)
+        for j in (1, 2, 3, 6)
     )
     rho = rho0 * (1 + rng.uniform(0.12, 0.25, (count, 1)) * t + wobble)
     squash = rng.uniform(0.7, 0.95, (count, 1))
@@ -418,7 +423,7 @@ def _arcades(rng: np.random.Generator, eye: _Eye) -> _Vessels:
     steps = np.sqrt((np.diff(pos, axis=1) ** 2).sum(-1))
     arc = np.concatenate([np.zeros((count, 1)), np.cumsum(steps, axis=1)], axis=1)
     kind = np.array([0, 1, 0, 1])
-    w0 = np.where(kind == 1, rng.uniform(0.034, 0.04, count), rng.uniform(0.028, 0.033, count))
+    w0 = np.where(kind == 1, rng.uniform(0.027, 0.033, count), rng.uniform(0.021, 0.025, count))
     width = _taper(w0, arc, np.full(count, 2.0), rng.uniform(0.35, 0.5, count))
     return _Vessels(pos, width, arc, t <= sweep, kind)
 
@@ -430,7 +435,7 @@ def _nasal_vessels(rng: np.random.Generator, eye: _Eye) -> _Vessels:
     temporal = outward + np.pi + rng.uniform(-0.45, 0.45, 2)
     heading = np.concatenate([nasal, temporal])
     kind = np.array([0, 1, 0, 1, *rng.integers(0, 2, 3)])
-    width = np.where(kind == 1, 0.03, 0.025) * rng.uniform(0.85, 1.1, 7)
+    width = np.where(kind == 1, 0.027, 0.022) * rng.uniform(0.85, 1.1, 7)
     width[4:] *= rng.uniform(0.55, 0.75, 3)
     length = np.concatenate([rng.uniform(0.7, 1.0, 5), rng.uniform(0.3, 0.45, 2)])
     start = np.broadcast_to(eye.disc, (7, 2))
@@ -455,7 +460,7 @@ def _fundus_shading(
     light *= 1 + 0.08 * _low_frequency(rng, size, terms=4, max_freq=4.0)
     red = rng.uniform(0.75, 0.92)
     retina = np.array([red, red * rng.uniform(0.36, 0.48), red * rng.uniform(0.1, 0.2)], np.float32)
-    image = retina[:, None, None] * light * (1 + 0.035 * _smooth_noise(rng, size, 0.012))
+    image = retina[:, None, None] * light * (1 + 0.025 * _smooth_noise(rng, size, 0.01))
     # Macula: darker and browner, with a darker fovea at its centre.
     macula = rng.uniform(0.7, 1.2) * np.exp(-to_macula / (2 * rng.uniform(0.11, 0.15) ** 2))
     fovea = np.exp(-to_macula / (2 * 0.03**2))
@@ -480,11 +485,11 @@ def _paint_disc(
     cup_centre = eye.disc + 0.25 * eye.disc_radii[0] * (eye.macula - eye.disc) / np.hypot(*(eye.macula - eye.disc))
     cup_radius = rng.uniform(0.3, 0.55) * eye.disc_radii[0]
     cup = np.exp(-((x - cup_centre[0]) ** 2 + (y - cup_centre[1]) ** 2) / (2 * cup_radius**2))
-    disc = np.array([1.0, rng.uniform(0.72, 0.86), rng.uniform(0.4, 0.55)], np.float32)[:, None, None]
-    pale = np.array([1.0, 0.95, 0.78], np.float32)[:, None, None]
-    colour = disc * (1 - cup) + pale * cup
-    alpha = rng.uniform(0.8, 0.95) * rim
-    return image * (1 - alpha) + colour * alpha * rng.uniform(0.9, 1.05)
+    disc = np.array([1.0, rng.uniform(0.75, 0.88), rng.uniform(0.45, 0.6)], np.float32)[:, None, None]
+    pale = np.array([1.0, 0.97, 0.85], np.float32)[:, None, None]
+    colour = (disc * (1 - cup) + pale * cup) * rng.uniform(1.0, 1.2)
+    alpha = rng.uniform(0.88, 1.0) * rim
+    return image * (1 - alpha) + colour * alpha
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -495,8 +500,205 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 # Chest X-rays
 
 
+# Right lung (image left) in the patient frame, clockwise from the apex; the left lung mirrors it.
+_LUNG_OUTLINE = np.array(
+    [
+        (-0.40, -0.80), (-0.30, -0.78), (-0.23, -0.66), (-0.19, -0.45), (-0.18, -0.20), (-0.19, 0.05),
+        (-0.21, 0.27), (-0.26, 0.44), (-0.38, 0.42), (-0.52, 0.44), (-0.66, 0.52), (-0.79, 0.64),
+        (-0.84, 0.42), (-0.84, 0.12), (-0.79, -0.24), (-0.69, -0.55), (-0.55, -0.75),
+    ]
+)  # fmt: skip
+# The aortic knob pushes the left lung's upper medial border outwards (vertex index -> shift in u).
+_AORTIC_KNOB = {3: 0.06, 4: 0.02}
+_APEX_LEVEL = -0.8
+_BASE_LEVEL = 0.44  # medial end of the diaphragm, where the heart rests
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """Where the patient stands: image xy = centre + scale * rotation(angle) @ patient uv."""
+
+    centre: np.ndarray
+    scale: float
+    angle: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> _Pose:
+        return cls(rng.uniform([-0.04, -0.02], [0.04, 0.06]), rng.uniform(0.86, 0.98), rng.uniform(-0.06, 0.06))
+
+    def to_image(self, uv: np.ndarray) -> np.ndarray:
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return self.centre + self.scale * (uv @ np.array([[c, s], [-s, c]]))
+
+    def patient_grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patient-frame ``u`` and ``v`` of every pixel, ``(size, size)`` each."""
+        x, y = _grid(size)
+        dx, dy = x - np.float32(self.centre[0]), y - np.float32(self.centre[1])
+        c, s = np.float32(np.cos(self.angle) / self.scale), np.float32(np.sin(self.angle) / self.scale)
+        return dx * c + dy * s, dy * c - dx * s
+
+
 def _cxr(rng: np.random.Generator, size: int) -> tuple[Image, Masks]:
-    raise NotImplementedError
+    pose = _Pose.sample(rng)
+    u, v = pose.patient_grid(size)
+    lungs, heart, base = _chest_outlines(rng, pose, size)
+    lung_soft = _blur(lungs.astype(np.float32), 0.012, size)
+    heart_soft = _blur(heart.astype(np.float32), 0.015, size)
+    # A lung is thinner near its edges and holds less air there: a wide blur stands in for thickness.
+    thickness = _blur(lungs.astype(np.float32), 0.08, size)
+    air = lung_soft * (0.4 + 0.6 * thickness) * (1 - 0.92 * heart_soft)
+    density = (
+        _soft_tissue(rng, u, v, base)
+        + _mediastinum(rng, u, v)
+        + _clavicles(rng, u, v)
+        + _ribs(rng, u, v, base) * (0.3 + 0.7 * lung_soft)
+        + 0.09 * _lung_markings(rng, pose, lungs, size) * lung_soft
+        + 0.08 * heart_soft
+        - rng.uniform(0.34, 0.44) * air
+        - _gastric_bubble(rng, u, v, base)
+    )
+    image = _radiograph(rng, density, size)
+    return image[None], {"lung": lungs & ~heart, "heart": heart}
+
+
+def _blur(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
+    """Gaussian blur by ``sigma`` normalised units (the same look at every size)."""
+    return ndimage.gaussian_filter(image, sigma * size / 2, mode="nearest", truncate=3.0)
+
+
+def _chest_outlines(rng: np.random.Generator, pose: _Pose, size: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Masks of both lungs and of the heart, and the patient-frame level of the diaphragm under the heart."""
+    depth = rng.uniform(0.9, 1.08)  # depth of inspiration: how far down the diaphragm sits
+    width = rng.uniform(0.93, 1.04)
+    lungs = np.zeros((size, size), bool)
+    for side, lower in ((-1.0, 1.0), (1.0, rng.uniform(1.02, 1.06))):  # the left hemidiaphragm sits lower
+        outline = _LUNG_OUTLINE.copy()
+        if side > 0:
+            for vertex, shift in _AORTIC_KNOB.items():
+                outline[vertex, 0] -= shift
+        outline[:, 0] *= side * width * rng.uniform(0.97, 1.03)
+        outline[:, 1] = _APEX_LEVEL + (outline[:, 1] - _APEX_LEVEL) * depth * lower
+        outline += rng.normal(0, 0.012, outline.shape)
+        lungs |= _fill(pose.to_image(_closed_curve(outline, 96)), size)
+    base = _APEX_LEVEL + (_BASE_LEVEL - _APEX_LEVEL) * depth
+    return lungs, _fill(pose.to_image(_heart_outline(rng, base)), size), base
+
+
+def _heart_outline(rng: np.random.Generator, base: float) -> np.ndarray:
+    """A tilted ellipse, apex down towards the patient's left, flattened where it rests on the diaphragm."""
+    along, across = rng.uniform(0.34, 0.42), rng.uniform(0.24, 0.29)
+    tilt = rng.uniform(0.35, 0.65)
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    ellipse = _unit(t) * [along, across] * (1 + rng.normal(0, 0.025, (12, 1)))
+    c, s = np.cos(tilt), np.sin(tilt)
+    centre = np.array([rng.uniform(0.08, 0.15), base - rng.uniform(0.18, 0.24)])
+    curve = _closed_curve(centre + ellipse @ np.array([[c, s], [-s, c]]), 96)
+    curve[:, 1] = np.minimum(curve[:, 1], base + 0.03)
+    return curve
+
+
+def _soft_tissue(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, base: float) -> np.ndarray:
+    """Chest wall, shoulders, neck and abdomen: thicker (brighter) towards the midline, air around."""
+    half_width = rng.uniform(0.95, 1.04) * (1 - 0.05 * (v - 0.2) ** 2)
+    neck = rng.uniform(0.26, 0.32)
+    au = np.abs(u)
+    shoulder = np.clip((au - neck) / (half_width - neck), 0, 1)
+    # Trapezius slope from the neck out to the shoulder, curving up into the neck without a corner.
+    top = -0.97 + 0.2 * shoulder**2 - 1.2 * np.clip((neck + 0.15 - au) / 0.2, 0, 1) ** 2
+    inside = np.minimum(half_width - au, v - top)
+    # Tissue thins to nothing at the skin, so the body edge is a ramp rather than a step.
+    body = np.sqrt(np.clip(inside / 0.12, 0, 1))
+    depth = np.sqrt(np.clip(1 - (u / half_width) ** 2, 0, 1))
+    abdomen = 0.07 * np.clip((v - base + 0.05) / 0.3, 0, 1)
+    humeri = sum(_soft_edge(np.hypot(u - side * half_width, v + 0.76) - 0.14, 0.04) for side in (-1, 1))
+    return body * (rng.uniform(0.14, 0.2) + 0.46 * depth + abdomen + 0.14 * humeri)
+
+
+def _mediastinum(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Spine with faint vertebral bodies, and the dark tracheal air column down to the carina."""
+    period = rng.uniform(0.085, 0.1)
+    vertebrae = 0.85 + 0.15 * np.cos(2 * np.pi * (v / period + rng.uniform()))
+    spine = 0.06 * _soft_edge(np.abs(u) - 0.07, 0.03) * vertebrae
+    carina = rng.uniform(-0.36, -0.28)
+    trachea = _soft_edge(np.abs(u) - 0.045, 0.03) * _soft_edge(v - carina, 0.06)
+    return spine - 0.08 * trachea
+
+
+def _clavicles(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Two oblique S-curved bands from the sternal notch up and out to the shoulders."""
+    medial, lateral = rng.uniform(-0.66, -0.58), rng.uniform(-0.86, -0.78)
+    q = (np.abs(u) - 0.08) / 0.66
+    centre = medial + (lateral - medial) * q + 0.025 * np.sin(2 * np.pi * q)
+    slope = (lateral - medial) / 0.66
+    half = 0.032 * (1.2 - 0.4 * np.clip(q, 0, 1))
+    distance = np.abs(v - centre) / np.sqrt(1 + slope**2)
+    ends = np.clip(q * 12, 0, 1) * np.clip((1.1 - q) * 12, 0, 1)
+    return rng.uniform(0.12, 0.16) * _soft_edge(distance - half, 0.025) * ends
+
+
+def _ribs(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, base: float) -> np.ndarray:
+    """Posterior ribs arching up and out from the spine, and fainter anterior ribs sloping the other way."""
+    q = np.clip((np.abs(u) - 0.06) / 0.82, 0, 1.2)
+    spacing = rng.uniform(0.11, 0.13)
+    arch = rng.uniform(0.55, 0.75) * ((q - 0.3) ** 2 - 0.09)
+    # A slow random warp keeps the ribs from looking ruled.
+    warp = 0.12 * np.sin(rng.uniform(2, 5) * v + rng.uniform(0, 2 * np.pi)) * np.sin(rng.uniform(2, 4) * u)
+    posterior = _bands((v - arch) / spacing + warp + rng.uniform(), 0.45)
+    anterior = _bands((v + rng.uniform(0.3, 0.4) * q**1.5) / (1.15 * spacing) + rng.uniform(), 0.35)
+    chest = _soft_edge(q - 1.0, 0.1) * _soft_edge(v - base - 0.2, 0.1) * _soft_edge(-0.86 - v, 0.05)
+    return rng.uniform(0.045, 0.07) * (posterior + 0.5 * anterior) * chest
+
+
+def _bands(phase: np.ndarray, duty: float) -> np.ndarray:
+    """Periodic bands ``duty`` of each period wide, brighter at their (cortical) edges."""
+    f = 2 * (phase % 1) / duty - 1  # -1..1 across a band, > 1 between bands
+    return np.where(f < 1, 0.7 + 0.3 * f**4, 0)
+
+
+def _lung_markings(rng: np.random.Generator, pose: _Pose, lungs: np.ndarray, size: int) -> np.ndarray:
+    """Pulmonary vessels branching out of both hila: faint bright lines, dense centrally."""
+    per_side = 5
+    hila = np.array([[-0.28, -0.08], [0.28, -0.12]]) + rng.normal(0, 0.02, (2, 2))
+    spread = np.tile(np.linspace(-1.2, 1.2, per_side), 2)
+    count = 2 * per_side
+    roots = _walk(
+        rng,
+        start=pose.to_image(np.repeat(hila, per_side, axis=0)),
+        heading=np.repeat([np.pi, 0.0], per_side) + np.repeat([-1, 1], per_side) * spread + pose.angle,
+        length=rng.uniform(0.3, 0.55, count),
+        width=rng.uniform(0.02, 0.028, count),
+        kind=np.zeros(count, int),
+        wiggle=1.0,
+    )
+    generations = [
+        {"spacing": 0.12, "min_arc": 0.04, "width_ratio": (0.55, 0.8), "length": (0.1, 0.3), "wiggle": 1.5},
+        {"spacing": 0.15, "min_arc": 0.03, "width_ratio": (0.6, 0.85), "length": (0.05, 0.15), "wiggle": 1.5},
+    ]
+
+    def in_lung(xy: np.ndarray) -> np.ndarray:
+        cols, rows = np.clip(np.rint(_to_pixels(xy, size)), 0, size - 1).astype(np.int64).T
+        return lungs[rows.T, cols.T]
+
+    tree = _tree(rng, [roots], in_lung, generations)
+    marks, _ = _render_tubes(tree, size, kinds=1, min_px=0.0, contrast=np.ones_like)
+    return _blur(marks[0], 0.006, size)
+
+
+def _gastric_bubble(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, base: float) -> np.ndarray:
+    """Air in the stomach under the left hemidiaphragm, in most films."""
+    centre, radii = rng.uniform([0.35, 0.15], [0.5, 0.22]), rng.uniform([0.07, 0.04], [0.11, 0.06])
+    strength = rng.uniform(0.06, 0.12) * (rng.random() < 0.7)
+    shape = np.hypot((u - centre[0]) / radii[0], (v - base - centre[1]) / radii[1])
+    return strength * _soft_edge(shape - 1, 0.5)
+
+
+def _radiograph(rng: np.random.Generator, density: np.ndarray, size: int) -> Image:
+    """Detector response: slight blur, random window and gamma, quantum noise."""
+    image = _blur(density.astype(np.float32), 0.005, size)
+    image = np.clip(rng.uniform(1.05, 1.3) * image + rng.uniform(-0.05, 0.03), 0, 1) ** rng.uniform(0.8, 1.2)
+    image += rng.normal(0, 0.012, image.shape).astype(np.float32)
+    image += 0.012 * _smooth_noise(rng, size, 0.006)
+    return _to_uint8(image)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Every CLI command, with its output and side effects."""
+
+import json
+
+import pytest
+from conftest import shared_data
+from PIL import Image
+from typer.testing import CliRunner
+
+from ssl_bench.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_plugins_lists_distribution_version_and_registrations(example_plugin):
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    assert "simclr  (ssl-bench 0.1.0)" in result.output and "  methods: simclr" in result.output
+    assert "synthetic  (ssl-bench 0.1.0)" in result.output and "  pools: synthetic-fundus" in result.output
+    assert "denoise  (ssl-bench-example-plugin 0.1.0)" in result.output
+
+
+def test_plugins_shows_a_broken_plugin_with_its_error(site):
+    from conftest import write_distribution
+
+    (site / "sbtest_broken.py").write_text("raise RuntimeError('cannot start')\n")
+    write_distribution(site, "sbtest-broken", "1.0", {"broken": "sbtest_broken"})
+    result = invoke("plugins")
+    assert result.exit_code == 0
+    assert "FAILED: RuntimeError: cannot start" in result.output and "methods: scratch" in result.output
+
+
+def test_list_methods_and_tasks_with_availability():
+    result = invoke("list", "methods")
+    assert result.exit_code == 0
+    assert "scratch" in result.output and "Random initialisation" in result.output
+    assert "tasks:" not in result.output
+    tasks = invoke("list", "tasks").output
+    assert "synthetic-vessel" in tasks and "(available)" in tasks
+    drive_line = next(line for line in tasks.splitlines() if "drive-vessel" in line)
+    assert "missing:" in drive_line and "drive.grand-challenge.org" in drive_line
+
+
+def test_list_tasks_finds_real_drive_under_data_root():
+    root = shared_data("DRIVE").parent
+    tasks = invoke("list", "tasks", "--data-root", str(root)).output
+    drive_line = next(line for line in tasks.splitlines() if "drive-vessel" in line)
+    assert "(available)" in drive_line
+
+
+def test_run_needs_a_selection_and_reports_unknown_names_clearly(tmp_path):
+    nothing = runner.invoke(app, ["run", "--results", str(tmp_path)])
+    assert nothing.exit_code == 2 and "--all" in nothing.output
+    typo = runner.invoke(app, ["run", "-m", "simclrr", "-t", "synthetic-vessel", "--results", str(tmp_path)])
+    assert typo.exit_code == 2 and "Did you mean simclr" in typo.output and "Traceback" not in typo.output
+
+
+def test_run_writes_results_config_and_leaderboards_then_resumes_and_refuses(tmp_path):
+    results = tmp_path / "results"
+    args = ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(results), "--no-progress"]
+    first = invoke(*args, "--data-root", str(tmp_path / "no-data"))
+    assert first.exit_code == 0, first.output
+    assert "1 jobs planned, 0 already done, 1 to run." in first.output
+    (result_file,) = results.glob("runs/*/result.json")
+    assert json.loads(result_file.read_text())["task"] == "synthetic-lung"
+    config = (results / "run-config.toml").read_text()
+    assert 'profile = "demo"' in config and 'tasks = [\n    "synthetic-lung",\n]' in config
+    markdown = (results / "leaderboard.md").read_text()
+    assert "scratch" in markdown and "smoke test" in markdown.lower()
+
+    again = invoke(*args)
+    assert "1 jobs planned, 1 already done, 0 to run." in again.output
+    refused = runner.invoke(app, [*args, "--overwrite", "never"])
+    assert refused.exit_code == 2 and "already exist" in refused.output
+
+    (results / "leaderboard.md").unlink()
+    rebuilt = invoke("leaderboard", "--results", str(results))
+    assert rebuilt.exit_code == 0 and (results / "leaderboard.md").read_text() == markdown
+
+
+def test_run_from_a_config_file_with_method_options(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('tasks = ["synthetic-vessel"]\nseeds = 1\n[methods.simclr]\ntemperature = 0.2\n')
+    results = tmp_path / "results"
+    result = invoke("run", "--config", str(config), "--results", str(results), "--no-progress")
+    assert result.exit_code == 0, result.output
+    (result_file,) = results.glob("runs/*/result.json")
+    assert json.loads(result_file.read_text())["variant"] == "simclr(temperature=0.2)"
+    assert "temperature = 0.2" in (results / "run-config.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[methods.simclr]\ntemprature = 0.2\n")
+    refused = runner.invoke(app, ["run", "--config", str(bad), "--results", str(results)])
+    assert refused.exit_code == 2 and "has no option 'temprature'" in refused.output
+
+
+def test_leaderboard_without_results_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])
+    assert result.exit_code == 2 and "run" in result.output.lower()
+
+
+def test_check_passes_the_example_plugin_and_names_unknown_ones(example_plugin):
+    result = invoke("check", "denoise")
+    assert result.exit_code == 0, result.output
+    assert "PASS  method denoise: 2 steps on 1-channel images" in result.output
+    assert "0 failed" in result.output
+    unknown = runner.invoke(app, ["check", "nope"])
+    assert unknown.exit_code == 2 and "no plugin named 'nope'" in unknown.output
+
+
+def test_check_reports_a_broken_method(site):
+    from conftest import write_distribution
+
+    (site / "sbtest_frozen.py").write_text(
+        "from ssl_bench.api import Method, Stage, hookimpl\n"
+        "import torch\n"
+        "class Frozen(Method):\n"
+        "    name = 'sbtest-frozen'\n"
+        "    description = 'its loss never reaches the encoder'\n"
+        "    def stages(self, profile):\n"
+        "        return [Stage('s', 1, 1, 4, 32, 1e-3)]\n"
+        "    def build_model(self, encoder, stage, channels):\n"
+        "        model = torch.nn.Linear(1, 1)\n"
+        "        model.encoder = encoder\n"
+        "        return model\n"
+        "    def training_step(self, model, images, stage, generator):\n"
+        "        return model(torch.ones(1, 1)).sum()\n"
+        "@hookimpl\n"
+        "def ssl_bench_register_methods(register):\n"
+        "    register(Frozen)\n"
+    )
+    write_distribution(site, "sbtest-frozen", "1.0", {"frozen": "sbtest_frozen"})
+    result = runner.invoke(app, ["check", "frozen"])
+    assert result.exit_code == 1
+    assert "FAIL  method sbtest-frozen: 2 steps on 3-channel images" in result.output
+    assert "did not change" in result.output
+
+
+@pytest.mark.parametrize("size", [96])
+def test_data_preview_writes_a_png(tmp_path, size):
+    out = tmp_path / "preview.png"
+    result = invoke("data", "preview", "--out", str(out), "--size", str(size))
+    assert result.exit_code == 0 and str(out) in result.output
+    with Image.open(out) as image:
+        assert image.width > 4 * size and image.height > 2 * size

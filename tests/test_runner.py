@@ -1,0 +1,166 @@
+"""The runner: job identity, determinism, caching, resume after SIGKILL, pools, and that scratch learns."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_bench.config import resolve_config
+from ssl_bench.errors import ConfigError
+from ssl_bench.plugins import get_registry
+from ssl_bench.pools import PoolSource, prepare_pool
+from ssl_bench.resources import PeakMemory
+from ssl_bench.runner import Executor, build_plan
+
+
+def _config(results: Path, **values):
+    return resolve_config(values, {"results": str(results)}, get_registry())
+
+
+def _run(config):
+    executor = Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None)
+    return [json.loads(path.read_text()) for path in executor.run(build_plan(config, get_registry()))]
+
+
+def _dice(result: dict, regime: str = "finetune") -> list[float]:
+    return result["metrics"][regime]["dice"]["per_image"]
+
+
+def test_job_ids_hash_the_resolved_spec(tmp_path):
+    base = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], seeds=2), get_registry())
+    again = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], seeds=2), get_registry())
+    assert [j.id for j in base.jobs] == [j.id for j in again.jobs]
+    assert len({j.id for j in base.jobs}) == 2 and len({j.seed for j in base.jobs}) == 2
+    variant = build_plan(
+        _config(tmp_path, methods={"simclr": {"temperature": 0.2}}, tasks=["synthetic-vessel"]), get_registry()
+    )
+    assert variant.jobs[0].id not in {j.id for j in base.jobs}
+    assert variant.jobs[0].spec["variant"] == "simclr(temperature=0.2)"
+    assert variant.jobs[0].pretraining.spec["pool"]["id"] == "synthetic-fundus"
+    paper = build_plan(
+        _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], profile="paper"), get_registry()
+    )
+    assert paper.jobs[0].id not in {j.id for j in base.jobs}
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers_and_scratch_learns(tmp_path):
+    first = _run(_config(tmp_path / "a", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=2))
+    second = _run(_config(tmp_path / "b", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=1))
+    by_seed = {r["seed_index"]: r for r in first}
+    assert _dice(by_seed[0]) == _dice(second[0])
+    assert _dice(by_seed[0]) != _dice(by_seed[1])
+    # All-foreground prediction on the same test masks: Dice = 2|y| / (|y| + |image|).
+    masks = get_registry().task("synthetic-vessel").load(None).test.masks.float()
+    all_foreground = (2 * masks.sum((1, 2)) / (masks.sum((1, 2)) + masks[0].numel())).mean().item()
+    assert np.mean(_dice(second[0])) > all_foreground + 0.25, (np.mean(_dice(second[0])), all_foreground)
+
+
+def test_result_file_carries_what_the_leaderboard_and_users_need(tmp_path):
+    (result,) = _run(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"]))
+    assert result["schema_version"] == 1 and result["variant"] == "scratch" and result["profile"] == "demo"
+    assert set(result["metrics"]) == {"frozen", "finetune"}
+    assert len(_dice(result)) == len(result["metrics"]["finetune"]["dice"]["ids"]) == 8
+    compute = result["compute"]
+    assert compute["pretrain_seconds"] is None  # scratch does not pretrain
+    assert compute["frozen_seconds"] > 0 and compute["finetune_seconds"] > 0
+    assert compute["peak_memory_mb"] is None or compute["peak_memory_mb"] > 50
+    assert result["versions"]["torch"] == torch.__version__
+    assert "ssl-bench==" in result["versions"]["plugins"][0]
+
+
+def test_pretraining_is_cached_and_shared(tmp_path):
+    config = _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], label_fractions=[1.0, 0.5])
+    results = _run(config)
+    folders = list((tmp_path / "cache" / "pretrain").iterdir())
+    assert len(results) == 2 and len(folders) == 1
+    record = json.loads((folders[0] / "pretraining.json").read_text())
+    assert record["source_images"] == 2 * 10 * 16 and record["resumed_from_step"] == 0
+    assert results[0]["compute"]["pretrain_images_per_second"] == record["images_per_second"]
+    assert not (folders[0] / "state.pt").exists()
+    # Nothing left to do: a second run computes nothing, and "never" refuses to touch existing results.
+    assert _run(config) == []
+    with pytest.raises(ConfigError, match="already exist"):
+        _run(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], overwrite="never"))
+
+
+def _state_position(path: Path) -> dict | None:
+    try:
+        return torch.load(path, weights_only=False)["position"]
+    except Exception:  # not written yet, or being replaced right now
+        return None
+
+
+@pytest.mark.slow
+def test_sigkill_inside_a_pretraining_epoch_resumes_to_identical_results(tmp_path):
+    command = [sys.executable, "-m", "ssl_bench", "run", "-m", "simclr", "-t", "synthetic-vessel", "--no-progress"]
+    env = {**os.environ, "SSL_BENCH_CHECKPOINT_SECONDS": "0"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--results", str(killed)], env=env)
+    deadline = time.monotonic() + 300
+    state_files = killed / "cache" / "pretrain"
+    while time.monotonic() < deadline:
+        states = list(state_files.glob("*/state.pt"))
+        position = _state_position(states[0]) if states else None
+        if position and position["epoch"] == 0 and position["step"] >= 3:
+            break
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("pretraining never reached step 3 of its first epoch")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not list(killed.glob("runs/*/result.json"))
+
+    subprocess.run([*command, "--results", str(killed)], env=env, check=True)
+    subprocess.run([*command, "--results", str(tmp_path / "straight")], env=env, check=True)
+    (resumed,) = [json.loads(p.read_text()) for p in killed.glob("runs/*/result.json")]
+    (straight,) = [json.loads(p.read_text()) for p in (tmp_path / "straight").glob("runs/*/result.json")]
+    assert resumed["job_id"] == straight["job_id"]
+    assert resumed["metrics"] == straight["metrics"]
+    (record,) = [json.loads(p.read_text()) for p in killed.glob("cache/pretrain/*/pretraining.json")]
+    assert record["resumed_from_step"] >= 3  # the finished steps were not redone
+    assert record["source_images"] == 2 * 10 * 16
+
+
+def test_default_pool_never_holds_a_test_image(tmp_path):
+    from ssl_bench.pools import _default_images
+
+    registry = get_registry()
+    vessel = registry.task("synthetic-vessel").load(None)
+    images = _default_images(registry, "synthetic-fundus", None)
+    test_images = {bytes(t.numpy()) for t in vessel.test.images}
+    # The built-in phantoms resized to the pool's size: none of them is a test image, all train ones are in.
+    assert len(images) == len(vessel.train)
+    assert not {bytes(i.numpy()) for i in images} & test_images
+
+
+def test_prepare_pool_decodes_once_and_holds_out_one_in_twenty(tmp_path):
+    calls = []
+
+    def load():
+        calls.append(1)
+        return torch.arange(40 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(40, 3, 4, 4)
+
+    source = PoolSource("toy", "toy", 3, "toy-key", load)
+    first, second = prepare_pool(source, tmp_path), prepare_pool(source, tmp_path)
+    assert len(calls) == 1 and isinstance(second.images, np.memmap)
+    assert first.fingerprint == second.fingerprint and len(first.fingerprint) == 64
+    assert list(first.val_index) == [19, 39] and len(first.train_index) == 38
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as small:
+        torch.zeros(1)
+    with PeakMemory(torch.device("cpu")) as large:
+        block = torch.ones(300 * 2**20 // 4)  # 300 MB
+        del block
+    if small.peak_mb is None:
+        pytest.skip("this kernel cannot reset the peak RSS (/proc/self/clear_refs)")
+    assert large.peak_mb - small.peak_mb > 250
