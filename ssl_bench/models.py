@@ -146,7 +146,8 @@ class UNetDecoder(nn.Module):
     """LD's U-Net decoder, derived from an encoder's ``feature_info``.
 
     At each skip level the deeper output is upsampled to the skip's resolution and concatenated
-    (``c`` channels), then two conv blocks ``c -> c/2 -> c/4``; the shallowest concatenation has no convs.
+    (``c`` channels), then two conv blocks ``c -> c/2 -> c/4`` (halving stops at 16 channels); the
+    shallowest concatenation has no convs.
     For ``vgg16_bn_tiny`` this gives LD's 256->128->64, 128->64->32, 64->32->16, then 32 channels at H.
     Where the shallowest feature is strided (timm models), x2 upsamplings with one block ``c -> c/2``
     each continue to full resolution.

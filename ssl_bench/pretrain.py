@@ -6,9 +6,10 @@ generator and torch's global random state: a resumed run draws the same numbers 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ from ssl_bench.errors import PluginError
 from ssl_bench.method import Method, Stage
 from ssl_bench.pools import PreparedPool
 from ssl_bench.results import save_torch
+
+#: At most this many held-out images are scored after each epoch.
+VALIDATION_IMAGES = 64
 
 
 def _checkpoint_seconds() -> float:
@@ -34,6 +38,8 @@ class PretrainOutcome:
     source_images: int
     #: steps that an earlier, interrupted process had already done (0 for an unbroken run)
     resumed_from_step: int
+    #: the loss on the held-out images after each epoch (None where the pool holds none out)
+    val_losses: list[float | None]
 
     @property
     def images_per_second(self) -> float:
@@ -48,12 +54,16 @@ class _Position:
     steps: int = 0
     seconds: float = 0.0
     source_images: int = 0
+    val_losses: list[float | None] = field(default_factory=list)
 
 
 def _sample(pool: PreparedPool, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     picks = torch.randint(len(pool.train_index), (batch_size,), generator=generator).numpy()
-    batch = torch.from_numpy(np.ascontiguousarray(pool.images[pool.train_index[picks]]))
-    return batch.to(device, non_blocking=True).float().div_(255)
+    return _to_device(pool.images[pool.train_index[picks]], device)
+
+
+def _to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).float().div_(255)
 
 
 def _carry_by_name(source: nn.Module, target: nn.Module) -> None:
@@ -91,6 +101,21 @@ class _Trainer:
         optimizer.step()
         self.method.after_step(model, stage, step, total)
         return loss.item()
+
+    @torch.no_grad()
+    def validate(self, model, stage: Stage, position: _Position) -> float | None:
+        """Mean loss over the held-out images, in eval mode, with its own seeded random numbers."""
+        if len(self.pool.val_index) == 0:
+            return None
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * position.stage + position.epoch)
+        model.eval()
+        losses = []
+        for start in range(0, min(len(self.pool.val_index), VALIDATION_IMAGES), stage.batch_size):
+            index = self.pool.val_index[start : start + stage.batch_size]
+            images = _to_device(self.pool.images[index], self.device)
+            losses.append(self.method.training_step(model, images, stage, generator).item())
+        model.train()
+        return sum(losses) / len(losses)
 
 
 def _save_checkpoint(path: Path, position: _Position, model, optimizer, scheduler, generator) -> None:
@@ -136,39 +161,44 @@ def pretrain(
             trainer.generator.set_state(saved["generator"])
             torch.set_rng_state(saved["torch_rng"])
         else:
-            position = _Position(stage_index, 0, 0, position.steps, position.seconds, position.source_images)
-
-        def checkpoint() -> None:
-            _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)  # noqa: B023
-
-        total = stage.epochs * stage.steps_per_epoch
-        done = position.epoch * stage.steps_per_epoch + position.step
-        bar = tqdm(
-            total=total, initial=done, desc=f"pretrain {method.name}/{stage.name}", unit="step",
-            disable=not progress, leave=False,
-        )  # fmt: skip
-        model.train()
-        last_checkpoint = time.monotonic()
-        while position.epoch < stage.epochs:
-            while position.step < stage.steps_per_epoch:
-                started = time.perf_counter()
-                loss = trainer.step(model, optimizer, stage, done, total)
-                position.seconds += time.perf_counter() - started
-                position.source_images += stage.batch_size
-                position.steps += 1
-                position.step += 1
-                done += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=position.epoch + 1)
-                if time.monotonic() - last_checkpoint >= _checkpoint_seconds():
-                    checkpoint()
-                    last_checkpoint = time.monotonic()
-            position.epoch, position.step = position.epoch + 1, 0
-            if scheduler is not None:
-                scheduler.step()
-            checkpoint()
-            last_checkpoint = time.monotonic()
-        bar.close()
+            position = dataclasses.replace(position, stage=stage_index, epoch=0, step=0)
         saved = None
+        _run_stage(trainer, stage, position, model, optimizer, scheduler, state_path, progress)
     encoder_state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-    return PretrainOutcome(encoder_state, position.seconds, position.source_images, resumed_from_step)
+    return PretrainOutcome(
+        encoder_state, position.seconds, position.source_images, resumed_from_step, list(position.val_losses)
+    )
+
+
+def _run_stage(trainer: _Trainer, stage: Stage, position: _Position, model, optimizer, scheduler, state_path, progress):
+    """Train ``stage`` from ``position`` to its end, checkpointing on time and at every epoch's end."""
+    total = stage.epochs * stage.steps_per_epoch
+    done = position.epoch * stage.steps_per_epoch + position.step
+    bar = tqdm(
+        total=total, initial=done, desc=f"pretrain {trainer.method.name}/{stage.name}", unit="step",
+        disable=not progress, leave=False,
+    )  # fmt: skip
+    last_checkpoint = time.monotonic()
+    while position.epoch < stage.epochs:
+        model.train()
+        while position.step < stage.steps_per_epoch:
+            started = time.perf_counter()
+            loss = trainer.step(model, optimizer, stage, done, total)
+            position.seconds += time.perf_counter() - started
+            position.source_images += stage.batch_size
+            position.steps += 1
+            position.step += 1
+            done += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=position.epoch + 1)
+            if time.monotonic() - last_checkpoint >= _checkpoint_seconds():
+                _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)
+                last_checkpoint = time.monotonic()
+        val_loss = trainer.validate(model, stage, position)
+        position.epoch, position.step = position.epoch + 1, 0
+        position.val_losses.append(val_loss)
+        if scheduler is not None:
+            scheduler.step()
+        _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)
+        last_checkpoint = time.monotonic()
+    bar.close()

@@ -247,6 +247,7 @@ class Executor:
                     "views_per_second": outcome.images_per_second * pretraining.method.views_per_image,
                     "peak_memory_mb": memory.peak_mb,
                     "resumed_from_step": outcome.resumed_from_step,
+                    "val_losses": outcome.val_losses,
                     "device": self.device.type,
                 },
             )

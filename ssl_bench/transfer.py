@@ -213,6 +213,8 @@ def train_regime(
             best_epoch, best_loss = epoch, loss
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{best_loss:.4f}@{best_epoch}")
+    if not best_state:
+        raise RuntimeError(f"{desc or 'training'}: the validation loss was NaN in every epoch; try a lower lr")
     seconds = perf_counter() - start
     return RegimeFit(best_state, best_epoch, best_loss, seconds, epochs * len(train) / max(train_seconds, 1e-9))
 
