@@ -525,8 +525,8 @@ def _paint_disc(rng: np.random.Generator, eye: _Eye, image: np.ndarray, disc_dis
 # Right lung (image left) in the patient frame, clockwise from the apex; the left lung mirrors it.
 _LUNG_OUTLINE = np.array(
     [
-        (-0.40, -0.80), (-0.30, -0.78), (-0.23, -0.66), (-0.19, -0.45), (-0.18, -0.20), (-0.19, 0.05),
-        (-0.21, 0.27), (-0.26, 0.44), (-0.38, 0.42), (-0.52, 0.44), (-0.66, 0.52), (-0.79, 0.64),
+        (-0.40, -0.80), (-0.30, -0.78), (-0.23, -0.66), (-0.19, -0.45), (-0.18, -0.20), (-0.17, 0.05),
+        (-0.15, 0.27), (-0.19, 0.44), (-0.36, 0.42), (-0.52, 0.44), (-0.66, 0.52), (-0.79, 0.64),
         (-0.84, 0.42), (-0.84, 0.12), (-0.79, -0.24), (-0.69, -0.55), (-0.55, -0.75),
     ]
 )  # fmt: skip
@@ -567,15 +567,17 @@ def _cxr(rng: np.random.Generator, noise: np.random.Generator, size: int) -> _Sa
     heart_soft = _blur(heart.astype(np.float32), 0.015, size)
     # A lung is thinner near its edges and holds less air there: a wide blur stands in for its thickness.
     thickness = _blur(lungs.astype(np.float32), 0.08, size)
-    air = lung_soft * (0.4 + 0.6 * thickness) * (1 - 0.92 * heart_soft)
+    # Lung seen past the heart: ribs and vessels show there, much less through the heart.
+    open_lung = lung_soft * (1 - 0.92 * heart_soft)
+    air = open_lung * (0.4 + 0.6 * thickness)
     # The markings get their own stream: how many branches survive clipping depends on the size.
     markings = _lung_markings(np.random.default_rng(rng.integers(1 << 62)), pose, lungs)
     density = (
         _soft_tissue(rng, u, v, base)
         + _mediastinum(rng, u, v)
         + _clavicles(rng, u, v)
-        + _ribs(rng, u, v, base) * (0.3 + 0.7 * lung_soft)
-        + 0.09 * markings * lung_soft
+        + _ribs(rng, u, v, base) * (0.3 + 0.7 * open_lung)
+        + 0.09 * markings * open_lung
         + 0.05 * heart_soft
         - rng.uniform(0.34, 0.44) * air
         - _gastric_bubble(rng, u, v, base)
@@ -605,7 +607,7 @@ def _heart_outline(rng: np.random.Generator, base: float) -> np.ndarray:
     """A tilted ellipse, apex down towards the patient's left, flattened where it rests on the diaphragm."""
     radii = rng.uniform([0.34, 0.24], [0.42, 0.29])
     ellipse = _unit(np.linspace(0, 2 * np.pi, 12, endpoint=False)) * radii * (1 + rng.normal(0, 0.025, (12, 1)))
-    centre = np.array([rng.uniform(0.08, 0.15), base - rng.uniform(0.18, 0.24)])
+    centre = np.array([rng.uniform(0.12, 0.19), base - rng.uniform(0.18, 0.24)])
     curve = _closed_curve(centre + ellipse @ _rotation(rng.uniform(0.35, 0.65)), 8)
     curve[:, 1] = np.minimum(curve[:, 1], base + 0.03)
     return curve
