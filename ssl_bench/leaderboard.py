@@ -436,7 +436,7 @@ def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
     regimes = _regimes(headline) or ["none"]
     n_columns = max(len(_task_columns(headline)), 1)
     n_variants = max(headline["variant"].nunique(), 1)
-    width = min(max(4.0, 0.35 * n_columns * (n_variants + 1) + 1.5), 16.0)
+    width = min(max(6.5, 0.35 * n_columns * (n_variants + 1) + 1.5), 16.0)
     fig = Figure(figsize=(width, 3.2 * len(regimes) + 1.0), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(regimes), 1, squeeze=False)[:, 0]
@@ -445,9 +445,9 @@ def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
         _plot_regime(ax, headline[headline["regime"] == regime], regime, order)
     if order:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(order), 4))
-    title = "ssl-bench: mean dice over seeds (error bars: std over seeds)"
+    title = "ssl-bench: mean dice over seeds\n(error bars: std over seeds)"
     if "demo" in profiles:
-        title += "\nDEMO PROFILE: smoke test, not evidence for comparing methods"
+        title += "\nDEMO PROFILE: smoke test, not evidence"
     fig.suptitle(title)
     return fig
 

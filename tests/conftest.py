@@ -14,6 +14,18 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLE_PLUGIN = REPO / "examples" / "ssl-bench-example-plugin"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Without a CUDA device, tests marked ``gpu`` are deselected (reported as such, never as passed)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+
+
 def shared_data(name: str) -> Path:
     """A folder of ../shared/data; skips when absent, except under CI=true where absence fails."""
     path = SHARED_DATA / name

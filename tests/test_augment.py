@@ -428,7 +428,6 @@ def test_outputs_keep_dtype_and_device(name, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", sorted(RANDOM_OPS))
 def test_cuda_matches_cpu(name):
     images = _rand_images(batch=8, height=12, width=12)
