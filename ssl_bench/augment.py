@@ -450,3 +450,20 @@ def gaussian_blur(
     draws = _uniform(generator, (2, images.shape[0]))
     sigmas = sigma[0] + (sigma[1] - sigma[0]) * draws[1]
     return _select(draws[0] < p, _blur(images, sigmas, kernel_size), images)
+
+
+def contrastive_view(
+    images: Tensor, size: int, generator: torch.Generator, scale: tuple[float, float] = (0.2, 1.0)
+) -> Tensor:
+    """One normalised view in the style of SimCLR/MoCo v2, shared by the global baselines.
+
+    Crop and resize, flips (vertical too: medical images have no canonical up), colour jitter
+    (brightness and contrast only on grey images) with p=0.8, grayscale with p=0.2 (a no-op on grey
+    images), Gaussian blur with p=0.5.
+    """
+    views = random_resized_crop(images, size, generator, scale=scale)
+    views = random_flip(views, generator, horizontal=True, vertical=True)
+    views = color_jitter(views, generator, 0.4, 0.4, 0.4, 0.1, p=0.8)
+    views = random_grayscale(views, generator, p=0.2)
+    views = gaussian_blur(views, generator, p=0.5)
+    return normalize(views)

@@ -95,10 +95,15 @@ def _short_transfer(task: Task, data: SegmentationData) -> str:
     small = SegmentationData(data.train.subset(slice(0, 6)), data.test.subset(slice(0, 2)))
     protocol = TransferProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=4)
     result = run_transfer(
-        create_encoder("vgg16_bn_tiny", in_chans=task.channels), small, protocol, label_fraction=1.0,
-        rotation_degrees=task.rotation_degrees, generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"), progress=False,
-    )  # fmt: skip
+        create_encoder("vgg16_bn_tiny", in_chans=task.channels),
+        small,
+        protocol,
+        label_fraction=1.0,
+        rotation_degrees=task.rotation_degrees,
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        progress=False,
+    )
     return (
         f"test dice after one epoch each: {', '.join(f'{k} {np.mean(r.dice):.3f}' for k, r in result.regimes.items())}"
     )

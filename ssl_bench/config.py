@@ -48,14 +48,17 @@ class RunConfig:
     data_root: Path | None = None
     results: Path = Path("results")
     overwrite: str = "missing"
-    label_fractions: tuple[float, ...] = (1.0,)
+    #: None: each task's own fractions (``Task.label_fractions``), or 1.0 under the demo profile
+    label_fractions: tuple[float, ...] | None = None
     encoder: str = "vgg16_bn_tiny"
     pools: dict[str, str] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
-        values["tasks"], values["label_fractions"] = list(self.tasks), list(self.label_fractions)
+        values["tasks"] = list(self.tasks)
+        if self.label_fractions is not None:
+            values["label_fractions"] = list(self.label_fractions)
         return tomli_w.dumps(values)
 
 
@@ -123,7 +126,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         data_root=Path(data_root).expanduser() if data_root else None,
         results=Path(values.get("results", "results")).expanduser(),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
-        label_fractions=_label_fractions(values.get("label_fractions", [1.0])),
+        label_fractions=_label_fractions(values["label_fractions"]) if values.get("label_fractions") else None,
         encoder=str(values.get("encoder", "vgg16_bn_tiny")),
         pools={str(k): str(v) for k, v in values.get("pools", {}).items()},
     )

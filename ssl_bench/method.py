@@ -7,10 +7,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
-PROFILES = ("demo", "paper")
+#: ``demo``: tiny and fast; ``paper``: each method's published-style schedule; ``matched``: every method
+#: gets the same optimiser steps and source images (LD's published budget), so a ranking compares methods.
+PROFILES = ("demo", "paper", "matched")
+#: LD's published budget: 20 + 80 epochs x 1000 steps of 4 samples x 2 source images.
+MATCHED_STEPS = 100_000
+MATCHED_BATCH_SIZE = 8
+MATCHED_STEPS_PER_EPOCH = 1000
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class Method(ABC):
 
     @abstractmethod
     def stages(self, profile: str) -> list[Stage]:
-        """The schedule for ``profile`` (``demo`` or ``paper``); empty for no pretraining."""
+        """The schedule for ``profile`` (``demo`` or ``paper``; the core derives ``matched`` from
+        ``paper``); empty for no pretraining."""
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         """The trainable model of ``stage``; it must hold ``encoder`` as its ``encoder`` attribute."""
@@ -64,6 +72,12 @@ class Method(ABC):
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
         """Adam at the stage's learning rate, constant; the scheduler (if any) steps once per epoch."""
         return torch.optim.Adam(model.parameters(), lr=stage.lr), None
+
+    def pool_extras(self, images: np.ndarray) -> np.ndarray | None:
+        """Per-image data computed once per pool and cached with it (DetCon's masks, say): an array whose
+        first axis indexes ``images`` (uint8 (N, C, H, W)). When not None, :meth:`training_step` gets the
+        rows of each batch's source images as the keyword argument ``extras`` (a tensor on its device)."""
+        return None
 
     def training_step(
         self, model: nn.Module, images: torch.Tensor, stage: Stage, generator: torch.Generator
@@ -92,3 +106,22 @@ def non_default_options(options: object) -> dict[str, object]:
         for f in dataclasses.fields(options)
         if getattr(options, f.name) != getattr(defaults, f.name)
     }
+
+
+def schedule(method: Method, profile: str) -> list[Stage]:
+    """The stages ``method`` runs under ``profile``; ``matched`` rescales the paper stages to the
+    shared budget, keeping each stage's share of the steps, its image size and learning rate."""
+    if profile != "matched":
+        return method.stages(profile)
+    stages = method.stages("paper")
+    total = sum(stage.epochs * stage.steps_per_epoch for stage in stages)
+    matched = []
+    for stage in stages:
+        share = stage.epochs * stage.steps_per_epoch / total
+        epochs = max(1, round(share * MATCHED_STEPS / MATCHED_STEPS_PER_EPOCH))
+        matched.append(
+            dataclasses.replace(
+                stage, epochs=epochs, steps_per_epoch=MATCHED_STEPS_PER_EPOCH, batch_size=MATCHED_BATCH_SIZE
+            )
+        )
+    return matched

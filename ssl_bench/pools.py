@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.data.imageio import read_image
-from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.errors import ConfigError, DataError, PluginError
+from ssl_bench.method import Method
 from ssl_bench.plugins import Registry
 from ssl_bench.results import write_atomic, write_json
 
@@ -99,9 +100,12 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
             raise ConfigError(f"pool folder for {modality!r} is not a folder: {folder}")
         channels = tasks[0].channels if tasks else 3
         return PoolSource(
-            f"folder:{folder}", modality, channels, f"folder:{folder.resolve()}:{channels}",
+            f"folder:{folder}",
+            modality,
+            channels,
+            f"folder:{folder.resolve()}:{channels}",
             lambda: _folder_images(folder, channels),
-        )  # fmt: skip
+        )
     for pool in registry.pools.values():
         if pool.modality == modality:
             key = f"{pool.name}:{pool.version}:{registry.plugin_version(pool.name)}"
@@ -110,9 +114,12 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
         raise ConfigError(f"no pretraining pool for modality {modality!r}: no task of it is available.")
     names = ",".join(sorted(f"{t.name}:{t.version}" for t in tasks))
     return PoolSource(
-        f"default:{modality}", modality, tasks[0].channels, f"default:{modality}:{data_root}:{names}",
+        f"default:{modality}",
+        modality,
+        tasks[0].channels,
+        f"default:{modality}:{data_root}:{names}",
         lambda: _default_images(registry, modality, data_root),
-    )  # fmt: skip
+    )
 
 
 def prepare_pool(source: PoolSource, cache_dir: Path) -> PreparedPool:
@@ -134,3 +141,18 @@ def prepare_pool(source: PoolSource, cache_dir: Path) -> PreparedPool:
     index = np.arange(len(images))
     held_out = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     return PreparedPool(source.id, fingerprint, images, index[~held_out], index[held_out])
+
+
+def prepare_extras(pool: PreparedPool, method: Method, cache_dir: Path) -> np.ndarray | None:
+    """``method.pool_extras`` of ``pool``, computed once and memory-mapped from ``cache_dir`` after."""
+    path = cache_dir / f"{pool.fingerprint[:16]}-extras-{method.name}-{method.version}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    extras = method.pool_extras(np.asarray(pool.images))
+    if extras is None:
+        return None
+    if len(extras) != len(pool.images):
+        raise PluginError(f"{method.name}.pool_extras gave {len(extras)} rows for {len(pool.images)} pool images")
+    extras = np.ascontiguousarray(extras)
+    write_atomic(path, lambda stream: np.save(stream, extras))
+    return np.load(path, mmap_mode="r")

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssl_bench.errors import PluginError
-from ssl_bench.method import Method, Stage
+from ssl_bench.method import Method, Stage, schedule
 from ssl_bench.pools import PreparedPool
 from ssl_bench.results import save_torch
 
@@ -57,13 +57,8 @@ class _Position:
     val_losses: list[float | None] = field(default_factory=list)
 
 
-def _sample(pool: PreparedPool, batch_size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    picks = torch.randint(len(pool.train_index), (batch_size,), generator=generator).numpy()
-    return _to_device(pool.images[pool.train_index[picks]], device)
-
-
-def _to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).float().div_(255)
+def _rows(array: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array[index])).to(device, non_blocking=True)
 
 
 def _carry_by_name(source: nn.Module, target: nn.Module) -> None:
@@ -74,9 +69,17 @@ def _carry_by_name(source: nn.Module, target: nn.Module) -> None:
 
 
 class _Trainer:
-    def __init__(self, method: Method, encoder: nn.Module, pool: PreparedPool, device: torch.device, seed: int):
+    def __init__(
+        self,
+        method: Method,
+        encoder: nn.Module,
+        pool: PreparedPool,
+        device: torch.device,
+        seed: int,
+        extras: np.ndarray | None = None,
+    ):
         self.method, self.encoder, self.pool, self.device = method, encoder, pool, device
-        self.seed = seed
+        self.seed, self.extras = seed, extras
         self.generator = torch.Generator().manual_seed(seed)
 
     def build(self, stage_index: int, stage: Stage, previous: nn.Module | None):
@@ -92,8 +95,8 @@ class _Trainer:
         return model, optimizer, scheduler
 
     def step(self, model, optimizer, stage: Stage, step: int, total: int) -> float:
-        images = _sample(self.pool, stage.batch_size, self.generator, self.device)
-        loss = self.method.training_step(model, images, stage, self.generator)
+        picks = torch.randint(len(self.pool.train_index), (stage.batch_size,), generator=self.generator).numpy()
+        loss = self._loss(model, self.pool.train_index[picks], stage, self.generator)
         if not torch.isfinite(loss):
             raise PluginError(f"{self.method.name}: the loss became {loss.item()} at step {step} of {stage.name}")
         optimizer.zero_grad(set_to_none=True)
@@ -101,6 +104,13 @@ class _Trainer:
         optimizer.step()
         self.method.after_step(model, stage, step, total)
         return loss.item()
+
+    def _loss(self, model, index: np.ndarray, stage: Stage, generator: torch.Generator) -> torch.Tensor:
+        images = _rows(self.pool.images, index, self.device).float().div_(255)
+        if self.extras is None:
+            return self.method.training_step(model, images, stage, generator)
+        extras = _rows(self.extras, index, self.device)
+        return self.method.training_step(model, images, stage, generator, extras=extras)
 
     @torch.no_grad()
     def validate(self, model, stage: Stage, position: _Position) -> float | None:
@@ -112,8 +122,7 @@ class _Trainer:
         losses = []
         for start in range(0, min(len(self.pool.val_index), VALIDATION_IMAGES), stage.batch_size):
             index = self.pool.val_index[start : start + stage.batch_size]
-            images = _to_device(self.pool.images[index], self.device)
-            losses.append(self.method.training_step(model, images, stage, generator).item())
+            losses.append(self._loss(model, index, stage, generator).item())
         model.train()
         return sum(losses) / len(losses)
 
@@ -139,11 +148,14 @@ def pretrain(
     seed: int,
     device: torch.device,
     workdir: Path,
+    extras: np.ndarray | None = None,
     progress: bool = True,
 ) -> PretrainOutcome:
-    """Run every stage of ``method`` on ``pool``, resuming from ``workdir/state.pt`` if it exists."""
-    stages = method.stages(profile)
-    trainer = _Trainer(method, encoder, pool, device, seed)
+    """Run every stage of ``method`` on ``pool``, resuming from ``workdir/state.pt`` if it exists.
+
+    ``extras``: the method's per-image pool extras (see ``Method.pool_extras``), if any."""
+    stages = schedule(method, profile)
+    trainer = _Trainer(method, encoder, pool, device, seed, extras)
     state_path = workdir / "state.pt"
     saved = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
     position = _Position(**saved["position"]) if saved else _Position()
@@ -175,9 +187,13 @@ def _run_stage(trainer: _Trainer, stage: Stage, position: _Position, model, opti
     total = stage.epochs * stage.steps_per_epoch
     done = position.epoch * stage.steps_per_epoch + position.step
     bar = tqdm(
-        total=total, initial=done, desc=f"pretrain {trainer.method.name}/{stage.name}", unit="step",
-        disable=not progress, leave=False,
-    )  # fmt: skip
+        total=total,
+        initial=done,
+        desc=f"pretrain {trainer.method.name}/{stage.name}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     last_checkpoint = time.monotonic()
     while position.epoch < stage.epochs:
         model.train()

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method
 from ssl_bench.errors import ConfigError
-from ssl_bench.method import Method, non_default_options
+from ssl_bench.method import Method, non_default_options, schedule
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import Registry
-from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
+from ssl_bench.pools import PreparedPool, prepare_extras, prepare_pool, resolve_pool
 from ssl_bench.pretrain import pretrain
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import (
@@ -113,13 +113,19 @@ def _pretraining(
         "ssl_bench": ssl_bench.__version__,
     }
     pool = None
-    if method.stages(config.profile):
+    if schedule(method, config.profile):
         if task.modality not in pools:
             source = resolve_pool(task.modality, registry, config.data_root, config.pools)
             pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results))
         pool = pools[task.modality]
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
     return Pretraining(digest(spec), spec, method, task.channels, pool)
+
+
+def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
+    if config.label_fractions is not None:
+        return config.label_fractions
+    return (1.0,) if config.profile == "demo" else task.label_fractions
 
 
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
@@ -141,7 +147,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
         for seed_index in range(config.seeds):
             for task in tasks:
                 pretraining = _pretraining(method, task, seed_index, config, registry, pools)
-                for fraction in config.label_fractions:
+                for fraction in label_fractions(config, task):
                     spec = {
                         "pretraining": pretraining.spec,
                         "variant": method.variant,
@@ -233,9 +239,16 @@ class Executor:
             encoder.to(self.device)
             with PeakMemory(self.device) as memory:
                 outcome = pretrain(
-                    pretraining.method, encoder, pretraining.pool, profile=self.config.profile,
-                    seed=pretraining.seed, device=self.device, workdir=folder, progress=self.progress,
-                )  # fmt: skip
+                    pretraining.method,
+                    encoder,
+                    pretraining.pool,
+                    profile=self.config.profile,
+                    seed=pretraining.seed,
+                    device=self.device,
+                    workdir=folder,
+                    extras=prepare_extras(pretraining.pool, pretraining.method, pool_cache_dir(self.config.results)),
+                    progress=self.progress,
+                )
             save_torch(weights, outcome.encoder_state)
             write_json(
                 record_path,
@@ -261,10 +274,15 @@ class Executor:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with PeakMemory(self.device) as memory:
             transfer = run_transfer(
-                encoder, data, TransferProtocol(**job.spec["transfer"]), label_fraction=job.label_fraction,
-                rotation_degrees=job.task.rotation_degrees, generator=torch.Generator().manual_seed(job.seed),
-                device=self.device, progress=self.progress,
-            )  # fmt: skip
+                encoder,
+                data,
+                TransferProtocol(**job.spec["transfer"]),
+                label_fraction=job.label_fraction,
+                rotation_degrees=job.task.rotation_degrees,
+                generator=torch.Generator().manual_seed(job.seed),
+                device=self.device,
+                progress=self.progress,
+            )
         regimes = transfer.regimes
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,

@@ -50,12 +50,12 @@ class TransferProtocol:
 
     @classmethod
     def for_profile(cls, profile: str) -> TransferProtocol:
-        """``paper``: LD's published protocol. ``demo``: a small, fast run for trying things out."""
-        if profile == "paper":
+        """``paper`` and ``matched``: LD's published protocol. ``demo``: a small, fast run for trying things out."""
+        if profile in ("paper", "matched"):
             return cls(image_size=512, frozen_epochs=100, finetune_epochs=100, batch_size=2, lr=1e-3)
         if profile == "demo":
             return cls(image_size=96, frozen_epochs=12, finetune_epochs=12, batch_size=4, lr=1e-3)
-        raise ValueError(f"Unknown profile {profile!r}: use 'demo' or 'paper'.")
+        raise ValueError(f"Unknown profile {profile!r}: use 'demo', 'paper' or 'matched'.")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from conftest import write_distribution
 from ssl_bench.errors import PluginError
 from ssl_bench.plugins import build_registry, get_registry
 
-GOOD = '''
+GOOD = """
 from ssl_bench.api import Method, Stage, hookimpl
 
 class Good(Method):
@@ -21,19 +21,19 @@ class Good(Method):
 @hookimpl
 def ssl_bench_register_methods(register):
     register(Good)
-'''
+"""
 
 BROKEN_IMPORT = "import a_module_that_does_not_exist\n"
 
-BAD_REGISTRATION = '''
+BAD_REGISTRATION = """
 from ssl_bench.api import hookimpl
 
 @hookimpl
 def ssl_bench_register_methods(register):
     register(42)
-'''
+"""
 
-DUPLICATE = '''
+DUPLICATE = """
 from ssl_bench.api import Method, hookimpl
 
 class Scratch(Method):
@@ -46,7 +46,7 @@ class Scratch(Method):
 @hookimpl
 def ssl_bench_register_methods(register):
     register(Scratch)
-'''
+"""
 
 
 def _install(site, modules: dict[str, str]) -> None:

@@ -37,16 +37,6 @@ class SimCLRModel(nn.Module):
         return self.projection(deepest.mean(dim=(2, 3)))
 
 
-def simclr_view(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """SimCLR's augmentation, on a batch; on grey images colour jitter is brightness and contrast only."""
-    views = augment.random_resized_crop(images, size, generator, scale=(0.2, 1.0))
-    views = augment.random_flip(views, generator, horizontal=True, vertical=True)
-    views = augment.color_jitter(views, generator, 0.4, 0.4, 0.4, 0.1, p=0.8)
-    views = augment.random_grayscale(views, generator, p=0.2)
-    views = augment.gaussian_blur(views, generator, p=0.5)
-    return augment.normalize(views)
-
-
 class SimCLR(Method):
     name = "simclr"
     description = "SimCLR: global contrastive learning of two views (lightly head and NT-Xent loss)."
@@ -67,8 +57,8 @@ class SimCLR(Method):
     def training_step(
         self, model: nn.Module, images: torch.Tensor, stage: Stage, generator: torch.Generator
     ) -> torch.Tensor:
-        first = simclr_view(images, stage.image_size, generator)
-        second = simclr_view(images, stage.image_size, generator)
+        first = augment.contrastive_view(images, stage.image_size, generator)
+        second = augment.contrastive_view(images, stage.image_size, generator)
         projections = model(torch.cat([first, second]))
         return self.criterion(*projections.chunk(2))
 

@@ -8,13 +8,6 @@ modification times, the task version and the preprocessing parameters.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import tempfile
-import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +23,7 @@ from ssl_bench.api import (
     crop,
     fundus_roi_box,
     hookimpl,
+    prepared_arrays,
     read_image,
     read_mask,
     resize_image,
@@ -46,7 +40,6 @@ SPLIT_IDS = {
     "test": tuple(f"{i:02d}" for i in range(1, 21)),
 }
 _FOLDER = {"train": "training", "test": "test"}
-_ARRAY_KEYS = ("train_images", "train_masks", "test_images", "test_masks")
 
 
 def image_path(root: Path, split: str, image_id: str) -> Path:
@@ -113,8 +106,7 @@ class DriveVessel(Task):
         available, root = self.availability(data_root), find_root(data_root)
         if not available.ok or root is None:
             raise DataError(available.reason)
-        cache = _cache_dir() / f"{self.name}-{_cache_key(root, self.version)}.npz"
-        arrays = _cached(cache, lambda: _prepare(root))
+        arrays = prepared_arrays(self.name, _all_files(root), root, self.version, PREPARATION, lambda: _prepare(root))
         return SegmentationData(
             train=_split(arrays["train_images"], arrays["train_masks"], SPLIT_IDS["train"]),
             test=_split(arrays["test_images"], arrays["test_masks"], SPLIT_IDS["test"]),
@@ -155,60 +147,6 @@ def _prepare_pair(image_file: Path, label_file: Path) -> tuple[np.ndarray, np.nd
     box = fundus_roi_box(image, PREPARATION["roi_threshold"], PREPARATION["roi_margin"])
     size = PREPARATION["size"]
     return resize_image(crop(image, box), size), resize_mask(crop(label, box), size)
-
-
-def _cache_dir() -> Path:
-    """``$SSL_BENCH_CACHE/prepared``, by default ``~/.cache/ssl-bench/prepared``."""
-    base = os.environ.get("SSL_BENCH_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "ssl-bench") / "prepared"
-
-
-def _cache_key(root: Path, version: str) -> str:
-    """Changes whenever a file, the task version or the preprocessing changes."""
-    files = [
-        [str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns]
-        for path in _all_files(root)
-        for stat in [path.stat()]
-    ]
-    text = json.dumps({"version": version, "preparation": PREPARATION, "files": files}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _cached(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    arrays = _read_cache(path)
-    if arrays is None:
-        arrays = build()
-        _write_cache(path, arrays)
-    return arrays
-
-
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when absent or damaged (then they are prepared again)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            return {key: stored[key] for key in _ARRAY_KEYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (temporary file, then rename) so a reader never sees half a file."""
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", delete=False) as file:
-            temporary = Path(file.name)
-            np.savez(file, **arrays)
-        temporary.chmod(0o644)  # temporary files are private; the cache may be shared
-        os.replace(temporary, path)
-    except OSError as error:
-        # A read-only or full cache only costs speed: the prepared data is still returned.
-        warnings.warn(f"could not cache prepared DRIVE data in {path}: {error}", stacklevel=3)
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
 
 
 @hookimpl
