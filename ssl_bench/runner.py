@@ -122,6 +122,11 @@ def _pretraining(
     return Pretraining(digest(spec), spec, method, task.channels, pool)
 
 
+def transfer_protocol(profile: str, task: Task) -> TransferProtocol:
+    protocol = TransferProtocol.for_profile(profile)
+    return protocol if profile == "demo" else dataclasses.replace(protocol, batch_size=task.paper_batch_size)
+
+
 def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
     if config.label_fractions is not None:
         return config.label_fractions
@@ -131,7 +136,6 @@ def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
     """Every job of the run; tasks whose data is missing are left out, each with its reason."""
     methods = [make_method(registry, name, options) for name, options in config.methods.items()]
-    protocol = TransferProtocol.for_profile(config.profile)
     tasks, skipped = [], {}
     for name in config.tasks:
         task = registry.task(name)
@@ -148,6 +152,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
             for task in tasks:
                 pretraining = _pretraining(method, task, seed_index, config, registry, pools)
                 for fraction in label_fractions(config, task):
+                    protocol = transfer_protocol(config.profile, task)
                     spec = {
                         "pretraining": pretraining.spec,
                         "variant": method.variant,

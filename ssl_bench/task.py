@@ -77,6 +77,10 @@ class Task(ABC):
     #: Label fractions run by the ``paper`` and ``matched`` profiles unless the run names its own (LD: X-ray
     #: tasks at 0.2 to 1.0); the ``demo`` profile runs 1.0.
     label_fractions: ClassVar[tuple[float, ...]] = (1.0,)
+    #: Downstream batch size under the ``paper`` and ``matched`` profiles (LD: 2; 8 for SIIM pneumothorax).
+    paper_batch_size: ClassVar[int] = 2
+    #: The official (train, test) image counts, for ``ssl-bench data check``; None where not fixed.
+    expected_counts: ClassVar[tuple[int, int] | None] = None
     #: Bump on any change that alters the data: cached results of other versions are never reused.
     version: ClassVar[str] = "1"
 

@@ -82,6 +82,7 @@ class DriveVessel(Task):
         "J. Staal, M. D. Abràmoff, M. Niemeijer, M. A. Viergever, B. van Ginneken: Ridge-based vessel "
         "segmentation in color images of the retina. IEEE Transactions on Medical Imaging 23(4):501-509, 2004"
     )
+    expected_counts = (20, 20)
     version = "1"
 
     def availability(self, data_root: Path | None) -> Availability:
