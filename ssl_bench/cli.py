@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from enum import Enum
 from pathlib import Path
@@ -148,21 +147,36 @@ def leaderboard(results: ResultsOption = Path("results")) -> None:
 @app.command()
 def check(
     plugin: Annotated[str, typer.Argument(help="Entry-point name of the plugin (see `ssl-bench plugins`).")],
+    data_root: DataRootOption = None,
 ) -> None:
     """Run a plugin's methods and tasks for a few steps on built-in data and report each contract item."""
     from ssl_bench.check import check_plugin
 
-    os.environ.setdefault("SSL_BENCH_CHECKPOINT_SECONDS", "3600")
     try:
-        items = check_plugin(_registry(), plugin)
+        items = check_plugin(_registry(), plugin, data_root)
     except SslBenchError as error:
         raise _fail(error) from None
+    marks = {"pass": typer.style("PASS", fg="green"), "fail": typer.style("FAIL", fg="red"), "skip": "SKIP"}
     for item in items:
-        mark = typer.style("PASS", fg=typer.colors.GREEN) if item.ok else typer.style("FAIL", fg=typer.colors.RED)
-        typer.echo(f"{mark}  {item.name}" + (f": {item.detail}" if item.detail else ""))
+        typer.echo(f"{marks[item.status]}  {item.name}" + (f": {item.detail}" if item.detail else ""))
     failed = sum(not item.ok for item in items)
-    typer.echo(f"{len(items) - failed} passed, {failed} failed")
+    skipped = sum(item.status == "skip" for item in items)
+    typer.echo(f"{len(items) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     if failed:
+        raise typer.Exit(code=1)
+
+
+@data_app.command("check")
+def data_check(data_root: DataRootOption = None) -> None:
+    """Per task: found or missing (and where to get it), image counts against the official ones, first problem."""
+    from ssl_bench.datacheck import check_data
+
+    reports = check_data(_registry(), data_root)
+    colours = {"found": "green", "warning": "yellow", "missing": None, "error": "red"}
+    for report in reports:
+        status = typer.style(f"{report.status:<7}", fg=colours[report.status])
+        typer.echo(f"{status}  {report.task:<22} {report.detail}")
+    if any(report.status == "error" for report in reports):
         raise typer.Exit(code=1)
 
 

@@ -146,3 +146,36 @@ def test_data_preview_writes_a_png(tmp_path, size):
     assert result.exit_code == 0 and str(out) in result.output
     with Image.open(out) as image:
         assert image.width > 4 * size and image.height > 2 * size
+
+
+def test_data_check_reports_found_missing_and_differing_counts(monkeypatch):
+    from ssl_bench.plugins import get_registry
+
+    synthetic_lung = type(get_registry().task("synthetic-lung"))
+    monkeypatch.setattr(synthetic_lung, "expected_counts", (30, 8))
+    result = invoke("data", "check")
+    assert result.exit_code == 0
+    lines = {line.split()[1]: line for line in result.output.splitlines()}
+    assert lines["synthetic-vessel"].startswith("found") and "24 train, 8 test images" in lines["synthetic-vessel"]
+    assert lines["synthetic-lung"].startswith("warning") and "official release has 30 train" in lines["synthetic-lung"]
+    assert lines["drive-vessel"].startswith("missing") and "drive.grand-challenge.org" in lines["drive-vessel"]
+
+
+def test_data_check_finds_real_drive():
+    root = shared_data("DRIVE").parent
+    result = invoke("data", "check", "--data-root", str(root))
+    drive = next(line for line in result.output.splitlines() if "drive-vessel" in line)
+    assert drive.startswith("found") and "20 train, 20 test images" in drive
+
+
+def test_data_check_names_a_corrupt_file_and_fails(tmp_path):
+    root = shared_data("DRIVE")
+    copy = tmp_path / "DRIVE"
+    import shutil
+
+    shutil.copytree(root, copy)
+    (copy / "training" / "images" / "23_training.tif").write_bytes(b"not a tiff")
+    result = runner.invoke(app, ["data", "check", "--data-root", str(tmp_path)])
+    assert result.exit_code == 1
+    drive = next(line for line in result.output.splitlines() if "drive-vessel" in line)
+    assert drive.startswith("error") and "23_training.tif" in drive
