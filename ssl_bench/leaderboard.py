@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,14 +20,18 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ssl_bench.errors import DataError
+from ssl_bench.results import write_atomic
 
 SCHEMA_VERSION = 1
-HEADLINE_METRIC = "dice"
+#: The ``metric`` name under which tables show each task's own headline metric (Dice for segmentation,
+#: AUC for classification), from the result files' ``headline_metric`` (Dice when absent).
+HEADLINE_METRIC = "headline"
 REGIME_ORDER = ("frozen", "finetune")
 COMPUTE_COLUMNS = ("pretrain_seconds", "transfer_seconds", "pretrain_images_per_second", "peak_memory_mb")
 RUN_KEYS = ["variant", "task", "regime", "label_fraction", "metric"]
 SEED_COLUMNS = [
     "variant",
+    "headline",
     "method",
     "task",
     "regime",
@@ -46,6 +48,7 @@ SEED_COLUMNS = [
 ]
 SUMMARY_COLUMNS = [
     "variant",
+    "headline",
     "method",
     "task",
     "regime",
@@ -116,33 +119,30 @@ def _read_result(path: Path) -> dict:
 def seed_table(results: list[dict]) -> pd.DataFrame:
     """One row per (variant, task, regime, label_fraction, metric, seed_index).
 
-    ``score`` is the mean over test images and ``image_std`` their population std (ddof=0).
+    ``score`` is the mean over test images and ``image_std`` their population std (ddof=0). Of several
+    results for one run (an older version's job, say), only the newest counts. Results of several
+    profiles are told apart by the profile in the variant label, e.g. ``simclr [paper]``.
     """
-    _check_unique_runs(results)
-    rows = [row for result in results for row in _seed_rows(result)]
+    latest = _latest_runs(results)
+    several_profiles = len({result["profile"] for result in latest}) > 1
+    rows = [row for result in latest for row in _seed_rows(result, several_profiles)]
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
 
 
-def _check_unique_runs(results: Iterable[dict]) -> None:
-    # Two files for one run (e.g. a stale job left behind) would silently count as two seeds.
-    seen: dict[tuple, str] = {}
-    for result in results:
+def _latest_runs(results: Iterable[dict]) -> list[dict]:
+    # A re-run after a version bump writes a new job beside the old one: two files must not count as two seeds.
+    newest: dict[tuple, dict] = {}
+    for result in sorted(results, key=lambda r: (r.get("unix_time", 0.0), str(r["job_id"]))):
         key = (result["variant"], result["task"], float(result["label_fraction"]), int(result["seed_index"]))
-        job = str(result["job_id"])
-        if key in seen:
-            raise DataError(
-                f"jobs {seen[key]} and {job} are both variant {key[0]!r} on task {key[1]!r} "
-                f"(label fraction {key[2]:g}, seed {key[3]}); delete the stale one's runs/<job_id> "
-                "folder and rebuild the leaderboard"
-            )
-        seen[key] = job
+        newest[(*key, result["profile"])] = result
+    return list(newest.values())
 
 
-def _seed_rows(result: dict) -> list[dict[str, Any]]:
+def _seed_rows(result: dict, label_profile: bool) -> list[dict[str, Any]]:
     job = result["job_id"]
     compute = result.get("compute") or {}
     common = {
-        "variant": result["variant"],
+        "variant": f"{result['variant']} [{result['profile']}]" if label_profile else result["variant"],
         "method": result.get("method", ""),
         "task": result["task"],
         "label_fraction": float(result["label_fraction"]),
@@ -152,30 +152,40 @@ def _seed_rows(result: dict) -> list[dict[str, Any]]:
         "profile": result["profile"],
         "job_id": job,
     }
+    headline = result.get("headline_metric", "dice")
     metrics = result["metrics"]
     if not isinstance(metrics, dict):
         raise DataError(f"job {job}: 'metrics' is not an object; delete runs/{job} and rerun that job")
     rows = []
     for regime, by_metric in metrics.items():
         for metric, scores in by_metric.items():
-            per_image = _per_image(scores, f"job {job}, {regime}/{metric}")
+            score, image_std, n_images = _reduce(scores, f"job {job}, {regime}/{metric}")
             rows.append(
                 {
                     **common,
+                    "headline": metric == headline,
                     "regime": regime,
                     "metric": metric,
-                    "score": float(per_image.mean()),
-                    "image_std": float(per_image.std(ddof=0)),
-                    "n_images": int(per_image.size),
+                    "score": score,
+                    "image_std": image_std,
+                    "n_images": n_images,
                 }
             )
     return rows
 
 
+def _reduce(scores: Any, where: str) -> tuple[float, float, int | None]:
+    """(score, std over images, image count) of one seed: a set-level metric (AUC) has no per-image std."""
+    if isinstance(scores, dict) and isinstance(scores.get("value"), (int, float)):
+        return float(scores["value"]), math.nan, scores.get("n_images")
+    per_image = _per_image(scores, where)
+    return float(per_image.mean()), float(per_image.std(ddof=0)), int(per_image.size)
+
+
 def _per_image(scores: Any, where: str) -> np.ndarray:
     fix = "delete that job's runs/<job_id> folder and rerun it"
     if not isinstance(scores, dict) or not isinstance(scores.get("per_image"), list):
-        raise DataError(f"{where}: expected an object with a 'per_image' list; {fix}")
+        raise DataError(f"{where}: expected an object with a 'per_image' list or a 'value'; {fix}")
     ids = scores.get("ids")
     if ids is not None and len(ids) != len(scores["per_image"]):
         raise DataError(f"{where}: {len(scores['per_image'])} scores but {len(ids)} image ids; {fix}")
@@ -216,8 +226,9 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "std": std,
         "ci95_low": mean - half_width,
         "ci95_high": mean + half_width,
+        "headline": bool(group["headline"].all()),
         "image_std": float(group["image_std"].to_numpy(dtype=float).mean()),
-        "n_images": int(group["n_images"].max()),
+        "n_images": group["n_images"].max(),
         **{column: float(group[column].mean()) for column in COMPUTE_COLUMNS},
         "device": _join_unique(group["device"]),
         "profile": _join_unique(group["profile"]),
@@ -235,7 +246,7 @@ def _regime_key(regime: str) -> tuple[int, str]:
 
 def _sort_runs(summary: pd.DataFrame) -> pd.DataFrame:
     regime_rank = summary["regime"].map(_regime_key)
-    metric_rank = summary["metric"] != HEADLINE_METRIC
+    metric_rank = ~summary["headline"].astype(bool)
     return (
         summary.assign(_regime=regime_rank, _metric=metric_rank, _fraction=-summary["label_fraction"])
         .sort_values(["_regime", "task", "_fraction", "_metric", "metric", "variant"], kind="stable")
@@ -247,7 +258,7 @@ def _sort_runs(summary: pd.DataFrame) -> pd.DataFrame:
 # Ranking
 
 
-def ranks(summary: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+def ranks(summary: pd.DataFrame, metric: str = HEADLINE_METRIC) -> pd.DataFrame:
     """Mean rank and wins per variant over the (task, regime, label_fraction) columns.
 
     Only columns that every variant completed count. Higher means rank better (rank 1 is best),
@@ -274,9 +285,16 @@ def ranks(summary: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     return table.sort_values(["mean_rank", "wins", "variant"], ascending=[True, False, True]).reset_index(drop=True)
 
 
+def _rows_of(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``metric``; ``HEADLINE_METRIC`` selects each task's headline metric."""
+    return (
+        summary[summary["headline"].astype(bool)] if metric == HEADLINE_METRIC else summary[summary["metric"] == metric]
+    )
+
+
 def _score_board(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Variants × (task, regime, label_fraction) table of mean scores; NaN where not completed."""
-    rows = summary[summary["metric"] == metric]
+    rows = _rows_of(summary, metric)
     return rows.pivot(index="variant", columns=["task", "regime", "label_fraction"], values="mean")
 
 
@@ -303,8 +321,8 @@ def _regimes(summary: pd.DataFrame) -> list[str]:
 
 
 def _metrics(summary: pd.DataFrame) -> list[str]:
-    others = sorted(set(summary["metric"]) - {HEADLINE_METRIC})
-    return [HEADLINE_METRIC, *others] if HEADLINE_METRIC in set(summary["metric"]) else others
+    """The headline first, then every metric that is some task's secondary metric."""
+    return [HEADLINE_METRIC, *sorted(set(summary.loc[~summary["headline"].astype(bool), "metric"]))]
 
 
 def _regime_section(rows: pd.DataFrame, regime: str) -> list[str]:
@@ -315,7 +333,7 @@ def _regime_section(rows: pd.DataFrame, regime: str) -> list[str]:
         headline = metric == HEADLINE_METRIC
         if not headline:
             lines += [f"### {title}: {metric}", ""]
-        lines += _metric_table(rows[rows["metric"] == metric], metric, order, with_ranks=headline)
+        lines += _metric_table(_rows_of(rows, metric), metric, order, with_ranks=headline)
     return lines
 
 
@@ -337,7 +355,8 @@ def _metric_table(rows: pd.DataFrame, metric: str, order: pd.DataFrame, with_ran
         elif with_ranks:
             cells += ["", ""]
         body.append(cells)
-    caption = f"{metric}, mean ± std over seeds (higher is better; best in bold)"
+    name = "headline metric (Dice for segmentation, AUC for classification)" if with_ranks else metric
+    caption = f"{name}, mean ± std over seeds (higher is better; best in bold)"
     return [caption, "", *_table(header, body), ""]
 
 
@@ -431,8 +450,8 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
-    """Grouped bars of mean dice per task and variant, one panel per regime (Agg canvas)."""
-    headline = summary[summary["metric"] == HEADLINE_METRIC]
+    """Grouped bars of the mean headline metric per task and variant, one panel per regime (Agg canvas)."""
+    headline = _rows_of(summary, HEADLINE_METRIC)
     regimes = _regimes(headline) or ["none"]
     n_columns = max(len(_task_columns(headline)), 1)
     n_variants = max(headline["variant"].nunique(), 1)
@@ -445,7 +464,7 @@ def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
         _plot_regime(ax, headline[headline["regime"] == regime], regime, order)
     if order:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(order), 4))
-    title = "ssl-bench: mean dice over seeds\n(error bars: std over seeds)"
+    title = "ssl-bench: mean headline metric over seeds\n(Dice; AUC for classification; error bars: std over seeds)"
     if "demo" in profiles:
         title += "\nDEMO PROFILE: smoke test, not evidence"
     fig.suptitle(title)
@@ -468,7 +487,7 @@ def _plot_regime(ax: Any, rows: pd.DataFrame, regime: str, variants: list[str]) 
             ax.errorbar(x[shown], means[shown], yerr=stds[shown], fmt="none", ecolor="black", capsize=3)
     ax.set_xticks(positions, [_column_label(*col) for col in columns], rotation=20, ha="right")
     ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("dice")
+    ax.set_ylabel("Dice / AUC")
     ax.set_title(_REGIME_TITLES.get(regime, regime))
     ax.grid(axis="y", alpha=0.3)
 
@@ -491,23 +510,8 @@ def write_leaderboard(results_dir: Path) -> tuple[Path, Path, Path]:
     csv_path = results_dir / "leaderboard.csv"
     md_path = results_dir / "leaderboard.md"
     png_path = results_dir / "leaderboard.png"
-    _write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
-    _write_atomic(md_path, lambda f: f.write(render_markdown(summary, profiles).encode("utf-8")))
+    write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
+    write_atomic(md_path, lambda f: f.write(render_markdown(summary, profiles).encode("utf-8")))
     figure = plot_leaderboard(summary, profiles)
-    _write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
+    write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
     return csv_path, md_path, png_path
-
-
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    # A reader never sees a half-written file: write beside the target, then rename over it.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; the leaderboard is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

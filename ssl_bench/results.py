@@ -33,6 +33,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

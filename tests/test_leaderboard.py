@@ -175,10 +175,33 @@ def test_summary_has_one_row_per_variant_task_regime_fraction_metric() -> None:
     assert low["mean"] == pytest.approx(0.35)
 
 
-def test_two_files_for_the_same_run_are_refused() -> None:
-    results = [result("old", "simclr", "lung", 0, [0.5]), result("new", "simclr", "lung", 0, [0.6])]
-    with pytest.raises(DataError, match=r"old and new.*delete"):
-        seed_table(results)
+def test_of_two_files_for_the_same_run_only_the_newest_counts() -> None:
+    old = {**result("old", "simclr", "lung", 0, [0.5]), "unix_time": 100.0}
+    new = {**result("new", "simclr", "lung", 0, [0.6]), "unix_time": 200.0}
+    for results in ([old, new], [new, old]):
+        seeds = seed_table(results)
+        dice = row(seeds, regime="frozen", metric="dice")
+        assert (dice["job_id"], dice["score"]) == ("new", 0.6)
+
+
+def test_results_of_two_profiles_are_told_apart_by_label() -> None:
+    results = [result("d", "simclr", "lung", 0, [0.5], profile="demo"), result("p", "simclr", "lung", 0, [0.7])]
+    summary = summary_table(results)
+    assert row(summary, variant="simclr [demo]", regime="frozen", metric="dice")["mean"] == 0.5
+    assert row(summary, variant="simclr [paper]", regime="frozen", metric="dice")["mean"] == 0.7
+
+
+def test_a_set_level_metric_is_a_headline_without_image_std() -> None:
+    auc_result = result("c", "simclr", "pneumonia", 0, [0.5])
+    auc_result["headline_metric"] = "auc"
+    auc_result["metrics"] = {"frozen": {"auc": {"value": 0.9, "n_images": 624}, "acc": {"per_image": [1, 0, 1, 1]}}}
+    summary = summary_table([auc_result])
+    auc = row(summary, metric="auc")
+    assert (auc["mean"], bool(auc["headline"]), math.isnan(auc["image_std"])) == (0.9, True, True)
+    acc = row(summary, metric="acc")
+    assert (acc["mean"], bool(acc["headline"])) == (0.75, False)
+    markdown = render_markdown(summary, {"paper"})
+    assert "| simclr | **0.900** | 1.00 | 1 |" in markdown and "### Frozen encoder: acc" in markdown
 
 
 # --- ranks -------------------------------------------------------------------------------------
