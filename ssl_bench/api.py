@@ -15,10 +15,20 @@ from ssl_bench.errors import DataError
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
-from ssl_bench.task import Availability, Pool, SegmentationData, SegmentationSplit, Task
+from ssl_bench.task import (
+    Availability,
+    ClassificationData,
+    ClassificationSplit,
+    Pool,
+    SegmentationData,
+    SegmentationSplit,
+    Task,
+)
 
 __all__ = [
     "Availability",
+    "ClassificationData",
+    "ClassificationSplit",
     "DataError",
     "Encoder",
     "FeatureInfo",

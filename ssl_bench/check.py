@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ssl_bench.classify import ClassificationProtocol, run_classification
 from ssl_bench.data.phantoms import make_cxr, make_fundus
 from ssl_bench.errors import PluginError
 from ssl_bench.method import PROFILES, Method, Stage
@@ -16,7 +17,7 @@ from ssl_bench.models import SegmentationModel, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
 from ssl_bench.pretrain import _Trainer
-from ssl_bench.task import SegmentationData, Task
+from ssl_bench.task import ClassificationData, SegmentationData, Task
 from ssl_bench.transfer import TransferProtocol, run_transfer
 
 CHECK_SIZE = 32
@@ -91,21 +92,25 @@ def _stages(method: Method) -> str:
     return ", ".join(f"{profile}: {n} stage(s)" for profile, n in counts.items())
 
 
-def _short_transfer(task: Task, data: SegmentationData) -> str:
+def _short_transfer(task: Task, data: SegmentationData | ClassificationData) -> str:
+    encoder = create_encoder("vgg16_bn_tiny", in_chans=task.channels)
+    generator, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
+    if task.kind == "classification":
+        small = ClassificationData(*(split.subset(slice(0, 16)) for split in (data.train, data.val, data.test)))
+        protocol = ClassificationProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=8)
+        regimes = run_classification(
+            encoder, small, protocol, classes=task.classes, multi_label=task.multi_label, label_fraction=1.0,
+            generator=generator, device=cpu, progress=False,
+        )  # fmt: skip
+        return "test AUC after one epoch each: " + ", ".join(f"{k} {r.auc:.3f}" for k, r in regimes.items())
     small = SegmentationData(data.train.subset(slice(0, 6)), data.test.subset(slice(0, 2)))
     protocol = TransferProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=4)
     result = run_transfer(
-        create_encoder("vgg16_bn_tiny", in_chans=task.channels),
-        small,
-        protocol,
-        label_fraction=1.0,
-        rotation_degrees=task.rotation_degrees,
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        progress=False,
-    )
-    return (
-        f"test dice after one epoch each: {', '.join(f'{k} {np.mean(r.dice):.3f}' for k, r in result.regimes.items())}"
+        encoder, small, protocol, label_fraction=1.0, rotation_degrees=task.rotation_degrees,
+        generator=generator, device=cpu, progress=False,
+    )  # fmt: skip
+    return "test dice after one epoch each: " + ", ".join(
+        f"{k} {np.mean(r.dice):.3f}" for k, r in result.regimes.items()
     )
 
 
@@ -118,12 +123,13 @@ def _check_task(task: Task, data_root) -> list[CheckItem]:
             *items,
             CheckItem(f"{prefix}: load and transfer", "skip", f"data not found: {availability.reason}"),
         ]
-    loaded: list[SegmentationData] = []
+    loaded: list[SegmentationData | ClassificationData] = []
 
     def load() -> str:
         data = task.load(data_root)
-        if not isinstance(data, SegmentationData) or data.train.images.shape[1] != task.channels:
-            raise PluginError(f"load() must return SegmentationData with {task.channels}-channel images")
+        expected = ClassificationData if task.kind == "classification" else SegmentationData
+        if not isinstance(data, expected) or data.train.images.shape[1] != task.channels:
+            raise PluginError(f"load() must return {expected.__name__} with {task.channels}-channel images")
         loaded.append(data)
         return f"{len(data.train)} train, {len(data.test)} test images"
 

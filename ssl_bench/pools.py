@@ -23,7 +23,7 @@ from ssl_bench.method import Method
 from ssl_bench.plugins import Registry
 from ssl_bench.results import write_atomic, write_json
 
-#: Every source image of a folder or default pool is resized to this square side (LD's prepared size).
+#: Every source image of a folder pool is resized to this square side (LD's prepared size).
 POOL_IMAGE_SIZE = 512
 #: One image in twenty is held out for pretraining validation.
 HOLDOUT_EVERY = 20
@@ -86,7 +86,10 @@ def _default_images(registry: Registry, modality: str, data_root: Path | None) -
         data = task.load(data_root)
         test_hashes.update(_digest(image.numpy().tobytes()) for image in data.test.images)
         if task.modality == modality:
-            train_images.extend(_resize(image[None], POOL_IMAGE_SIZE) for image in data.train.images)
+            train_images.extend(data.train.images.split(1))
+    # One size per pool: the modality's tasks normally share theirs (512 for LD's tasks, 28 for MedMNIST).
+    size = train_images[0].shape[-1]
+    train_images = [_resize(image, size) for image in train_images]
     kept = [image for image in train_images if _digest(image.numpy().tobytes()) not in test_hashes]
     return torch.cat(kept)
 

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 import ssl_bench
+from ssl_bench.classify import ClassificationProtocol, run_classification
 from ssl_bench.config import RunConfig, make_method
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import Method, non_default_options, schedule
@@ -122,7 +123,9 @@ def _pretraining(
     return Pretraining(digest(spec), spec, method, task.channels, pool)
 
 
-def transfer_protocol(profile: str, task: Task) -> TransferProtocol:
+def transfer_protocol(profile: str, task: Task) -> TransferProtocol | ClassificationProtocol:
+    if task.kind == "classification":
+        return ClassificationProtocol.for_profile(profile)
     protocol = TransferProtocol.for_profile(profile)
     return protocol if profile == "demo" else dataclasses.replace(protocol, batch_size=task.paper_batch_size)
 
@@ -273,22 +276,39 @@ class Executor:
         encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         return encoder, json.loads(record_path.read_text())
 
+    def _transfer(self, job: Job, encoder: torch.nn.Module, data) -> dict:
+        """The downstream regimes of ``job``: the LD protocol, or linear probe + fine-tune for classification."""
+        generator = torch.Generator().manual_seed(job.seed)
+        task = job.task
+        if task.kind == "classification":
+            return run_classification(
+                encoder,
+                data,
+                ClassificationProtocol(**job.spec["transfer"]),
+                classes=task.classes,
+                multi_label=task.multi_label,
+                label_fraction=job.label_fraction,
+                generator=generator,
+                device=self.device,
+                progress=self.progress,
+            )
+        return run_transfer(
+            encoder,
+            data,
+            TransferProtocol(**job.spec["transfer"]),
+            label_fraction=job.label_fraction,
+            rotation_degrees=task.rotation_degrees,
+            generator=generator,
+            device=self.device,
+            progress=self.progress,
+        ).regimes
+
     def run_job(self, job: Job) -> Path:
         encoder, pretrain_record = self.pretrained_encoder(job.pretraining)
         data = self._task_data(job.task)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with PeakMemory(self.device) as memory:
-            transfer = run_transfer(
-                encoder,
-                data,
-                TransferProtocol(**job.spec["transfer"]),
-                label_fraction=job.label_fraction,
-                rotation_degrees=job.task.rotation_degrees,
-                generator=torch.Generator().manual_seed(job.seed),
-                device=self.device,
-                progress=self.progress,
-            )
-        regimes = transfer.regimes
+            regimes = self._transfer(job, encoder, data)
         result = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "job_id": job.id,
@@ -302,10 +322,8 @@ class Executor:
             "profile": self.config.profile,
             "encoder": self.config.encoder,
             "pool": job.pretraining.spec.get("pool"),
-            "metrics": {
-                name: {"dice": {"per_image": r.dice, "ids": r.ids}, "iou": {"per_image": r.iou, "ids": r.ids}}
-                for name, r in regimes.items()
-            },
+            "headline_metric": job.task.headline_metric,
+            "metrics": {name: r.metrics for name, r in regimes.items()},
             "selection": {
                 name: {"best_epoch": r.best_epoch, "best_val_soft_dice_loss": r.best_val_loss}
                 for name, r in regimes.items()

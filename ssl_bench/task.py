@@ -60,11 +60,48 @@ class SegmentationData:
     test: SegmentationSplit
 
 
+@dataclass(frozen=True)
+class ClassificationSplit:
+    """Images ``uint8 (N, C, H, W)`` with labels ``int64 (N, L)``: one class index per image (L = 1), or
+    L binary labels per image for multi-label tasks."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[0] != n:
+            raise ValueError(f"images must be uint8 ({n}, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 2 or self.labels.shape[0] != n:
+            raise ValueError(f"labels must be int64 ({n}, L), got {self.labels.dtype} {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: slice) -> ClassificationSplit:
+        return ClassificationSplit(self.images[index], self.labels[index], self.ids[index])
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """A classification task's official splits; model selection uses ``val``, never ``test``."""
+
+    train: ClassificationSplit
+    val: ClassificationSplit
+    test: ClassificationSplit
+
+
 class Task(ABC):
-    """A binary segmentation task, scored by per-image Dice at 0.5."""
+    """A downstream task. Segmentation tasks (the default ``kind``) are scored by per-image Dice at 0.5;
+    classification tasks (``kind = "classification"``, loading :class:`ClassificationData`) by AUC."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    kind: ClassVar[str] = "segmentation"
+    #: Classification only: the number of classes (multi-class) or of binary labels (multi-label).
+    classes: ClassVar[int] = 2
+    multi_label: ClassVar[bool] = False
     #: Pretraining pools and tasks meet by modality (``fundus``, ``cxr``, ``synthetic-fundus``...).
     modality: ClassVar[str]
     channels: ClassVar[int]
@@ -89,8 +126,12 @@ class Task(ABC):
         return Availability.found()
 
     @abstractmethod
-    def load(self, data_root: Path | None) -> SegmentationData:
-        """The task's images and masks, at the task's prepared size."""
+    def load(self, data_root: Path | None) -> SegmentationData | ClassificationData:
+        """The task's images and masks (or labels), at the task's prepared size."""
+
+    @property
+    def headline_metric(self) -> str:
+        return "auc" if self.kind == "classification" else "dice"
 
 
 class Pool(ABC):

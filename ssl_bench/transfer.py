@@ -73,6 +73,14 @@ class RegimeResult:
     seconds: float
     train_images_per_second: float
 
+    @property
+    def metrics(self) -> dict[str, dict]:
+        """The result file's form: per-image scores with their image ids."""
+        return {
+            "dice": {"per_image": self.dice, "ids": self.ids},
+            "iou": {"per_image": self.iou, "ids": self.ids},
+        }
+
 
 @dataclass(frozen=True)
 class TransferResult:
