@@ -13,7 +13,7 @@ from ssl_bench.classify import ClassificationProtocol, run_classification
 from ssl_bench.data.phantoms import make_cxr, make_fundus
 from ssl_bench.errors import PluginError
 from ssl_bench.method import PROFILES, Method, Stage
-from ssl_bench.models import SegmentationModel, create_encoder
+from ssl_bench.models import VGG16_BN_TINY, SegmentationModel, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
 from ssl_bench.pretrain import _Trainer
@@ -48,7 +48,7 @@ def _phantom_pool(channels: int) -> PreparedPool:
 
 
 def _steps(method: Method, stage: Stage, channels: int) -> str:
-    encoder = create_encoder("vgg16_bn_tiny", in_chans=channels)
+    encoder = create_encoder(VGG16_BN_TINY, in_chans=channels)
     trainer = _Trainer(method, encoder, _phantom_pool(channels), torch.device("cpu"), seed=0)
     model, optimizer, _ = trainer.build(0, stage, None)
     model.train()
@@ -56,7 +56,7 @@ def _steps(method: Method, stage: Stage, channels: int) -> str:
     losses = [trainer.step(model, optimizer, stage, step, CHECK_STEPS) for step in range(CHECK_STEPS)]
     if all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True)):
         raise PluginError("the encoder's weights did not change: does the loss reach model.encoder?")
-    transfer = SegmentationModel(create_encoder("vgg16_bn_tiny", in_chans=channels))
+    transfer = SegmentationModel(create_encoder(VGG16_BN_TINY, in_chans=channels))
     transfer.encoder.load_state_dict(encoder.state_dict(), strict=True)
     return "losses " + ", ".join(f"{loss:.4f}" for loss in losses)
 
@@ -93,7 +93,7 @@ def _stages(method: Method) -> str:
 
 
 def _short_transfer(task: Task, data: SegmentationData | ClassificationData) -> str:
-    encoder = create_encoder("vgg16_bn_tiny", in_chans=task.channels)
+    encoder = create_encoder(VGG16_BN_TINY, in_chans=task.channels)
     generator, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
     if task.kind == "classification":
         small = ClassificationData(*(split.subset(slice(0, 16)) for split in (data.train, data.val, data.test)))

@@ -27,6 +27,7 @@ import tomli_w
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import PROFILES, Method
+from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 
 if sys.version_info >= (3, 11):
@@ -50,7 +51,7 @@ class RunConfig:
     overwrite: str = "missing"
     #: None: each task's own fractions (``Task.label_fractions``), or 1.0 under the demo profile
     label_fractions: tuple[float, ...] | None = None
-    encoder: str = "vgg16_bn_tiny"
+    encoder: str = VGG16_BN_TINY
     pools: dict[str, str] = field(default_factory=dict)
 
     def to_toml(self) -> str:
@@ -107,6 +108,14 @@ def _label_fractions(value: object) -> tuple[float, ...]:
     return fractions
 
 
+def _encoder(name: str) -> str:
+    try:
+        create_encoder(name)  # fails fast on an unknown name, with close matches
+    except ValueError as error:
+        raise ConfigError(f"encoder: {error}") from error
+    return name
+
+
 def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> RunConfig:
     """Merge a config file's values with command-line overrides (those not None) and validate them."""
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
@@ -127,7 +136,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         results=Path(values.get("results", "results")).expanduser(),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
         label_fractions=_label_fractions(values["label_fractions"]) if values.get("label_fractions") else None,
-        encoder=str(values.get("encoder", "vgg16_bn_tiny")),
+        encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),
         pools={str(k): str(v) for k, v in values.get("pools", {}).items()},
     )
 

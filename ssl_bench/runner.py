@@ -28,7 +28,7 @@ from ssl_bench.classify import ClassificationProtocol, run_classification
 from ssl_bench.config import RunConfig, make_method
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import Method, non_default_options, schedule
-from ssl_bench.models import create_encoder
+from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_extras, prepare_pool, resolve_pool
 from ssl_bench.pretrain import pretrain
@@ -58,7 +58,7 @@ def seed_of(identity: str) -> int:
 
 @dataclass(frozen=True)
 class Pretraining:
-    """One encoder to produce: ``stages`` empty means the encoder stays at its seeded random init."""
+    """One encoder to produce; without a pool (no stages) it stays at its seeded random init."""
 
     id: str
     spec: dict
@@ -88,7 +88,6 @@ class Job:
 @dataclass(frozen=True)
 class Plan:
     jobs: list[Job]
-    skipped_tasks: dict[str, str]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,6 +122,11 @@ def _pretraining(
     return Pretraining(digest(spec), spec, method, task.channels, pool)
 
 
+def variant_label(method: Method, encoder: str) -> str:
+    """The leaderboard's row name: the method variant, and the encoder unless it is the shared default."""
+    return method.variant if encoder == VGG16_BN_TINY else f"{method.variant}@{encoder}"
+
+
 def transfer_protocol(profile: str, task: Task) -> TransferProtocol | ClassificationProtocol:
     if task.kind == "classification":
         return ClassificationProtocol.for_profile(profile)
@@ -139,14 +143,13 @@ def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
     """Every job of the run; tasks whose data is missing are left out, each with its reason."""
     methods = [make_method(registry, name, options) for name, options in config.methods.items()]
-    tasks, skipped = [], {}
+    tasks = []
     for name in config.tasks:
         task = registry.task(name)
         availability = task.availability(config.data_root)
         if availability.ok:
             tasks.append(task)
         else:
-            skipped[name] = availability.reason
             echo(f"skipping task {name}: {availability.reason}")
     pools: dict[str, PreparedPool] = {}
     jobs = []
@@ -158,7 +161,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                     protocol = transfer_protocol(config.profile, task)
                     spec = {
                         "pretraining": pretraining.spec,
-                        "variant": method.variant,
+                        "variant": variant_label(method, config.encoder),
                         "task": task.name,
                         "task_version": task.version,
                         "task_plugin": registry.plugin_version(task.name),
@@ -170,7 +173,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                         "ssl_bench": ssl_bench.__version__,
                     }
                     jobs.append(Job(digest(spec), spec, pretraining, task, fraction, seed_index))
-    return Plan(jobs, skipped)
+    return Plan(jobs)
 
 
 @cache
@@ -314,7 +317,7 @@ class Executor:
             "job_id": job.id,
             "spec": job.spec,
             "method": job.pretraining.method.name,
-            "variant": job.pretraining.method.variant,
+            "variant": job.spec["variant"],
             "task": job.task.name,
             "label_fraction": job.label_fraction,
             "seed_index": job.seed_index,

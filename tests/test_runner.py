@@ -75,6 +75,16 @@ def test_result_file_carries_what_the_leaderboard_and_users_need(tmp_path):
     assert "ssl-bench==" in result["versions"]["plugins"][0]
 
 
+def test_a_timm_encoder_runs_and_names_the_variant(tmp_path):
+    (result,) = _run(
+        _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"], encoder="mobilenetv3_small_050")
+    )
+    assert result["variant"] == "scratch@mobilenetv3_small_050" and result["encoder"] == "mobilenetv3_small_050"
+    assert np.mean(_dice(result)) > 0.5
+    with pytest.raises(ConfigError, match="Did you mean resnet18"):
+        _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"], encoder="resnet1")
+
+
 def test_pretraining_is_cached_and_shared(tmp_path):
     config = _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], label_fractions=[1.0, 0.5])
     results = _run(config)
