@@ -11,7 +11,7 @@ from ssl_bench.augment import normalize
 from ssl_bench.data.imageio import crop, fundus_roi_box, read_image, read_mask, resize_image, resize_mask
 from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
-from ssl_bench.errors import DataError
+from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
@@ -29,6 +29,7 @@ __all__ = [
     "Availability",
     "ClassificationData",
     "ClassificationSplit",
+    "ConfigError",
     "DataError",
     "Encoder",
     "FeatureInfo",
