@@ -51,7 +51,7 @@ class Method(ABC):
     #: Bump on any change that alters results: cached work of other versions is never reused.
     version: ClassVar[str] = "1"
     #: Views the network sees per source image and step (reported beside source images per second).
-    views_per_image: ClassVar[int] = 2
+    views_per_image: ClassVar[float] = 2
     #: A frozen dataclass; the fields that differ from their defaults name the variant.
     Options: ClassVar[type] = NoOptions
 
