@@ -49,7 +49,9 @@ def _phantom_pool(channels: int) -> PreparedPool:
 
 def _steps(method: Method, stage: Stage, channels: int) -> str:
     encoder = create_encoder(VGG16_BN_TINY, in_chans=channels)
-    trainer = _Trainer(method, encoder, _phantom_pool(channels), torch.device("cpu"), seed=0)
+    pool = _phantom_pool(channels)
+    extras = method.pool_extras(pool.images)
+    trainer = _Trainer(method, encoder, pool, torch.device("cpu"), seed=0, extras=extras)
     model, optimizer, _ = trainer.build(0, stage, None)
     model.train()
     before = [p.detach().clone() for p in encoder.parameters()]
