@@ -1,6 +1,7 @@
 """The classification protocol (MedMNIST-style): a linear probe on the frozen encoder, then fine-tuning.
 
-The head is a linear layer on the average-pooled deepest encoder feature. Regime ``frozen`` (linear
+The head is a linear layer on the average-pooled deepest encoder feature, standardised by a parameter-free
+batch norm. Regime ``frozen`` (linear
 probe) trains the head on the frozen encoder; ``finetune`` starts from the best probe and trains
 everything. Each keeps the epoch with the lowest validation loss (the task's official validation split)
 and is scored on test: AUC (macro over classes one-vs-rest, or over labels for multi-label tasks) as the
@@ -69,7 +70,10 @@ class Classifier(nn.Module):
     def __init__(self, encoder: Encoder, outputs: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.feature_info[-1].channels, outputs)
+        channels = encoder.feature_info[-1].channels
+        # Features standardised before the linear layer (as MAE's linear probe): a probe on raw features of an
+        # arbitrary scale would mostly measure how well Adam copes with that scale.
+        self.head = nn.Sequential(nn.BatchNorm1d(channels, affine=False), nn.Linear(channels, outputs))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.encoder(images)[-1].mean(dim=(2, 3)))

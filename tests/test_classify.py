@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import shared_data
 
+from ssl_bench.augment import normalize
 from ssl_bench.classify import ClassificationProtocol, _auc, roc_auc, run_classification
 from ssl_bench.config import resolve_config
 from ssl_bench.errors import DataError
@@ -47,10 +48,25 @@ def _easy_data(flip_test: bool = False) -> ClassificationData:
     return ClassificationData(_bright_or_dark(64, 1), _bright_or_dark(16, 2), test)
 
 
+def _encoder_with_calibrated_statistics(data: ClassificationData) -> torch.nn.Module:
+    """A random encoder whose batch-norm statistics match the data, as a pretrained one's would: with its
+    initial statistics (mean 0, variance 1) the frozen encoder's features all but vanish."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = create_encoder("vgg16_bn_tiny", 1)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average over the calibration pass
+    encoder.train()
+    with torch.no_grad():
+        encoder(normalize(torch.nn.functional.interpolate(data.train.images.float() / 255, size=16)))
+    return encoder.eval()
+
+
 def _classify(data: ClassificationData, seed: int):
     protocol = ClassificationProtocol(image_size=16, frozen_epochs=8, finetune_epochs=2, batch_size=16, lr=0.01)
     return run_classification(
-        create_encoder("vgg16_bn_tiny", 1), data, protocol, classes=2, multi_label=False, label_fraction=1.0,
+        _encoder_with_calibrated_statistics(data), data, protocol, classes=2, multi_label=False, label_fraction=1.0,
         generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), progress=False,
     )  # fmt: skip
 

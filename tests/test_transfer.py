@@ -81,7 +81,7 @@ def test_protocol_profiles() -> None:
     assert TransferProtocol.for_profile("paper") == TransferProtocol(512, 100, 100, 2, 1e-3)
     demo = TransferProtocol.for_profile("demo")
     assert demo.image_size <= 128 and demo.frozen_epochs + demo.finetune_epochs <= 30
-    with pytest.raises(ValueError, match="'demo' or 'paper'"):
+    with pytest.raises(ValueError, match="'demo', 'paper' or 'matched'"):
         TransferProtocol.for_profile("huge")
     with pytest.raises(ValueError, match="frozen_epochs"):
         TransferProtocol(32, 0, 1, 2)
