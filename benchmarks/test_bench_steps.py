@@ -1,6 +1,8 @@
-"""CPU speed benchmarks of the hot loops (run with `tox -e bench`, not part of the test suite).
+"""CPU speed benchmarks of the hot loops (run with `tox -e bench`; not part of the test suite).
 
-Each benchmark is one optimiser step at the demo size, so that figures compare across commits.
+Each method benchmark is one optimiser step of the method's ``demo`` stage on colour phantoms, as the core
+takes it (with the pool's extras, e.g. DetCon's cached segments); its extra info records source images per
+second, the figure the runner reports. Threads follow ``OMP_NUM_THREADS`` (default: all cores).
 """
 
 import pytest
@@ -12,38 +14,55 @@ from ssl_bench.metrics import soft_dice_loss
 from ssl_bench.models import SegmentationModel, create_encoder
 from ssl_bench.plugins import get_registry
 
-torch.set_num_threads(2)
+PRETRAINING_METHODS = [name for name, cls in get_registry().methods.items() if cls().stages("demo")]
 
 
 @pytest.fixture(scope="module")
 def fundus():
-    return torch.from_numpy(make_fundus(16, 128, seed=0).images).float().div(255)
+    return make_fundus(16, 128, seed=0).images
 
 
-@pytest.mark.parametrize("method_name", ["simclr"])
+@pytest.mark.parametrize("method_name", PRETRAINING_METHODS)
 def test_pretraining_step(benchmark, fundus, method_name):
     method = get_registry().method(method_name)()
     stage = method.stages("demo")[0]
+    torch.manual_seed(0)
     model = method.build_model(create_encoder("vgg16_bn_tiny", 3), stage, 3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=stage.lr)
+    optimizer, _ = method.configure_optimizer(model, stage)
     generator = torch.Generator().manual_seed(0)
-    images = fundus[: stage.batch_size]
+    sources = fundus[: stage.batch_size]
+    images = torch.from_numpy(sources).float().div(255)
+    extras = method.pool_extras(sources)
+    keywords = {} if extras is None else {"extras": torch.from_numpy(extras)}
+    total_steps = stage.epochs * stage.steps_per_epoch
 
     def step():
-        loss = method.training_step(model, images, stage, generator)
-        optimizer.zero_grad()
+        loss = method.training_step(model, images, stage, generator, **keywords)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        method.after_step(model, stage, 0, total_steps)  # its cost does not depend on the step
 
-    benchmark.extra_info["source_images_per_step"] = stage.batch_size
     benchmark(step)
+    benchmark.extra_info["source_images_per_step"] = stage.batch_size
+    benchmark.extra_info["views_per_image"] = method.views_per_image
+    benchmark.extra_info["source_images_per_second"] = stage.batch_size / benchmark.stats.stats.mean
+
+
+def test_detcon_segments_a_pool(benchmark):
+    """DetCon's once-per-pool over-segmentation of 400 images of 128 px (the synthetic pools' size)."""
+    images = make_fundus(400, 128, seed=0).images
+    segment = get_registry().method("detcon")().pool_extras
+    benchmark.extra_info["images"] = len(images)
+    benchmark.pedantic(segment, args=(images,), rounds=3)
 
 
 @pytest.mark.parametrize("size", [96, 128])
 def test_transfer_step(benchmark, fundus, size):
     model = SegmentationModel(create_encoder("vgg16_bn_tiny", 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = normalize(torch.nn.functional.interpolate(fundus[:4], size=(size, size), mode="bilinear"))
+    images = torch.from_numpy(fundus[:4]).float().div(255)
+    images = normalize(torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear"))
     masks = (images[:, :1] > 0).float()
 
     def step():
