@@ -95,7 +95,7 @@ def run(
     ] = None,
     label_fraction: Annotated[
         list[float] | None,
-        typer.Option("--label-fraction", help="Fraction of the training list used (repeatable)."),
+        typer.Option("--label-fraction", "--label-fractions", help="Fraction of the training list used (repeatable)."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML run configuration; flags override it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
