@@ -52,6 +52,8 @@ class Method(ABC):
     version: ClassVar[str] = "1"
     #: Views the network sees per source image and step (reported beside source images per second).
     views_per_image: ClassVar[float] = 2
+    #: Export the encoder of the final stage's epoch with the lowest held-out loss, not the last one.
+    select_best_checkpoint: ClassVar[bool] = False
     #: A frozen dataclass; the fields that differ from their defaults name the variant.
     Options: ClassVar[type] = NoOptions
 

@@ -7,6 +7,7 @@ generator and torch's global random state: a resumed run draws the same numbers 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ssl_bench.method import Method, Stage, schedule
 from ssl_bench.pools import PreparedPool
 from ssl_bench.results import save_torch
 
+BEST_ENCODER = "best_encoder.pt"
 #: At most this many held-out images are scored after each epoch.
 VALIDATION_IMAGES = 64
 
@@ -40,6 +42,8 @@ class PretrainOutcome:
     resumed_from_step: int
     #: the loss on the held-out images after each epoch (None where the pool holds none out)
     val_losses: list[float | None]
+    #: the final stage's epoch (from 1) whose encoder is exported, where the method selects the best one
+    selected_epoch: int | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -55,6 +59,8 @@ class _Position:
     seconds: float = 0.0
     source_images: int = 0
     val_losses: list[float | None] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int | None = None
 
 
 def _rows(array: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -175,15 +181,32 @@ def pretrain(
         else:
             position = dataclasses.replace(position, stage=stage_index, epoch=0, step=0)
         saved = None
-        _run_stage(trainer, stage, position, model, optimizer, scheduler, state_path, progress)
-    encoder_state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+        select_best = method.select_best_checkpoint and stage_index == len(stages) - 1
+        _run_stage(trainer, stage, position, model, optimizer, scheduler, state_path, progress, select_best)
+    best_path = state_path.with_name(BEST_ENCODER)
+    if position.best_epoch is not None:
+        encoder_state = torch.load(best_path, map_location="cpu", weights_only=True)
+    else:
+        encoder_state = _encoder_state(encoder)
     return PretrainOutcome(
-        encoder_state, position.seconds, position.source_images, resumed_from_step, list(position.val_losses)
+        encoder_state,
+        position.seconds,
+        position.source_images,
+        resumed_from_step,
+        list(position.val_losses),
+        position.best_epoch,
     )
 
 
-def _run_stage(trainer: _Trainer, stage: Stage, position: _Position, model, optimizer, scheduler, state_path, progress):
-    """Train ``stage`` from ``position`` to its end, checkpointing on time and at every epoch's end."""
+def _encoder_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+
+
+def _run_stage(
+    trainer: _Trainer, stage: Stage, position: _Position, model, optimizer, scheduler, state_path, progress, select_best
+):
+    """Train ``stage`` from ``position`` to its end, checkpointing on time and at every epoch's end; with
+    ``select_best``, also keep the encoder of the epoch with the lowest held-out loss."""
     total = stage.epochs * stage.steps_per_epoch
     done = position.epoch * stage.steps_per_epoch + position.step
     bar = tqdm(
@@ -213,6 +236,10 @@ def _run_stage(trainer: _Trainer, stage: Stage, position: _Position, model, opti
         val_loss = trainer.validate(model, stage, position)
         position.epoch, position.step = position.epoch + 1, 0
         position.val_losses.append(val_loss)
+        if select_best and val_loss is not None and val_loss < position.best_val_loss:
+            # Written before the checkpoint that records it: a kill in between only redoes this epoch.
+            save_torch(state_path.with_name(BEST_ENCODER), _encoder_state(trainer.encoder))
+            position.best_val_loss, position.best_epoch = val_loss, position.epoch
         if scheduler is not None:
             scheduler.step()
         _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)

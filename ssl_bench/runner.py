@@ -31,7 +31,7 @@ from ssl_bench.method import Method, non_default_options, schedule
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_extras, prepare_pool, resolve_pool
-from ssl_bench.pretrain import pretrain
+from ssl_bench.pretrain import BEST_ENCODER, pretrain
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import (
     RESULT_SCHEMA_VERSION,
@@ -272,10 +272,12 @@ class Executor:
                     "peak_memory_mb": memory.peak_mb,
                     "resumed_from_step": outcome.resumed_from_step,
                     "val_losses": outcome.val_losses,
+                    "selected_epoch": outcome.selected_epoch,
                     "device": self.device.type,
                 },
             )
-            (folder / "state.pt").unlink(missing_ok=True)
+            for leftover in ("state.pt", BEST_ENCODER):
+                (folder / leftover).unlink(missing_ok=True)
         encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         return encoder, json.loads(record_path.read_text())
 

@@ -377,6 +377,8 @@ class LocalDiscrimination(Method):
     Options = LDOptions
     # Per pair of sources the network sees two views of each and one mix.
     views_per_image = 2.5
+    # The released code transfers the stage-2 checkpoint with the best validation loss.
+    select_best_checkpoint = True
 
     def stages(self, profile: str) -> list[Stage]:
         """Published: 20 + 80 epochs x 1000 steps of 4 samples (8 sources) at 448 px; demo: 2 samples at 64 px,

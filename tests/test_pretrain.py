@@ -1,0 +1,60 @@
+"""The pretraining loop's checkpoint selection: the best held-out epoch's encoder, where a method asks."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_bench.method import Method, Stage
+from ssl_bench.models import create_encoder
+from ssl_bench.pools import PreparedPool
+from ssl_bench.pretrain import pretrain
+
+
+class Diverging(Method):
+    """Its held-out loss (p - 1)^2 grows every step: SGD at lr 1.25 multiplies p - 1 by -1.5."""
+
+    name = "diverging"
+    description = "a loss that only gets worse"
+
+    def __init__(self, epochs: int, select_best: bool = True) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.select_best_checkpoint = select_best
+
+    def stages(self, profile):
+        return [Stage("only", self.epochs, 1, 4, 32, 1.25)]
+
+    def build_model(self, encoder, stage, channels):
+        model = nn.Module()
+        model.encoder, model.p = encoder, nn.Parameter(torch.zeros(()))
+        return model
+
+    def configure_optimizer(self, model, stage):
+        return torch.optim.SGD(model.parameters(), lr=stage.lr), None
+
+    def training_step(self, model, images, stage, generator):
+        # The encoder term moves the encoder a little every step, so that epochs differ.
+        return (model.p - 1) ** 2 + 1e-3 * model.encoder(images)[-1].mean()
+
+
+def _pool() -> PreparedPool:
+    images = np.random.default_rng(0).integers(0, 256, (20, 1, 32, 32), dtype=np.uint8)
+    return PreparedPool("toy", "toy", images, np.arange(19), np.array([19]))
+
+
+def _pretrain(method: Diverging, workdir):
+    torch.manual_seed(0)
+    encoder = create_encoder("vgg16_bn_tiny", 1)
+    return pretrain(method, encoder, _pool(), profile="demo", seed=1, device=torch.device("cpu"), workdir=workdir)
+
+
+def test_the_best_held_out_epoch_is_exported_not_the_last(tmp_path):
+    selected = _pretrain(Diverging(epochs=3), tmp_path / "a")
+    assert selected.val_losses[0] < selected.val_losses[1] < selected.val_losses[2]
+    assert selected.selected_epoch == 1
+    after_one = _pretrain(Diverging(epochs=1, select_best=False), tmp_path / "b")
+    last = _pretrain(Diverging(epochs=3, select_best=False), tmp_path / "c")
+    assert last.selected_epoch is None
+    for name, tensor in selected.encoder_state.items():
+        assert torch.equal(tensor, after_one.encoder_state[name]), name
+    assert any(not torch.equal(t, last.encoder_state[n]) for n, t in selected.encoder_state.items())
