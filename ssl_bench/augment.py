@@ -55,6 +55,8 @@ def _check_range(name: str, bounds: tuple[float, float], minimum: float = 0.0) -
         raise ValueError(f"{name} must be a range (low, high) with {minimum} <= low <= high, got {bounds}")
 
 
+# Parameters are drawn on the CPU and copied to the images' device with non_blocking=True: a blocking copy
+# would wait for the device's queued work, a host sync per augmentation.
 def _uniform(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
     """U[0, 1) on the CPU, so the draws are the same whatever device the images live on."""
     if generator.device.type != "cpu":
@@ -64,12 +66,12 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
 
 def _per_sample(values: Tensor, images: Tensor) -> Tensor:
     """(B,) parameters -> (B, 1, 1, 1) on the images' device and dtype, ready to broadcast."""
-    return values.to(device=images.device, dtype=images.dtype).view(-1, 1, 1, 1)
+    return values.to(device=images.device, dtype=images.dtype, non_blocking=True).view(-1, 1, 1, 1)
 
 
 def _select(apply: Tensor, changed: Tensor, images: Tensor) -> Tensor:
     """Per sample: ``changed`` where ``apply`` is true, else the original images."""
-    return torch.where(apply.to(images.device).view(-1, 1, 1, 1), changed, images)
+    return torch.where(apply.to(images.device, non_blocking=True).view(-1, 1, 1, 1), changed, images)
 
 
 # --- normalisation ---------------------------------------------------------------------------
@@ -100,7 +102,7 @@ def _resample(images: Tensor, theta: Tensor, size: tuple[int, int], mode: str, p
     """Sample ``images`` on the affine grid ``theta`` (output -> input, normalised coordinates)."""
     if mode not in _SAMPLE_MODES:
         raise ValueError(f"mode must be one of {_SAMPLE_MODES}, got {mode!r}")
-    theta = theta.to(device=images.device, dtype=images.dtype)
+    theta = theta.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *size], align_corners=False)
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
@@ -410,7 +412,7 @@ def _blur(images: Tensor, sigmas: Tensor, kernel_size: int) -> Tensor:
     if images.numel() == 0:
         return images.clone()
     radius = kernel_size // 2
-    kernels = _gaussian_kernels(sigmas, kernel_size).to(device=images.device, dtype=images.dtype)
+    kernels = _gaussian_kernels(sigmas, kernel_size).to(device=images.device, dtype=images.dtype, non_blocking=True)
     # Fold the batch into the channel axis so that each (sample, channel) plane gets its own kernel.
     weight = kernels.repeat_interleave(channels, dim=0)
     planes = images.reshape(1, batch * channels, height, width)

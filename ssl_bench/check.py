@@ -55,7 +55,10 @@ def _steps(method: Method, stage: Stage, channels: int) -> str:
     model, optimizer, _ = trainer.build(0, stage, None)
     model.train()
     before = [p.detach().clone() for p in encoder.parameters()]
-    losses = [trainer.step(model, optimizer, stage, step, CHECK_STEPS) for step in range(CHECK_STEPS)]
+    losses = [
+        trainer.read_loss(trainer.step(model, optimizer, stage, step, CHECK_STEPS), stage, step)
+        for step in range(CHECK_STEPS)
+    ]
     if all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True)):
         raise PluginError("the encoder's weights did not change: does the loss reach model.encoder?")
     transfer = SegmentationModel(create_encoder(VGG16_BN_TINY, in_chans=channels))

@@ -24,6 +24,8 @@ from ssl_bench.pools import PreparedPool
 from ssl_bench.results import save_torch
 
 BEST_ENCODER = "best_encoder.pt"
+#: The loss is read back (a host sync) and checked for NaN every this many steps and at each epoch's end.
+LOSS_READ_STEPS = 25
 #: At most this many held-out images are scored after each epoch.
 VALIDATION_IMAGES = 64
 
@@ -100,16 +102,22 @@ class _Trainer:
         optimizer, scheduler = self.method.configure_optimizer(model, stage)
         return model, optimizer, scheduler
 
-    def step(self, model, optimizer, stage: Stage, step: int, total: int) -> float:
+    def step(self, model, optimizer, stage: Stage, step: int, total: int) -> torch.Tensor:
+        """One optimiser step; returns the detached loss without reading it (no host sync)."""
         picks = torch.randint(len(self.pool.train_index), (stage.batch_size,), generator=self.generator).numpy()
         loss = self._loss(model, self.pool.train_index[picks], stage, self.generator)
-        if not torch.isfinite(loss):
-            raise PluginError(f"{self.method.name}: the loss became {loss.item()} at step {step} of {stage.name}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         self.method.after_step(model, stage, step, total)
-        return loss.item()
+        return loss.detach()
+
+    def read_loss(self, loss: torch.Tensor, stage: Stage, step: int) -> float:
+        """The loss as a number (a host sync, so only every few steps); a non-finite one stops the run."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise PluginError(f"{self.method.name}: the loss became {value} by step {step} of {stage.name}")
+        return value
 
     def _loss(self, model, index: np.ndarray, stage: Stage, generator: torch.Generator) -> torch.Tensor:
         images = _rows(self.pool.images, index, self.device).float().div_(255)
@@ -229,7 +237,8 @@ def _run_stage(
             position.step += 1
             done += 1
             bar.update()
-            bar.set_postfix(loss=f"{loss:.4f}", epoch=position.epoch + 1)
+            if position.step % LOSS_READ_STEPS == 0 or position.step == stage.steps_per_epoch:
+                bar.set_postfix(loss=f"{trainer.read_loss(loss, stage, done):.4f}", epoch=position.epoch + 1)
             if time.monotonic() - last_checkpoint >= _checkpoint_seconds():
                 _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)
                 last_checkpoint = time.monotonic()

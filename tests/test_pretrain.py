@@ -1,9 +1,11 @@
 """The pretraining loop's checkpoint selection: the best held-out epoch's encoder, where a method asks."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from ssl_bench.errors import PluginError
 from ssl_bench.method import Method, Stage
 from ssl_bench.models import create_encoder
 from ssl_bench.pools import PreparedPool
@@ -58,3 +60,13 @@ def test_the_best_held_out_epoch_is_exported_not_the_last(tmp_path):
     for name, tensor in selected.encoder_state.items():
         assert torch.equal(tensor, after_one.encoder_state[name]), name
     assert any(not torch.equal(t, last.encoder_state[n]) for n, t in selected.encoder_state.items())
+
+
+class Exploding(Diverging):
+    def training_step(self, model, images, stage, generator):
+        return super().training_step(model, images, stage, generator) * float("nan")
+
+
+def test_a_non_finite_loss_stops_the_run_with_the_method_named(tmp_path):
+    with pytest.raises(PluginError, match=r"diverging: the loss became nan by step 1 of only"):
+        _pretrain(Exploding(epochs=1), tmp_path)
