@@ -8,7 +8,15 @@
 
 from ssl_bench import augment
 from ssl_bench.augment import normalize
-from ssl_bench.data.imageio import crop, fundus_roi_box, read_image, read_mask, resize_image, resize_mask
+from ssl_bench.data.imageio import (
+    IMAGE_SUFFIXES,
+    crop,
+    fundus_roi_box,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_mask,
+)
 from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
 from ssl_bench.errors import ConfigError, DataError
@@ -26,6 +34,7 @@ from ssl_bench.task import (
 )
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "Availability",
     "ClassificationData",
     "ClassificationSplit",

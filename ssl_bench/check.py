@@ -104,16 +104,29 @@ def _short_transfer(task: Task, data: SegmentationData | ClassificationData) -> 
         small = ClassificationData(*(split.subset(slice(0, 16)) for split in (data.train, data.val, data.test)))
         protocol = ClassificationProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=8)
         regimes = run_classification(
-            encoder, small, protocol, classes=task.classes, multi_label=task.multi_label, label_fraction=1.0,
-            generator=generator, device=cpu, progress=False,
-        )  # fmt: skip
+            encoder,
+            small,
+            protocol,
+            classes=task.classes,
+            multi_label=task.multi_label,
+            label_fraction=1.0,
+            generator=generator,
+            device=cpu,
+            progress=False,
+        )
         return "test AUC after one epoch each: " + ", ".join(f"{k} {r.auc:.3f}" for k, r in regimes.items())
     small = SegmentationData(data.train.subset(slice(0, 6)), data.test.subset(slice(0, 2)))
     protocol = TransferProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=4)
     result = run_transfer(
-        encoder, small, protocol, label_fraction=1.0, rotation_degrees=task.rotation_degrees,
-        generator=generator, device=cpu, progress=False,
-    )  # fmt: skip
+        encoder,
+        small,
+        protocol,
+        label_fraction=1.0,
+        rotation_degrees=task.rotation_degrees,
+        generator=generator,
+        device=cpu,
+        progress=False,
+    )
     return "test dice after one epoch each: " + ", ".join(
         f"{k} {np.mean(r.dice):.3f}" for k, r in result.regimes.items()
     )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.data.imageio import read_image
+from ssl_bench.data.imageio import IMAGE_SUFFIXES, read_image
 from ssl_bench.errors import ConfigError, DataError, PluginError
 from ssl_bench.method import Method
 from ssl_bench.plugins import Registry
@@ -27,7 +27,6 @@ from ssl_bench.results import write_atomic, write_json
 POOL_IMAGE_SIZE = 512
 #: One image in twenty is held out for pretraining validation.
 HOLDOUT_EVERY = 20
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def _folder_images(folder: Path, channels: int) -> torch.Tensor:
     if not files:
         raise DataError(f"pool folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     arrays = [read_image(path, channels) for path in files]
-    return torch.cat([_resize(torch.from_numpy(a).permute(2, 0, 1)[None], POOL_IMAGE_SIZE) for a in arrays])
+    return torch.cat([_resize(torch.tensor(a).permute(2, 0, 1)[None], POOL_IMAGE_SIZE) for a in arrays])
 
 
 def _tasks_of(registry: Registry, modality: str, data_root: Path | None):

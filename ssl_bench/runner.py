@@ -43,9 +43,7 @@ from ssl_bench.results import (
     write_text,
 )
 from ssl_bench.task import SegmentationData, Task
-from ssl_bench.transfer import TransferProtocol, run_transfer
-
-REGIMES = ("frozen", "finetune")
+from ssl_bench.transfer import REGIMES, TransferProtocol, run_transfer
 
 
 def digest(spec: object) -> str:

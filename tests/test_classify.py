@@ -66,9 +66,16 @@ def _encoder_with_calibrated_statistics(data: ClassificationData) -> torch.nn.Mo
 def _classify(data: ClassificationData, seed: int):
     protocol = ClassificationProtocol(image_size=16, frozen_epochs=8, finetune_epochs=2, batch_size=16, lr=0.01)
     return run_classification(
-        _encoder_with_calibrated_statistics(data), data, protocol, classes=2, multi_label=False, label_fraction=1.0,
-        generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"), progress=False,
-    )  # fmt: skip
+        _encoder_with_calibrated_statistics(data),
+        data,
+        protocol,
+        classes=2,
+        multi_label=False,
+        label_fraction=1.0,
+        generator=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+        progress=False,
+    )
 
 
 def test_an_easy_problem_is_learnt_deterministically_and_selected_on_validation_only():

@@ -174,3 +174,25 @@ def test_peak_memory_sees_a_large_allocation():
     if small.peak_mb is None:
         pytest.skip("this kernel cannot reset the peak RSS (/proc/self/clear_refs)")
     assert large.peak_mb - small.peak_mb > 250
+
+
+def test_a_configured_folder_is_the_pool_of_its_modality(tmp_path):
+    from PIL import Image
+
+    from ssl_bench.errors import DataError
+    from ssl_bench.pools import POOL_IMAGE_SIZE, resolve_pool
+
+    folder = tmp_path / "eyepacs"
+    (folder / "nested").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "a.png")
+    Image.new("RGB", (30, 40), (10, 200, 10)).save(folder / "nested" / "b.JPG")
+    (folder / "README.txt").write_text("not an image")
+    source = resolve_pool("synthetic-fundus", get_registry(), None, {"synthetic-fundus": str(folder)})
+    images = source.load()
+    assert source.id == f"folder:{folder}" and source.channels == 3
+    assert images.shape == (2, 3, POOL_IMAGE_SIZE, POOL_IMAGE_SIZE)
+    assert images[0, :, 256, 256].tolist() == [200, 10, 10]  # a flat colour survives the resize exactly
+    (folder / "a.png").unlink()
+    (folder / "nested" / "b.JPG").unlink()
+    with pytest.raises(DataError, match="holds no images"):
+        source.load()

@@ -19,6 +19,8 @@ Box = tuple[int, int, int, int]
 
 #: LD re-binarises resized labels at this fraction of 255.
 MASK_RESIZE_THRESHOLD = 0.3
+#: File endings (lower case) that folder readers take for images; anything else (ATTRIBUTION.txt) is ignored.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I"})
 _PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}

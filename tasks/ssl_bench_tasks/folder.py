@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_bench.api import Availability, DataError, hookimpl, read_image
+from ssl_bench.api import IMAGE_SUFFIXES, Availability, DataError, hookimpl, read_image
 from ssl_bench_tasks._prepared import PreparedTask, Sample
 
 if sys.version_info >= (3, 11):
@@ -53,7 +53,6 @@ else:
     import tomli as tomllib
 
 CONFIG_VARIABLE = "SSL_BENCH_FOLDER_TASKS"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 #: The seeded split: one image in TEST_SHARE is a test image.
 SPLIT_SEED = 0
 TEST_SHARE = 5
