@@ -1,7 +1,11 @@
-"""The public API for plugins. Method and task plugins import from here and nowhere else in ssl_bench.
+"""The public API for plugins. Method, task and protocol plugins import from here and nowhere else in ssl_bench.
 
-- Contracts: :class:`Method` (with :class:`Stage`), :class:`Task`, :class:`Pool`, and ``hookimpl``.
+- Contracts: :class:`Method` (with :class:`Stage`), :class:`Task`, :class:`Pool`, :class:`Protocol` (with
+  :class:`Context`, :class:`Outcome`, :class:`Scores`, :class:`Selection`, :class:`Metric`), and ``hookimpl``.
 - Data types: :class:`SegmentationSplit`, :class:`SegmentationData`, :class:`Availability`.
+- Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
+  selection on validation, NaN guard), :func:`standard_settings`, :func:`split_train_val`, :func:`resize_split`,
+  per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - Batched tensor augmentations (``augment``), image reading and LD preprocessing helpers, phantoms.
 """
@@ -19,10 +23,19 @@ from ssl_bench.data.imageio import (
 )
 from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
-from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.downstream import (
+    CLASSIFICATION_METRICS,
+    SEGMENTATION_METRICS,
+    SupervisedProtocol,
+    supervised_metrics,
+    supervised_transfer,
+)
+from ssl_bench.errors import ConfigError, DataError, TrainingError
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
+from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
+from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Scores, Selection
 from ssl_bench.task import (
     Availability,
     ClassificationData,
@@ -32,30 +45,48 @@ from ssl_bench.task import (
     SegmentationSplit,
     Task,
 )
+from ssl_bench.training import SupervisedSettings, fit, fresh_model, seeded_init, standard_settings
+from ssl_bench.transfer import SegmentationKind, resize_split, split_train_val
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
     "IMAGE_SUFFIXES",
+    "SEGMENTATION_METRICS",
     "Availability",
     "ClassificationData",
     "ClassificationSplit",
     "ConfigError",
+    "Context",
     "DataError",
     "Encoder",
     "FeatureInfo",
     "Method",
+    "Metric",
     "NoOptions",
+    "Outcome",
     "PhantomSet",
     "Pool",
+    "Protocol",
+    "Scores",
     "SegmentationData",
+    "SegmentationKind",
     "SegmentationSplit",
+    "Selection",
     "Stage",
+    "SupervisedProtocol",
+    "SupervisedSettings",
     "Task",
+    "TrainingError",
     "UNet",
     "augment",
     "create_encoder",
     "crop",
+    "dice_per_image",
+    "fit",
+    "fresh_model",
     "fundus_roi_box",
     "hookimpl",
+    "iou_per_image",
     "make_cxr",
     "make_fundus",
     "normalize",
@@ -64,4 +95,11 @@ __all__ = [
     "read_mask",
     "resize_image",
     "resize_mask",
+    "resize_split",
+    "seeded_init",
+    "soft_dice_loss",
+    "split_train_val",
+    "standard_settings",
+    "supervised_metrics",
+    "supervised_transfer",
 ]

@@ -238,12 +238,13 @@ def random_resized_crop(
 
 
 def random_flip_rotate(
-    images: Tensor, masks: Tensor, degrees: float, generator: torch.Generator
+    images: Tensor, masks: Tensor, degrees: float, generator: torch.Generator, flips: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """Downstream segmentation augmentation: flips (each p=0.5) then a rotation ~ U(-deg, deg).
+    """Downstream segmentation augmentation: flips (each p=0.5, if ``flips``) then a rotation ~ U(-deg, deg).
 
     Image and mask of a sample share one geometric transform; the image is resampled bilinearly
-    and the mask ``(B, 1, H, W)`` by nearest neighbour so that it stays binary. Zero fill.
+    and the mask ``(B, 1, H, W)`` by nearest neighbour so that it stays binary. Zero fill. The same random
+    numbers are drawn either way, so that ``flips`` changes nothing but the flips.
     """
     _check_images(images)
     if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[-2:] != images.shape[-2:]:
@@ -256,8 +257,8 @@ def random_flip_rotate(
         raise ValueError(f"degrees must be >= 0, got {degrees}")
     batch, _, height, width = images.shape
     draws = _uniform(generator, (3, batch))
-    flip_x = torch.where(draws[0] < 0.5, -1.0, 1.0).to(torch.float64)
-    flip_y = torch.where(draws[1] < 0.5, -1.0, 1.0).to(torch.float64)
+    flip_x = torch.where(draws[0] < 0.5 * flips, -1.0, 1.0).to(torch.float64)
+    flip_y = torch.where(draws[1] < 0.5 * flips, -1.0, 1.0).to(torch.float64)
     matrices = _rotation_matrices(degrees * (2.0 * draws[2] - 1.0))
     # Output -> input map is flip @ rotation: the flip acts first on the image, then the rotation.
     matrices = matrices * torch.stack([flip_x, flip_y], -1).unsqueeze(-1)

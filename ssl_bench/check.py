@@ -1,4 +1,7 @@
-"""``ssl-bench check PLUGIN``: a plugin author's contract test, a few steps on built-in data on the CPU."""
+"""``ssl-bench check PLUGIN``: a plugin author's contract test, a few steps on built-in data on the CPU.
+
+Every random number is seeded: the losses and scores it prints are the same on every call.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +12,31 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssl_bench.classify import ClassificationProtocol, run_classification
 from ssl_bench.data.phantoms import make_cxr, make_fundus
 from ssl_bench.errors import PluginError
 from ssl_bench.method import PROFILES, Method, Stage
-from ssl_bench.models import VGG16_BN_TINY, SegmentationModel, create_encoder
+from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
-from ssl_bench.pretrain import _Trainer
-from ssl_bench.task import ClassificationData, SegmentationData, Task
-from ssl_bench.transfer import TransferProtocol, run_transfer
+from ssl_bench.pretrain import Trainer
+from ssl_bench.protocol import Context, Outcome, Protocol
+from ssl_bench.task import ClassificationData, ClassificationSplit, SegmentationData, SegmentationSplit, Task
 
 CHECK_SIZE = 32
 CHECK_STEPS = 2
+#: Settings fields shrunk for the check wherever a protocol's settings have them.
+_TINY_SETTINGS = {"image_size": CHECK_SIZE, "epochs": 1, "batch_size": 4, "max_train_images": None}
 
 
 @dataclass(frozen=True)
 class CheckItem:
     name: str
-    status: str  # "pass", "fail" or "skip"
+    status: str  # "pass", "fail", "skip" (not applicable) or "untested" (could not be tested: counts as failed)
     detail: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.status != "fail"
+        return self.status in ("pass", "skip")
 
 
 def _run(name: str, probe: Callable[[], str | None]) -> CheckItem:
@@ -47,11 +51,17 @@ def _phantom_pool(channels: int) -> PreparedPool:
     return PreparedPool(f"check-{channels}", "check", images, np.arange(8), np.arange(0))
 
 
+def _seeded_encoder(channels: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_encoder(VGG16_BN_TINY, in_chans=channels)
+
+
 def _steps(method: Method, stage: Stage, channels: int) -> str:
-    encoder = create_encoder(VGG16_BN_TINY, in_chans=channels)
+    encoder = _seeded_encoder(channels)
     pool = _phantom_pool(channels)
     extras = method.pool_extras(pool.images)
-    trainer = _Trainer(method, encoder, pool, torch.device("cpu"), seed=0, extras=extras)
+    trainer = Trainer(method, encoder, pool, torch.device("cpu"), seed=0, extras=extras)
     model, optimizer, _ = trainer.build(0, stage, None)
     model.train()
     before = [p.detach().clone() for p in encoder.parameters()]
@@ -61,8 +71,7 @@ def _steps(method: Method, stage: Stage, channels: int) -> str:
     ]
     if all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True)):
         raise PluginError("the encoder's weights did not change: does the loss reach model.encoder?")
-    transfer = SegmentationModel(create_encoder(VGG16_BN_TINY, in_chans=channels))
-    transfer.encoder.load_state_dict(encoder.state_dict(), strict=True)
+    create_encoder(VGG16_BN_TINY, in_chans=channels).load_state_dict(encoder.state_dict(), strict=True)
     return "losses " + ", ".join(f"{loss:.4f}" for loss in losses)
 
 
@@ -97,50 +106,96 @@ def _stages(method: Method) -> str:
     return ", ".join(f"{profile}: {n} stage(s)" for profile, n in counts.items())
 
 
-def _short_transfer(task: Task, data: SegmentationData | ClassificationData) -> str:
-    encoder = create_encoder(VGG16_BN_TINY, in_chans=task.channels)
-    generator, cpu = torch.Generator().manual_seed(0), torch.device("cpu")
-    if task.kind == "classification":
-        small = ClassificationData(*(split.subset(slice(0, 16)) for split in (data.train, data.val, data.test)))
-        protocol = ClassificationProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=8)
-        regimes = run_classification(
-            encoder,
-            small,
-            protocol,
-            classes=task.classes,
-            multi_label=task.multi_label,
-            label_fraction=1.0,
-            generator=generator,
-            device=cpu,
-            progress=False,
-        )
-        return "test AUC after one epoch each: " + ", ".join(f"{k} {r.auc:.3f}" for k, r in regimes.items())
-    small = SegmentationData(data.train.subset(slice(0, 6)), data.test.subset(slice(0, 2)))
-    protocol = TransferProtocol(image_size=CHECK_SIZE, frozen_epochs=1, finetune_epochs=1, batch_size=4)
-    result = run_transfer(
-        encoder,
-        small,
-        protocol,
+class _CheckTask(Task):
+    """A tiny phantom task of one kind, for checking protocols."""
+
+    description = "ssl-bench check's phantom task"
+    modality = "check"
+    target = "phantom structures"
+
+    channels = 1
+    flips = False
+    rotation_degrees = 30.0
+
+    def __init__(self, kind: str) -> None:
+        self.name, self.kind = f"check-{kind}", kind
+
+    def load(self, data_root=None) -> SegmentationData | ClassificationData:
+        phantoms = make_cxr(12, CHECK_SIZE, seed=0)
+        images, masks = torch.from_numpy(phantoms.images), torch.from_numpy(phantoms.masks["lung"])
+        ids = tuple(f"phantom-{i}" for i in range(12))
+        if self.kind == "segmentation":
+            train, test = (SegmentationSplit(images[r], masks[r], ids[r]) for r in (slice(8), slice(8, 12)))
+            return SegmentationData(train, test)
+        # A label that the image shows: whether the lungs cover more than the median area.
+        area = masks.flatten(1).float().mean(1)
+        labels = (area > area.median()).long().unsqueeze(1)
+        splits = (slice(6), slice(6, 9), slice(9, 12))
+        return ClassificationData(*(ClassificationSplit(images[r], labels[r], ids[r]) for r in splits))
+
+
+def _tiny(settings: object) -> object:
+    fields = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, **{k: v for k, v in _TINY_SETTINGS.items() if k in fields})
+
+
+def _run_protocol(registry: Registry, protocol: Protocol, task: Task, data) -> Outcome:
+    """One seeded tiny run of ``protocol`` on ``task``, after the protocol it continues from (if any)."""
+    upstream = protocol.continues_from(task, pretrained=True)
+    start = _run_protocol(registry, registry.protocol(upstream)(), task, data).state if upstream else None
+    context = Context(
+        encoder=_seeded_encoder(task.channels),
+        data=data,
+        task=task,
+        settings=_tiny(protocol.settings("demo", task)),
         label_fraction=1.0,
-        rotation_degrees=task.rotation_degrees,
-        generator=generator,
-        device=cpu,
-        progress=False,
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        pretrained=True,
+        start=start,
     )
-    return "test dice after one epoch each: " + ", ".join(
-        f"{k} {np.mean(r.dice):.3f}" for k, r in result.regimes.items()
-    )
+    return protocol.run(context)
 
 
-def _check_task(task: Task, data_root) -> list[CheckItem]:
+def _summary(protocol: Protocol, task: Task, outcome: Outcome) -> str:
+    expected = [metric.name for metric in protocol.metrics(task)]
+    if missing := sorted(set(expected) - set(outcome.scores)):
+        raise PluginError(f"run() did not report {', '.join(missing)} (metrics() declares {', '.join(expected)})")
+    values = []
+    for name in expected:
+        scores = outcome.scores[name]
+        values.append(f"{name} {scores.value if scores.value is not None else np.mean(scores.per_image):.3f}")
+    return ", ".join(values)
+
+
+def _check_protocol(registry: Registry, cls: type[Protocol]) -> list[CheckItem]:
+    prefix = f"protocol {cls.name}"
+    items = [_run(f"{prefix}: instantiates", lambda: ", ".join(cls.task_kinds))]
+    if not items[0].ok:
+        return items
+    protocol = cls()
+    for kind in protocol.task_kinds:
+        if kind not in ("segmentation", "classification"):
+            items.append(CheckItem(f"{prefix}: on a {kind} task", "untested", "no built-in task of that kind"))
+            continue
+        task = _CheckTask(kind)
+        data = task.load()
+        items.append(
+            _run(
+                f"{prefix}: a tiny run on a {kind} phantom task",
+                lambda task=task, data=data: _summary(protocol, task, _run_protocol(registry, protocol, task, data)),
+            )
+        )
+    return items
+
+
+def _check_task(registry: Registry, task: Task, data_root) -> list[CheckItem]:
     prefix = f"task {task.name}"
     items = [_run(f"{prefix}: metadata", lambda: _metadata(task))]
     availability = task.availability(data_root)
     if not availability.ok:
-        return [
-            *items,
-            CheckItem(f"{prefix}: load and transfer", "skip", f"data not found: {availability.reason}"),
-        ]
+        detail = f"nothing was tested: its data was not found ({availability.reason}); pass --data-root"
+        return [*items, CheckItem(f"{prefix}: load and protocols", "untested", detail)]
     loaded: list[SegmentationData | ClassificationData] = []
 
     def load() -> str:
@@ -152,9 +207,25 @@ def _check_task(task: Task, data_root) -> list[CheckItem]:
         return f"{len(data.train)} train, {len(data.test)} test images"
 
     items.append(_run(f"{prefix}: load", load))
-    if loaded:
-        items.append(_run(f"{prefix}: one frozen and one fine-tune epoch", lambda: _short_transfer(task, loaded[0])))
+    if not loaded:
+        return items
+    small = _small(loaded[0])
+    for name, cls in registry.protocols.items():
+        protocol = cls()
+        if protocol.serves(task):
+            items.append(
+                _run(
+                    f"{prefix}: a tiny {name} run",
+                    lambda protocol=protocol: _summary(protocol, task, _run_protocol(registry, protocol, task, small)),
+                )
+            )
     return items
+
+
+def _small(data: SegmentationData | ClassificationData) -> SegmentationData | ClassificationData:
+    if isinstance(data, ClassificationData):
+        return ClassificationData(*(split.subset(slice(0, 16)) for split in (data.train, data.val, data.test)))
+    return SegmentationData(data.train.subset(slice(0, 6)), data.test.subset(slice(0, 2)))
 
 
 def _metadata(task: Task) -> str:
@@ -169,7 +240,7 @@ def check_plugin(registry: Registry, plugin: str, data_root=None) -> list[CheckI
     if info is None:
         names = ", ".join(p.name for p in registry.plugins)
         raise PluginError(f"no plugin named {plugin!r}; installed: {names}. See `ssl-bench plugins`.")
-    registered = ", ".join(info.methods + info.tasks + info.pools) or "nothing"
+    registered = ", ".join(name for names in info.registered.values() for name in names) or "nothing"
     items = [
         CheckItem(
             f"plugin {plugin}: loads and registers",
@@ -177,11 +248,13 @@ def check_plugin(registry: Registry, plugin: str, data_root=None) -> list[CheckI
             info.error or registered,
         )
     ]
-    for name in info.methods:
+    for name in info.registered["methods"]:
         items += _check_method(registry.methods[name])
-    for name in info.tasks:
-        items += _check_task(registry.tasks[name], data_root)
-    for name in info.pools:
+    for name in info.registered["tasks"]:
+        items += _check_task(registry, registry.tasks[name], data_root)
+    for name in info.registered["protocols"]:
+        items += _check_protocol(registry, registry.protocols[name])
+    for name in info.registered["pools"]:
         pool = registry.pools[name]
         items.append(_run(f"pool {name}: images", lambda pool=pool: _check_pool(pool, data_root)))
     return items

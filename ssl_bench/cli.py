@@ -30,6 +30,7 @@ class Kind(str, Enum):
     methods = "methods"
     tasks = "tasks"
     pools = "pools"
+    protocols = "protocols"
 
 
 def _registry():
@@ -51,17 +52,17 @@ def plugins() -> None:
         if info.error:
             typer.secho(f"  FAILED: {info.error}", fg=typer.colors.RED)
             continue
-        for kind in ("methods", "tasks", "pools"):
-            if names := getattr(info, kind):
+        for kind, names in info.registered.items():
+            if names:
                 typer.echo(f"  {kind}: {', '.join(names)}")
 
 
 @app.command("list")
 def list_(
-    kind: Annotated[Kind | None, typer.Argument(help="methods, tasks or pools (default: all).")] = None,
+    kind: Annotated[Kind | None, typer.Argument(help="methods, tasks, pools or protocols (default: all).")] = None,
     data_root: DataRootOption = None,
 ) -> None:
-    """List methods, tasks (with whether their data was found) and pretraining pools."""
+    """List methods, tasks (with whether their data was found), pretraining pools and protocols."""
     registry = _registry()
     if kind in (None, Kind.methods):
         typer.echo("methods:")
@@ -77,6 +78,10 @@ def list_(
         typer.echo("pools:")
         for name, pool in registry.pools.items():
             typer.echo(f"  {name:<20} [{pool.modality}] {pool.description}")
+    if kind in (None, Kind.protocols):
+        typer.echo("protocols:")
+        for name, protocol in registry.protocols.items():
+            typer.echo(f"  {name:<20} [{', '.join(protocol.task_kinds)}] {protocol.description}")
 
 
 @app.command()
@@ -92,6 +97,9 @@ def run(
     overwrite: Annotated[
         str | None,
         typer.Option(help="never: refuse if any result exists; missing: only absent jobs; always: redo all."),
+    ] = None,
+    protocol: Annotated[
+        list[str] | None, typer.Option("-p", "--protocol", help="A downstream protocol (repeatable) [all].")
     ] = None,
     label_fraction: Annotated[
         list[float] | None,
@@ -110,6 +118,8 @@ def run(
     started = time.perf_counter()
     try:
         registry = _registry()
+        for info in registry.failed:
+            typer.secho(f"plugin {info.label} failed to load and is left out: {info.error}", fg="yellow", err=True)
         file_values = read_config_file(config) if config else {}
         overrides = {
             "methods": method or ("all" if all_ else None),
@@ -121,6 +131,7 @@ def run(
             "results": str(results) if results else None,
             "overwrite": overwrite,
             "label_fractions": label_fraction,
+            "protocols": protocol,
         }
         resolved = resolve_config(file_values, overrides, registry)
         executor = Executor(resolved, resolve_device(resolved.device), progress=progress, echo=typer.echo)
@@ -149,20 +160,26 @@ def check(
     plugin: Annotated[str, typer.Argument(help="Entry-point name of the plugin (see `ssl-bench plugins`).")],
     data_root: DataRootOption = None,
 ) -> None:
-    """Run a plugin's methods and tasks for a few steps on built-in data and report each contract item."""
+    """Run a plugin's methods, tasks and protocols briefly on built-in data and report each contract item."""
     from ssl_bench.check import check_plugin
 
     try:
         items = check_plugin(_registry(), plugin, data_root)
     except SslBenchError as error:
         raise _fail(error) from None
-    marks = {"pass": typer.style("PASS", fg="green"), "fail": typer.style("FAIL", fg="red"), "skip": "SKIP"}
+    marks = {
+        "pass": typer.style("PASS", fg="green"),
+        "fail": typer.style("FAIL", fg="red"),
+        "skip": "SKIP",
+        "untested": typer.style("NOT TESTED", fg="red"),
+    }
     for item in items:
         typer.echo(f"{marks[item.status]}  {item.name}" + (f": {item.detail}" if item.detail else ""))
-    failed = sum(not item.ok for item in items)
-    skipped = sum(item.status == "skip" for item in items)
-    typer.echo(f"{len(items) - failed - skipped} passed, {failed} failed, {skipped} skipped")
-    if failed:
+    counts = {status: sum(item.status == status for item in items) for status in marks}
+    typer.echo(
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['untested']} not tested, {counts['skip']} skipped"
+    )
+    if counts["fail"] or counts["untested"]:
         raise typer.Exit(code=1)
 
 

@@ -5,11 +5,15 @@ seeds = 3
 encoder = "vgg16_bn_tiny"   # or any timm model name
 data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
-tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task
+tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
+protocols = ["frozen", "finetune"]             # absent: every protocol, on the tasks it serves
 
 [methods.scratch]           # absent [methods]: every method, default options
 [methods.simclr]
 temperature = 0.2
+
+[protocols.linear-seg]      # a table instead of the list: protocols with settings
+lr = 0.01                   # a changed setting names the protocol's variant: linear-seg(lr=0.01)
 
 [pools]                     # a folder of unlabelled images per modality
 fundus = "~/data/eyepacs"
@@ -42,7 +46,8 @@ OVERWRITE_POLICIES = ("never", "missing", "always")
 @dataclass(frozen=True)
 class RunConfig:
     methods: dict[str, dict[str, object]]
-    tasks: tuple[str, ...]
+    #: None: every registered task whose data is there (absent ones are skipped, not errors)
+    tasks: tuple[str, ...] | None
     seeds: int = 1
     profile: str = "demo"
     device: str = "auto"
@@ -53,11 +58,14 @@ class RunConfig:
     label_fractions: tuple[float, ...] | None = None
     encoder: str = VGG16_BN_TINY
     pools: dict[str, str] = field(default_factory=dict)
+    #: protocol name -> settings overrides; None: every registered protocol with its profile's settings
+    protocols: dict[str, dict[str, object]] | None = None
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
-        values["tasks"] = list(self.tasks)
+        if self.tasks is not None:
+            values["tasks"] = list(self.tasks)
         if self.label_fractions is not None:
             values["label_fractions"] = list(self.label_fractions)
         return tomli_w.dumps(values)
@@ -91,21 +99,45 @@ def _methods(value: object, registry: Registry) -> dict[str, dict[str, object]]:
     return dict(value)
 
 
-def _tasks(value: object, registry: Registry) -> tuple[str, ...]:
+def _tasks(value: object, registry: Registry) -> tuple[str, ...] | None:
     if value is None or value == "all":
-        return tuple(registry.tasks)
-    if not isinstance(value, list):
-        raise ConfigError("tasks must be a list of task names or 'all'.")
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"tasks must be a list of task names or 'all'; got {value!r}.")
     for name in value:
         registry.task(name)
     return tuple(value)
 
 
+def _protocols(value: object, registry: Registry) -> dict[str, dict[str, object]] | None:
+    if value is None or value == "all":
+        return None
+    if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict) or not all(isinstance(options, dict) for options in value.values()):
+        raise ConfigError(
+            "protocols must be a list of protocol names, a table of [protocols.NAME] settings, or 'all'; "
+            f"got {value!r}."
+        )
+    for name in value:
+        registry.protocol(name)
+    return dict(value)
+
+
 def _label_fractions(value: object) -> tuple[float, ...]:
-    fractions = tuple(float(f) for f in value)
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
-        raise ConfigError(f"label_fractions must be numbers in (0, 1]; got {list(value)}.")
-    return fractions
+    values = value if isinstance(value, (list, tuple)) else [value]
+    numbers = all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in values)
+    if not values or not numbers or any(not 0 < f <= 1 for f in values):
+        raise ConfigError(f"label_fractions must be a list of numbers in (0, 1], e.g. [1.0, 0.2]; got {value!r}.")
+    return tuple(float(f) for f in values)
+
+
+def _pools(value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(folder, str) for folder in value.values()):
+        raise ConfigError(
+            f'pools must be a table of modality = "folder" lines, e.g. fundus = "~/eyepacs"; got {value!r}.'
+        )
+    return {str(k): v for k, v in value.items()}
 
 
 def _encoder(name: str) -> str:
@@ -135,24 +167,44 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         data_root=Path(data_root).expanduser() if data_root else None,
         results=Path(values.get("results", "results")).expanduser(),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
-        label_fractions=_label_fractions(values["label_fractions"]) if values.get("label_fractions") else None,
+        label_fractions=_label_fractions(values["label_fractions"]) if "label_fractions" in values else None,
         encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),
-        pools={str(k): str(v) for k, v in values.get("pools", {}).items()},
+        pools=_pools(values.get("pools", {})),
+        protocols=_protocols(values.get("protocols"), registry),
     )
 
 
 def make_method(registry: Registry, name: str, options: dict[str, object]) -> Method:
     """Instantiate method ``name`` with ``options``, checking names and types against its Options."""
     cls = registry.method(name)
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-    defaults = cls.Options()
+    typed = _typed_values(f"method {name!r}", cls.Options(), options)
+    try:
+        return cls(cls.Options(**typed))
+    except ValueError as error:  # a plugin's range check that does not raise ConfigError itself
+        raise ConfigError(f"method {name!r}: {error}") from error
+
+
+def protocol_settings(name: str, base: object, overrides: dict[str, object]) -> object:
+    """``base`` (the profile's settings of protocol ``name``) with ``overrides``, names and types checked."""
+    typed = _typed_values(f"protocol {name!r}", base, overrides)
+    try:
+        return dataclasses.replace(base, **typed)
+    except ValueError as error:
+        raise ConfigError(f"protocol {name!r}: {error}") from error
+
+
+def _typed_values(owner: str, defaults: object, values: dict[str, object]) -> dict[str, object]:
+    """``values`` checked against the fields of the dataclass instance ``defaults``; ints accepted for floats."""
+    fields = [f.name for f in dataclasses.fields(defaults)]
     described = ", ".join(f"{n} (default {getattr(defaults, n)!r})" for n in fields) or "none"
-    for key, value in options.items():
+    typed = {}
+    for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"method {name!r} has no option {key!r}; its options: {described}.")
+            raise ConfigError(f"{owner} has no option {key!r}; its options: {described}.")
         default = getattr(defaults, key)
-        accepted = (int, float) if isinstance(default, float) else type(default)
-        if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):
-            raise ConfigError(f"option {name}.{key} must be {type(default).__name__}; got {value!r}.")
-    typed = {k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in options.items()}
-    return cls(cls.Options(**typed))
+        if default is not None:
+            accepted = (int, float) if isinstance(default, float) else type(default)
+            if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):
+                raise ConfigError(f"option {key} of {owner} must be {type(default).__name__}; got {value!r}.")
+        typed[key] = float(value) if isinstance(default, float) else value
+    return typed

@@ -15,3 +15,7 @@ class ConfigError(SslBenchError):
 
 class PluginError(SslBenchError):
     """A plugin is unknown or broke its contract."""
+
+
+class TrainingError(SslBenchError):
+    """Training diverged (a NaN or infinite loss) or cannot go on with the data it was given."""

@@ -1,4 +1,7 @@
-"""The hooks a plugin implements. Each receives a ``register`` callable and calls it once per class.
+"""The hooks a plugin implements. Each receives a ``register`` callable and calls it once per item.
+
+Methods and protocols register classes (their options/settings make variants); tasks and pools register
+instances.
 
 A plugin module looks like this (see ``examples/ssl-bench-example-plugin``)::
 
@@ -33,3 +36,8 @@ def ssl_bench_register_tasks(register: Callable[[object], None]) -> None:
 @hookspec
 def ssl_bench_register_pools(register: Callable[[object], None]) -> None:
     """Register unlabelled pretraining pools: call ``register(pool)`` for each ``ssl_bench.api.Pool``."""
+
+
+@hookspec
+def ssl_bench_register_protocols(register: Callable[[type], None]) -> None:
+    """Register downstream protocols: call ``register(cls)`` for each ``ssl_bench.api.Protocol`` subclass."""

@@ -1,13 +1,14 @@
-"""Leaderboards built from the per-job result files alone.
+"""Leaderboards built from the per-job result records alone.
 
-Every job writes ``<results>/runs/<job_id>/result.json``. This module reads them back, reduces the
-per-image test scores to one score per seed, then to mean ± std over seeds, ranks the variants and
-writes ``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard.png`` next to ``runs/``.
+Every job writes ``<results>/runs/<job_id>/result.json`` (a :class:`ssl_bench.record.ResultRecord`). This module
+reads them back, reduces the per-image test scores to one score per seed, then to mean ± std over seeds, ranks
+the variants per protocol and writes ``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard.png`` next to
+``runs/``. A cell never averages runs that differ in anything that changes a number: variant (method, options,
+encoder), profile, pretraining pool (id and fingerprint), task, protocol and its settings, label fraction.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,21 +21,23 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ssl_bench.errors import DataError
+from ssl_bench.record import MetricRecord, ResultRecord, read_record
 from ssl_bench.results import write_atomic
 
-SCHEMA_VERSION = 1
-#: The ``metric`` name under which tables show each task's own headline metric (Dice for segmentation,
-#: AUC for classification), from the result files' ``headline_metric`` (Dice when absent).
+#: The ``metric`` name under which tables show each protocol's own headline metric (Dice for segmentation,
+#: AUC for classification, or what a protocol plugin declares).
 HEADLINE_METRIC = "headline"
-REGIME_ORDER = ("frozen", "finetune")
-COMPUTE_COLUMNS = ("pretrain_seconds", "transfer_seconds", "pretrain_images_per_second", "peak_memory_mb")
-RUN_KEYS = ["variant", "task", "regime", "label_fraction", "metric"]
+#: Protocols shown in this order (LD's two phases first); others follow alphabetically.
+PROTOCOL_ORDER = ("frozen", "finetune", "linear-probe", "linear-seg", "clustering")
+COMPUTE_COLUMNS = ("pretrain_seconds", "protocol_seconds", "pretrain_images_per_second", "peak_memory_mb")
+RUN_KEYS = ["variant", "task", "protocol", "label_fraction", "metric"]
 SEED_COLUMNS = [
     "variant",
     "headline",
+    "higher_is_better",
     "method",
     "task",
-    "regime",
+    "protocol",
     "label_fraction",
     "metric",
     "seed_index",
@@ -44,14 +47,17 @@ SEED_COLUMNS = [
     *COMPUTE_COLUMNS,
     "device",
     "profile",
+    "pool",
+    "random_encoder",
     "job_id",
 ]
 SUMMARY_COLUMNS = [
     "variant",
     "headline",
+    "higher_is_better",
     "method",
     "task",
-    "regime",
+    "protocol",
     "label_fraction",
     "metric",
     "n_seeds",
@@ -64,143 +70,137 @@ SUMMARY_COLUMNS = [
     *COMPUTE_COLUMNS,
     "device",
     "profile",
+    "pool",
+    "random_encoder",
 ]
 RANK_COLUMNS = ["variant", "mean_rank", "wins", "n_columns"]
-_REQUIRED_FIELDS = ("job_id", "variant", "task", "label_fraction", "seed_index", "profile", "metrics")
 # Means of the same scores summed in another order can differ in the last bits; compare rounded
 # values so that such means still count as ties.
 _TIE_DECIMALS = 12
 _DEMO_BANNER = (
     "> **Smoke test, not a benchmark.** These results were made with the `demo` profile "
-    "(tiny schedules, synthetic data). They show that the pipeline runs end to end; "
+    "(tiny schedules{data}). They show that the pipeline runs end to end; "
     "they are not evidence for comparing methods."
 )
-_REGIME_TITLES = {"frozen": "Frozen encoder", "finetune": "Fine-tuned encoder"}
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def load_results(results_dir: Path) -> list[dict]:
-    """Read every ``runs/*/result.json`` under ``results_dir``, in job-id order.
+def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
+    """Every valid record under ``results_dir/runs``, in job-id order, and one line per file that was not.
 
-    A job folder without ``result.json`` is a job that has not finished and is skipped; a file that
-    cannot be read, is not JSON or has another schema version raises :class:`DataError`.
+    A job folder without ``result.json`` has not finished and is skipped silently; a corrupt file or one of
+    another schema version is left out and named in the second list (the runner re-runs such jobs).
     """
-    paths = sorted(Path(results_dir).glob("runs/*/result.json"))
-    return [_read_result(path) for path in paths]
-
-
-def _read_result(path: Path) -> dict:
-    fix = f"delete {path.parent} and rerun that job to rewrite it"
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"result file {path} is unreadable or corrupt ({err}); {fix}") from err
-    if not isinstance(result, dict):
-        raise DataError(f"result file {path} does not hold a JSON object; {fix}")
-    version = result.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise DataError(
-            f"result file {path} has schema_version {version!r} but this ssl-bench reads "
-            f"schema_version {SCHEMA_VERSION}; {fix} with this version of ssl-bench"
-        )
-    missing = [field for field in _REQUIRED_FIELDS if field not in result]
-    if missing:
-        raise DataError(f"result file {path} lacks the field(s) {', '.join(missing)}; {fix}")
-    return result
+    records, problems = [], []
+    for path in sorted(Path(results_dir).glob("runs/*/result.json")):
+        try:
+            records.append(read_record(path))
+        except DataError as error:
+            problems.append(str(error))
+    return records, problems
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 
 
-def seed_table(results: list[dict]) -> pd.DataFrame:
-    """One row per (variant, task, regime, label_fraction, metric, seed_index).
+def seed_table(results: list[ResultRecord]) -> pd.DataFrame:
+    """One row per (variant, task, protocol, label_fraction, metric, seed_index).
 
     ``score`` is the mean over test images and ``image_std`` their population std (ddof=0). Of several
-    results for one run (an older version's job, say), only the newest counts. Results of several
-    profiles are told apart by the profile in the variant label, e.g. ``simclr [paper]``.
+    records for one run (an older version's job, say), only the newest counts. Variants are told apart by
+    profile (``simclr [paper]``) and pretraining pool (``simclr {pool}``) where the results hold several.
     """
     latest = _latest_runs(results)
-    several_profiles = len({result["profile"] for result in latest}) > 1
-    rows = [row for result in latest for row in _seed_rows(result, several_profiles)]
+    several_profiles = len({result.profile for result in latest}) > 1
+    pools_of: dict[str, set[str]] = {}
+    for result in latest:
+        pools_of.setdefault(result.variant, set()).add(_pool_key(result))
+    rows = []
+    for result in latest:
+        label = result.variant
+        if several_profiles:
+            label += f" [{result.profile}]"
+        if len(pools_of[result.variant]) > 1:
+            label += f" {{{_pool_key(result)}}}"
+        rows += _seed_rows(result, label)
     return pd.DataFrame(rows, columns=SEED_COLUMNS)
 
 
-def _latest_runs(results: Iterable[dict]) -> list[dict]:
+def _pool_key(result: ResultRecord) -> str:
+    return f"{result.pool.id}:{result.pool.fingerprint[:8]}" if result.pool else ""
+
+
+def _latest_runs(results: Iterable[ResultRecord]) -> list[ResultRecord]:
     # A re-run after a version bump writes a new job beside the old one: two files must not count as two seeds.
-    newest: dict[tuple, dict] = {}
-    for result in sorted(results, key=lambda r: (r.get("unix_time", 0.0), str(r["job_id"]))):
-        key = (result["variant"], result["task"], float(result["label_fraction"]), int(result["seed_index"]))
-        newest[(*key, result["profile"])] = result
+    newest: dict[tuple, ResultRecord] = {}
+    for result in sorted(results, key=lambda r: (r.unix_time, r.job_id)):
+        key = (
+            result.variant,
+            result.profile,
+            _pool_key(result),
+            result.task,
+            result.protocol.label,
+            result.label_fraction,
+            result.seed_index,
+        )
+        newest[key] = result
     return list(newest.values())
 
 
-def _seed_rows(result: dict, label_profile: bool) -> list[dict[str, Any]]:
-    job = result["job_id"]
-    compute = result.get("compute") or {}
+def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
+    compute = result.compute
     common = {
-        "variant": f"{result['variant']} [{result['profile']}]" if label_profile else result["variant"],
-        "method": result.get("method", ""),
-        "task": result["task"],
-        "label_fraction": float(result["label_fraction"]),
-        "seed_index": int(result["seed_index"]),
-        **{column: _float_or_nan(compute.get(column)) for column in COMPUTE_COLUMNS},
-        "device": compute.get("device") or "",
-        "profile": result["profile"],
-        "job_id": job,
+        "variant": label,
+        "method": result.method,
+        "task": result.task,
+        "protocol": result.protocol.label,
+        "label_fraction": result.label_fraction,
+        "seed_index": result.seed_index,
+        **{column: _float_or_nan(getattr(compute, column)) for column in COMPUTE_COLUMNS},
+        "device": compute.device,
+        "profile": result.profile,
+        "pool": _pool_key(result),
+        "random_encoder": result.protocol.frozen_encoder and not result.pretrained,
+        "job_id": result.job_id,
     }
-    headline = result.get("headline_metric", "dice")
-    metrics = result["metrics"]
-    if not isinstance(metrics, dict):
-        raise DataError(f"job {job}: 'metrics' is not an object; delete runs/{job} and rerun that job")
     rows = []
-    for regime, by_metric in metrics.items():
-        for metric, scores in by_metric.items():
-            score, image_std, n_images = _reduce(scores, f"job {job}, {regime}/{metric}")
-            rows.append(
-                {
-                    **common,
-                    "headline": metric == headline,
-                    "regime": regime,
-                    "metric": metric,
-                    "score": score,
-                    "image_std": image_std,
-                    "n_images": n_images,
-                }
-            )
+    for metric, scores in result.metrics.items():
+        score, image_std, n_images = _reduce(scores, f"job {result.job_id}, {result.protocol.label}/{metric}")
+        rows.append(
+            {
+                **common,
+                "headline": metric == result.headline_metric,
+                "higher_is_better": scores.higher_is_better,
+                "metric": metric,
+                "score": score,
+                "image_std": image_std,
+                "n_images": n_images,
+            }
+        )
     return rows
 
 
-def _reduce(scores: Any, where: str) -> tuple[float, float, int | None]:
+def _reduce(scores: MetricRecord, where: str) -> tuple[float, float, int | None]:
     """(score, std over images, image count) of one seed: a set-level metric (AUC) has no per-image std."""
-    if isinstance(scores, dict) and isinstance(scores.get("value"), (int, float)):
-        return float(scores["value"]), math.nan, scores.get("n_images")
-    per_image = _per_image(scores, where)
-    return float(per_image.mean()), float(per_image.std(ddof=0)), int(per_image.size)
-
-
-def _per_image(scores: Any, where: str) -> np.ndarray:
-    fix = "delete that job's runs/<job_id> folder and rerun it"
-    if not isinstance(scores, dict) or not isinstance(scores.get("per_image"), list):
-        raise DataError(f"{where}: expected an object with a 'per_image' list or a 'value'; {fix}")
-    ids = scores.get("ids")
-    if ids is not None and len(ids) != len(scores["per_image"]):
-        raise DataError(f"{where}: {len(scores['per_image'])} scores but {len(ids)} image ids; {fix}")
-    if not scores["per_image"]:
-        raise DataError(f"{where}: no per-image scores; {fix}")
+    if scores.value is not None:
+        return scores.value, math.nan, None
+    if not scores.per_image:
+        raise DataError(f"{where}: no per-image scores; delete that job's runs/<job_id> folder and rerun it")
     # null scores become NaN and propagate: an undefined image score must not vanish from a mean.
-    return np.asarray(scores["per_image"], dtype=float)
+    per_image = np.asarray([math.nan if v is None else v for v in scores.per_image], dtype=float)
+    return float(per_image.mean()), float(per_image.std(ddof=0)), int(per_image.size)
 
 
 def _float_or_nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def summary_table(results: list[dict]) -> pd.DataFrame:
-    """The long leaderboard: one row per (variant, task, regime, label_fraction, metric).
+def summary_table(results: list[ResultRecord]) -> pd.DataFrame:
+    """The long leaderboard: one row per (variant, task, protocol, label_fraction, metric).
 
     ``mean``/``std`` are over seeds of the per-seed mean score (std ddof=1), with a t-based 95% CI;
     both are NaN with a single seed. ``image_std`` is the mean over seeds of the per-seed std over
@@ -227,11 +227,14 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "ci95_low": mean - half_width,
         "ci95_high": mean + half_width,
         "headline": bool(group["headline"].all()),
+        "higher_is_better": bool(group["higher_is_better"].all()),
         "image_std": float(group["image_std"].to_numpy(dtype=float).mean()),
         "n_images": group["n_images"].max(),
         **{column: float(group[column].mean()) for column in COMPUTE_COLUMNS},
         "device": _join_unique(group["device"]),
         "profile": _join_unique(group["profile"]),
+        "pool": _join_unique(group["pool"]),
+        "random_encoder": bool(group["random_encoder"].all()),
     }
 
 
@@ -239,18 +242,19 @@ def _join_unique(values: pd.Series) -> str:
     return ",".join(sorted({str(value) for value in values if value}))
 
 
-def _regime_key(regime: str) -> tuple[int, str]:
-    order = REGIME_ORDER.index(regime) if regime in REGIME_ORDER else len(REGIME_ORDER)
-    return order, regime
+def _protocol_key(protocol: str) -> tuple[int, str]:
+    name = protocol.split("(")[0]
+    order = PROTOCOL_ORDER.index(name) if name in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
+    return order, protocol
 
 
 def _sort_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    regime_rank = summary["regime"].map(_regime_key)
+    protocol_rank = summary["protocol"].map(_protocol_key)
     metric_rank = ~summary["headline"].astype(bool)
     return (
-        summary.assign(_regime=regime_rank, _metric=metric_rank, _fraction=-summary["label_fraction"])
-        .sort_values(["_regime", "task", "_fraction", "_metric", "metric", "variant"], kind="stable")
-        .drop(columns=["_regime", "_metric", "_fraction"])
+        summary.assign(_protocol=protocol_rank, _metric=metric_rank, _fraction=-summary["label_fraction"])
+        .sort_values(["_protocol", "task", "_fraction", "_metric", "metric", "variant"], kind="stable")
+        .drop(columns=["_protocol", "_metric", "_fraction"])
     )
 
 
@@ -259,11 +263,11 @@ def _sort_runs(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranks(summary: pd.DataFrame, metric: str = HEADLINE_METRIC) -> pd.DataFrame:
-    """Mean rank and wins per variant over the (task, regime, label_fraction) columns.
+    """Mean rank and wins per variant over the (task, protocol, label_fraction) columns.
 
-    Only columns that every variant completed count. Higher means rank better (rank 1 is best),
-    ties share the average rank, and every variant tied for a column's best mean gets a win.
-    Returns columns ``variant, mean_rank, wins, n_columns``, sorted by ``mean_rank``.
+    Only columns that every variant completed count. Rank 1 is the best score in the metric's own direction
+    (highest, or lowest for a lower-is-better metric), ties share the average rank, and every variant tied
+    for a column's best gets a win. Returns ``variant, mean_rank, wins, n_columns``, sorted by ``mean_rank``.
     """
     board = _score_board(summary, metric).dropna(axis="columns", how="any")
     if board.empty:
@@ -286,38 +290,43 @@ def ranks(summary: pd.DataFrame, metric: str = HEADLINE_METRIC) -> pd.DataFrame:
 
 
 def _rows_of(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The rows of ``metric``; ``HEADLINE_METRIC`` selects each task's headline metric."""
+    """The rows of ``metric``; ``HEADLINE_METRIC`` selects each protocol's headline metric."""
     return (
         summary[summary["headline"].astype(bool)] if metric == HEADLINE_METRIC else summary[summary["metric"] == metric]
     )
 
 
 def _score_board(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Variants × (task, regime, label_fraction) table of mean scores; NaN where not completed."""
+    """Variants × (task, protocol, label_fraction) of mean scores signed so that higher is better; NaN if absent."""
     rows = _rows_of(summary, metric)
-    return rows.pivot(index="variant", columns=["task", "regime", "label_fraction"], values="mean")
+    signed = rows.assign(signed=np.where(rows["higher_is_better"].astype(bool), rows["mean"], -rows["mean"]))
+    return signed.pivot(index="variant", columns=["task", "protocol", "label_fraction"], values="signed")
 
 
 # ---------------------------------------------------------------------------------------------
 # Markdown
 
 
-def render_markdown(summary: pd.DataFrame, profiles: set[str]) -> str:
-    """The leaderboard as Markdown: one table per regime, a compute table and a footnote."""
+def render_markdown(summary: pd.DataFrame, results: list[ResultRecord], problems: list[str] = ()) -> str:
+    """The leaderboard as Markdown: one table per protocol, a compute table and a footnote."""
+    profiles = {result.profile for result in results}
     lines = ["# ssl-bench leaderboard", ""]
     if "demo" in profiles:
-        lines += [_DEMO_BANNER, ""]
+        synthetic = all(result.task_modality.startswith("synthetic") for result in results)
+        lines += [_DEMO_BANNER.format(data=", synthetic data" if synthetic else ""), ""]
+    if problems:
+        lines += [f"{len(problems)} result file(s) left out:", "", *(f"- {problem}" for problem in problems), ""]
     if summary.empty:
         return "\n".join([*lines, "No results yet.", ""])
-    for regime in _regimes(summary):
-        lines += _regime_section(summary[summary["regime"] == regime], regime)
+    for protocol in _protocols(summary):
+        lines += _protocol_section(summary[summary["protocol"] == protocol], protocol)
     lines += _compute_section(summary)
     lines += _footnote(summary, profiles)
     return "\n".join(lines)
 
 
-def _regimes(summary: pd.DataFrame) -> list[str]:
-    return sorted(summary["regime"].unique(), key=_regime_key)
+def _protocols(summary: pd.DataFrame) -> list[str]:
+    return sorted(summary["protocol"].unique(), key=_protocol_key)
 
 
 def _metrics(summary: pd.DataFrame) -> list[str]:
@@ -325,19 +334,25 @@ def _metrics(summary: pd.DataFrame) -> list[str]:
     return [HEADLINE_METRIC, *sorted(set(summary.loc[~summary["headline"].astype(bool), "metric"]))]
 
 
-def _regime_section(rows: pd.DataFrame, regime: str) -> list[str]:
-    title = _REGIME_TITLES.get(regime, regime)
-    lines = [f"## {title} (`{regime}`)", ""]
+def _protocol_section(rows: pd.DataFrame, protocol: str) -> list[str]:
+    lines = [f"## `{protocol}`", ""]
+    random = sorted(set(rows.loc[rows["random_encoder"].astype(bool), "variant"]))
+    if random:
+        lines += [
+            f"{', '.join(f'`{v}`' for v in random)}: no pretraining, so here a frozen random encoder "
+            "(a baseline of what the head alone learns, not a pretraining result).",
+            "",
+        ]
     order = ranks(rows, HEADLINE_METRIC)
     for metric in _metrics(rows):
         headline = metric == HEADLINE_METRIC
         if not headline:
-            lines += [f"### {title}: {metric}", ""]
-        lines += _metric_table(_rows_of(rows, metric), metric, order, with_ranks=headline)
+            lines += [f"### `{protocol}`: {metric}", ""]
+        lines += _metric_table(_rows_of(rows, metric), order, with_ranks=headline)
     return lines
 
 
-def _metric_table(rows: pd.DataFrame, metric: str, order: pd.DataFrame, with_ranks: bool) -> list[str]:
+def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> list[str]:
     columns = _task_columns(rows)
     variants = _ordered_variants(order, rows["variant"])
     by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
@@ -355,9 +370,15 @@ def _metric_table(rows: pd.DataFrame, metric: str, order: pd.DataFrame, with_ran
         elif with_ranks:
             cells += ["", ""]
         body.append(cells)
-    name = "headline metric (Dice for segmentation, AUC for classification)" if with_ranks else metric
-    caption = f"{name}, mean ± std over seeds (higher is better; best in bold)"
-    return [caption, "", *_table(header, body), ""]
+    return [_caption(rows), "", *_table(header, body), ""]
+
+
+def _caption(rows: pd.DataFrame) -> str:
+    directions = {
+        f"{metric} ({'higher' if higher else 'lower'} is better)"
+        for metric, higher in zip(rows["metric"], rows["higher_is_better"].astype(bool), strict=True)
+    }
+    return f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold"
 
 
 def _task_columns(rows: pd.DataFrame) -> list[tuple[str, float]]:
@@ -376,7 +397,8 @@ def _ordered_variants(order: pd.DataFrame, present: Iterable[str]) -> list[str]:
 
 def _best_mean(rows: pd.DataFrame, task: str, fraction: float) -> float:
     column = rows[(rows["task"] == task) & (rows["label_fraction"] == fraction)]
-    return float(column["mean"].round(_TIE_DECIMALS).max())
+    means = column["mean"].round(_TIE_DECIMALS)
+    return float(means.max() if column["higher_is_better"].astype(bool).all() else means.min())
 
 
 def _score_cell(row: Any, best: float) -> str:
@@ -387,15 +409,9 @@ def _score_cell(row: Any, best: float) -> str:
 
 
 def _compute_section(summary: pd.DataFrame) -> list[str]:
-    per_run = summary.drop_duplicates(["variant", "task", "label_fraction"])
+    per_run = summary.drop_duplicates(["variant", "task", "protocol", "label_fraction"])
     grouped = per_run.groupby("variant")
-    header = [
-        "variant",
-        "pretraining s",
-        "pretraining images/s",
-        "transfer s",
-        "peak memory MB",
-    ]
+    header = ["variant", "pretraining s", "pretraining images/s", "protocol s", "peak memory MB"]
     body = []
     for variant in _ordered_variants(ranks(summary, HEADLINE_METRIC), summary["variant"]):
         group = grouped.get_group(variant)
@@ -404,13 +420,14 @@ def _compute_section(summary: pd.DataFrame) -> list[str]:
                 _escape(variant),
                 _format_number(group["pretrain_seconds"].mean(), 1),
                 _format_number(group["pretrain_images_per_second"].mean(), 1),
-                _format_number(group["transfer_seconds"].mean(), 1),
+                _format_number(group["protocol_seconds"].mean(), 1),
                 _format_number(group["peak_memory_mb"].max(), 0),
             ]
         )
     intro = (
-        "Mean per job over tasks and seeds (one job covers both regimes); peak memory is the "
-        "largest over jobs. Blank: not recorded or not applicable (e.g. no pretraining)."
+        "Mean per job over tasks, protocols and seeds (a job is one protocol run; the pretraining is shared by "
+        "all of a variant's jobs on one modality); peak memory is the largest over jobs. Blank: not recorded "
+        "or not applicable (e.g. no pretraining)."
     )
     return ["## Compute", "", intro, "", *_table(header, body), ""]
 
@@ -450,28 +467,28 @@ def _table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
-    """Grouped bars of the mean headline metric per task and variant, one panel per regime (Agg canvas)."""
+    """Grouped bars of the mean headline metric per task and variant, one panel per protocol (Agg canvas)."""
     headline = _rows_of(summary, HEADLINE_METRIC)
-    regimes = _regimes(headline) or ["none"]
+    protocols = _protocols(headline) or ["none"]
     n_columns = max(len(_task_columns(headline)), 1)
     n_variants = max(headline["variant"].nunique(), 1)
     width = min(max(6.5, 0.35 * n_columns * (n_variants + 1) + 1.5), 16.0)
-    fig = Figure(figsize=(width, 3.2 * len(regimes) + 1.0), layout="constrained")
+    fig = Figure(figsize=(width, 3.2 * len(protocols) + 1.0), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(regimes), 1, squeeze=False)[:, 0]
+    axes = fig.subplots(len(protocols), 1, squeeze=False)[:, 0]
     order = _ordered_variants(ranks(headline, HEADLINE_METRIC), headline["variant"])
-    for ax, regime in zip(axes, regimes, strict=True):
-        _plot_regime(ax, headline[headline["regime"] == regime], regime, order)
+    for ax, protocol in zip(axes, protocols, strict=True):
+        _plot_protocol(ax, headline[headline["protocol"] == protocol], protocol, order)
     if order:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(order), 4))
-    title = "ssl-bench: mean headline metric over seeds\n(Dice; AUC for classification; error bars: std over seeds)"
+    title = "ssl-bench: mean headline metric over seeds\n(error bars: std over seeds)"
     if "demo" in profiles:
         title += "\nDEMO PROFILE: smoke test, not evidence"
     fig.suptitle(title)
     return fig
 
 
-def _plot_regime(ax: Any, rows: pd.DataFrame, regime: str, variants: list[str]) -> None:
+def _plot_protocol(ax: Any, rows: pd.DataFrame, protocol: str, variants: list[str]) -> None:
     columns = _task_columns(rows)
     by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
     bar_width = 0.8 / max(len(variants), 1)
@@ -486,9 +503,10 @@ def _plot_regime(ax: Any, rows: pd.DataFrame, regime: str, variants: list[str]) 
         if shown.any():
             ax.errorbar(x[shown], means[shown], yerr=stds[shown], fmt="none", ecolor="black", capsize=3)
     ax.set_xticks(positions, [_column_label(*col) for col in columns], rotation=20, ha="right")
-    ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel("Dice / AUC")
-    ax.set_title(_REGIME_TITLES.get(regime, regime))
+    if rows["higher_is_better"].astype(bool).all() and rows["mean"].between(0, 1).all():
+        ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel(" / ".join(sorted(set(rows["metric"]))))
+    ax.set_title(f"{protocol}")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -499,19 +517,20 @@ def _plot_regime(ax: Any, rows: pd.DataFrame, regime: str, variants: list[str]) 
 def write_leaderboard(results_dir: Path) -> tuple[Path, Path, Path]:
     """Write ``leaderboard.csv``, ``.md`` and ``.png`` under ``results_dir``; return their paths."""
     results_dir = Path(results_dir)
-    results = load_results(results_dir)
+    results, problems = load_results(results_dir)
     if not results:
+        left_out = f" ({len(problems)} left out: {problems[0]})" if problems else ""
         raise DataError(
-            f"no finished jobs under {results_dir / 'runs'} (no runs/*/result.json); run the "
+            f"no finished jobs under {results_dir / 'runs'} (no valid runs/*/result.json){left_out}; run the "
             "benchmark first, or point to the results folder that holds runs/"
         )
     summary = summary_table(results)
-    profiles = {str(result["profile"]) for result in results}
+    profiles = {result.profile for result in results}
     csv_path = results_dir / "leaderboard.csv"
     md_path = results_dir / "leaderboard.md"
     png_path = results_dir / "leaderboard.png"
     write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
-    write_atomic(md_path, lambda f: f.write(render_markdown(summary, profiles).encode("utf-8")))
+    write_atomic(md_path, lambda f: f.write(render_markdown(summary, results, problems).encode("utf-8")))
     figure = plot_leaderboard(summary, profiles)
     write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
     return csv_path, md_path, png_path

@@ -41,9 +41,9 @@ class Method(ABC):
     """A self-supervised pretraining method.
 
     The runner builds the shared encoder, then for each stage calls :meth:`build_model`,
-    :meth:`configure_optimizer` and, once per step, :meth:`training_step` on a batch of source
-    images. Parameters are carried from one stage to the next by name. Only ``model.encoder`` is
-    exported to downstream tasks.
+    :meth:`configure_optimizer` and, once per step, :meth:`training_step` on a batch of source images
+    (and after each epoch on the held-out ones, for a validation loss). Parameters are carried from one
+    stage to the next by name. Only ``model.encoder`` is exported to downstream tasks.
     """
 
     name: ClassVar[str]
@@ -54,7 +54,9 @@ class Method(ABC):
     views_per_image: ClassVar[float] = 2
     #: Export the encoder of the final stage's epoch with the lowest held-out loss, not the last one.
     select_best_checkpoint: ClassVar[bool] = False
-    #: A frozen dataclass; the fields that differ from their defaults name the variant.
+    #: A frozen dataclass; the fields that differ from their defaults name the variant. Its ``__post_init__``
+    #: checks ranges and raises :class:`ssl_bench.api.ConfigError`, which the CLI reports in one line (a
+    #: ValueError there would end the run with a traceback).
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: object | None = None) -> None:
@@ -85,7 +87,12 @@ class Method(ABC):
         self, model: nn.Module, images: torch.Tensor, stage: Stage, generator: torch.Generator
     ) -> torch.Tensor:
         """The loss of one step. ``images`` are source images, float in [0, 1], (B, C, H, W), on the
-        model's device, not normalised; draw every random number from ``generator``."""
+        model's device, not normalised; draw every random number from ``generator``.
+
+        After each epoch the core also calls it for validation, on the pool's held-out images (one in twenty,
+        in batches that may be smaller than the stage's), under ``torch.no_grad()`` with the model in eval
+        mode. A validation step must leave training state (a queue, a memory bank) as it is: enqueue only
+        when ``model.training`` (or when the outputs carry a gradient)."""
         raise NotImplementedError(f"{self.name} has stages but does not implement training_step")
 
     def after_step(self, model: nn.Module, stage: Stage, step: int, total_steps: int) -> None:  # noqa: B027

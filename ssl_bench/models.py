@@ -42,6 +42,19 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
+def _init_like_ld(module: nn.Module) -> None:
+    """The released LD code's init (its ``_initialize_weights``): convs Kaiming-normal (fan_out, relu) with
+    zero bias, BatchNorm weight 1 and bias 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     """conv3x3 (pad 1, bias) - BatchNorm - ReLU, the building block of LD's encoder and decoder."""
     return nn.Sequential(
@@ -72,16 +85,7 @@ class VGG16BNTiny(Encoder):
         self.feature_info = [
             FeatureInfo(channels=stage[-1][0].out_channels, reduction=2**i) for i, stage in enumerate(self.stages)
         ]
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        _init_like_ld(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -151,6 +155,8 @@ class UNetDecoder(nn.Module):
     For ``vgg16_bn_tiny`` this gives LD's 256->128->64, 128->64->32, 64->32->16, then 32 channels at H.
     Where the shallowest feature is strided (timm models), x2 upsamplings with one block ``c -> c/2``
     each continue to full resolution.
+    Its layers keep PyTorch's default init, as the released pretraining decoder; :class:`SegmentationModel`
+    re-initialises its own.
     """
 
     def __init__(self, feature_info: list[FeatureInfo]) -> None:
@@ -207,6 +213,9 @@ class UNet(nn.Module):
 class SegmentationModel(nn.Module):
     """LD's transfer network: a fresh U-Net decoder, a full-resolution block ``c -> 16 -> 16``, conv 16 -> 1.
 
+    The decoder and head get the released transfer network's init (Kaiming-normal fan_out convs, zero biases,
+    BatchNorm 1 and 0; PyTorch's default would make the last conv's weights about 10x smaller); the encoder
+    keeps its weights.
     ``forward`` returns logits ``(N, 1, H, W)``. :meth:`set_encoder_frozen` freezes the encoder: no
     gradients, and eval mode (BatchNorm statistics untouched) that survives :meth:`train`.
     """
@@ -219,6 +228,8 @@ class SegmentationModel(nn.Module):
             conv_bn_relu(16, 16),
             nn.Conv2d(16, 1, kernel_size=3, padding=1),
         )
+        _init_like_ld(self.unet.decoder)
+        _init_like_ld(self.head)
         self.encoder_frozen = False
 
     @property

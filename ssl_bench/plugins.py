@@ -1,7 +1,8 @@
 """Finds plugins through the ``ssl_bench`` entry-point group and collects what they register.
 
 Entry points load in order of name, each on its own, so that one broken plugin is reported and skipped
-while the rest keep working. ``SSL_BENCH_PLUGINS`` (comma-separated entry-point names) is an allow
+while the rest keep working. A name that a second plugin registers again (of the same kind) is refused, naming
+both plugins. ``SSL_BENCH_PLUGINS`` (comma-separated entry-point names) is an allow
 list; ``SSL_BENCH_DISABLE_PLUGINS`` a deny list.
 """
 
@@ -19,9 +20,14 @@ import pluggy
 from ssl_bench import hookspecs
 from ssl_bench.errors import PluginError
 from ssl_bench.method import Method
+from ssl_bench.protocol import Protocol
 from ssl_bench.task import Pool, Task
 
 ENTRY_POINT_GROUP = "ssl_bench"
+
+
+#: The kinds of things a plugin registers, each with its own hook and table.
+KINDS = ("methods", "tasks", "pools", "protocols")
 
 
 @dataclass
@@ -31,41 +37,56 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
-    methods: list[str] = field(default_factory=list)
-    tasks: list[str] = field(default_factory=list)
-    pools: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.distribution} {self.version})"
 
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins registered, by name."""
+    """Everything the loaded plugins registered: one table per kind, and which plugin owns each name."""
 
     methods: dict[str, type[Method]] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     pools: dict[str, Pool] = field(default_factory=dict)
+    protocols: dict[str, type[Protocol]] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
-    #: registered name -> the plugin that registered it (for its version)
-    owners: dict[str, PluginInfo] = field(default_factory=dict)
+    #: kind -> registered name -> the plugin that registered it
+    owners: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
 
     def method(self, name: str) -> type[Method]:
-        return _lookup(self.methods, name, "method", "ssl-bench list methods")
+        return self._lookup("methods", name)
 
     def task(self, name: str) -> Task:
-        return _lookup(self.tasks, name, "task", "ssl-bench list tasks")
+        return self._lookup("tasks", name)
 
-    def plugin_version(self, name: str) -> str:
-        """``distribution==version`` of the plugin that registered ``name``."""
-        owner = self.owners[name]
+    def protocol(self, name: str) -> type[Protocol]:
+        return self._lookup("protocols", name)
+
+    @property
+    def failed(self) -> list[PluginInfo]:
+        return [info for info in self.plugins if info.error]
+
+    def plugin_version(self, kind: str, name: str) -> str:
+        """``distribution==version`` of the plugin that registered ``name`` as a ``kind``."""
+        owner = self.owners[kind][name]
         return f"{owner.distribution}=={owner.version}"
 
-
-def _lookup(table: dict, name: str, kind: str, how_to_list: str):
-    if name in table:
-        return table[name]
-    close = difflib.get_close_matches(name, list(table), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise PluginError(f"Unknown {kind} {name!r}.{hint} See `{how_to_list}` for the installed ones.")
+    def _lookup(self, kind: str, name: str):
+        table = getattr(self, kind)
+        if name in table:
+            return table[name]
+        close = difflib.get_close_matches(name, list(table), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        failed = "".join(
+            f" Plugin {info.label} failed to load and may provide it: {info.error}." for info in self.failed
+        )
+        raise PluginError(
+            f"Unknown {kind[:-1]} {name!r}.{hint}{failed} See `ssl-bench list {kind}` and `ssl-bench plugins`."
+        )
 
 
 def _env_names(variable: str) -> set[str] | None:
@@ -87,12 +108,14 @@ def _plugin_manager() -> pluggy.PluginManager:
     return manager
 
 
-def _validate_method(cls: object) -> str:
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise PluginError(f"register_methods got {cls!r}: expected a subclass of ssl_bench.api.Method")
+def _validate_class(cls: object, base: type) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(f"got {cls!r}: expected a subclass of ssl_bench.api.{base.__name__}")
     for attribute in ("name", "description"):
         if not isinstance(getattr(cls, attribute, None), str):
-            raise PluginError(f"method class {cls.__name__} needs a class attribute {attribute!r} (str)")
+            raise PluginError(
+                f"{base.__name__.lower()} class {cls.__name__} needs a class attribute {attribute!r} (str)"
+            )
     return cls.name
 
 
@@ -105,39 +128,46 @@ def _validate_instance(obj: object, base: type) -> str:
     return obj.name
 
 
+_VALIDATORS = {
+    "methods": lambda obj: _validate_class(obj, Method),
+    "tasks": lambda obj: _validate_instance(obj, Task),
+    "pools": lambda obj: _validate_instance(obj, Pool),
+    "protocols": lambda obj: _validate_class(obj, Protocol),
+}
+
+
 def _collect(manager: pluggy.PluginManager, module: object, info: PluginInfo, registry: Registry) -> None:
     """Call the hooks of one plugin and stage what it registers; commit only if all of it is valid."""
-    staged: dict[str, dict[str, object]] = {"methods": {}, "tasks": {}, "pools": {}}
+    staged: dict[str, dict[str, object]] = {kind: {} for kind in KINDS}
 
-    def stager(kind: str, validate):
+    def stager(kind: str):
         def register(obj: object) -> None:
-            name = validate(obj)
-            table = getattr(registry, kind)
-            if name in table or name in staged[kind]:
-                raise PluginError(f"{kind[:-1]} {name!r} is already registered by another plugin")
+            name = _VALIDATORS[kind](obj)
+            if name in staged[kind]:
+                raise PluginError(f"{kind[:-1]} {name!r} is registered twice by this plugin")
+            if owner := registry.owners[kind].get(name):
+                raise PluginError(
+                    f"{kind[:-1]} {name!r} clashes with the one plugin {owner.label} registered; uninstall one "
+                    f"of the two, or disable one with SSL_BENCH_DISABLE_PLUGINS={info.name} (or {owner.name})"
+                )
             staged[kind][name] = obj
 
         return register
 
     others = [p for p in manager.get_plugins() if p is not module]
-    manager.subset_hook_caller("ssl_bench_register_methods", others)(register=stager("methods", _validate_method))
-    manager.subset_hook_caller("ssl_bench_register_tasks", others)(
-        register=stager("tasks", lambda t: _validate_instance(t, Task))
-    )
-    manager.subset_hook_caller("ssl_bench_register_pools", others)(
-        register=stager("pools", lambda p: _validate_instance(p, Pool))
-    )
+    for kind in KINDS:
+        manager.subset_hook_caller(f"ssl_bench_register_{kind}", others)(register=stager(kind))
     for kind, objects in staged.items():
         getattr(registry, kind).update(objects)
-        getattr(info, kind).extend(objects)
-        registry.owners.update(dict.fromkeys(objects, info))
+        info.registered[kind].extend(objects)
+        registry.owners[kind].update(dict.fromkeys(objects, info))
 
 
 def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Registry:
     """Load each selected entry point and collect its registrations, isolating failures."""
     registry = Registry()
     manager = _plugin_manager()
-    # A fixed order makes name clashes resolve the same way everywhere: the later plugin fails.
+    # A fixed order makes a name clash fail the same plugin everywhere: the later one.
     for entry_point in sorted(_selected(entry_points), key=lambda ep: (ep.name, ep.value)):
         dist = entry_point.dist
         info = PluginInfo(entry_point.name, dist.name if dist else "?", dist.version if dist else "?")

@@ -110,7 +110,7 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
         )
     for pool in registry.pools.values():
         if pool.modality == modality:
-            key = f"{pool.name}:{pool.version}:{registry.plugin_version(pool.name)}"
+            key = f"{pool.name}:{pool.version}:{registry.plugin_version('pools', pool.name)}"
             return PoolSource(pool.name, modality, pool.channels, key, lambda pool=pool: pool.images(data_root))
     if not tasks:
         raise ConfigError(f"no pretraining pool for modality {modality!r}: no task of it is available.")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ssl_bench.errors import PluginError
+from ssl_bench.errors import PluginError, TrainingError
 from ssl_bench.method import Method, Stage, schedule
 from ssl_bench.pools import PreparedPool
 from ssl_bench.results import save_torch
@@ -76,7 +76,9 @@ def _carry_by_name(source: nn.Module, target: nn.Module) -> None:
     target.load_state_dict(matching, strict=False)
 
 
-class _Trainer:
+class Trainer:
+    """One method's pretraining steps on a pool: seeded model builds, sampling, steps, loss read-back, validation."""
+
     def __init__(
         self,
         method: Method,
@@ -116,7 +118,7 @@ class _Trainer:
         """The loss as a number (a host sync, so only every few steps); a non-finite one stops the run."""
         value = loss.item()
         if not math.isfinite(value):
-            raise PluginError(f"{self.method.name}: the loss became {value} by step {step} of {stage.name}")
+            raise TrainingError(f"{self.method.name}: the loss became {value} by step {step} of {stage.name}")
         return value
 
     def _loss(self, model, index: np.ndarray, stage: Stage, generator: torch.Generator) -> torch.Tensor:
@@ -169,7 +171,7 @@ def pretrain(
 
     ``extras``: the method's per-image pool extras (see ``Method.pool_extras``), if any."""
     stages = schedule(method, profile)
-    trainer = _Trainer(method, encoder, pool, device, seed, extras)
+    trainer = Trainer(method, encoder, pool, device, seed, extras)
     state_path = workdir / "state.pt"
     saved = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
     position = _Position(**saved["position"]) if saved else _Position()
@@ -211,7 +213,7 @@ def _encoder_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _run_stage(
-    trainer: _Trainer, stage: Stage, position: _Position, model, optimizer, scheduler, state_path, progress, select_best
+    trainer: Trainer, stage: Stage, position: _Position, model, optimizer, scheduler, state_path, progress, select_best
 ):
     """Train ``stage`` from ``position`` to its end, checkpointing on time and at every epoch's end; with
     ``select_best``, also keep the encoder of the epoch with the lowest held-out loss."""

@@ -2,7 +2,8 @@
 
 Layout under the results directory (DomainBed-style: one folder per hashed job, its result the marker)::
 
-    runs/<job_id>/result.json        one finished job (schema below)
+    runs/<job_id>/result.json        one finished job (``ssl_bench.record``); its presence marks the job done
+    runs/<job_id>/selected_model.pt  the selected downstream model, kept where another protocol continues from it
     cache/pretrain/<id>/encoder.pt   a finished pretraining, shared by every job that uses it
     cache/pretrain/<id>/state.pt     an unfinished one, resumed from here
     cache/pools/<id>.npy             a pool decoded once to uint8, memory-mapped
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import IO
 
 import torch
-
-RESULT_SCHEMA_VERSION = 1
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -56,6 +55,10 @@ def save_torch(path: Path, obj: object) -> Path:
 
 def result_path(results_dir: Path, job_id: str) -> Path:
     return results_dir / "runs" / job_id / "result.json"
+
+
+def selected_model_path(results_dir: Path, job_id: str) -> Path:
+    return results_dir / "runs" / job_id / "selected_model.pt"
 
 
 def pretrain_dir(results_dir: Path, pretrain_id: str) -> Path:

@@ -1,8 +1,10 @@
-"""Plans a run (methods x tasks x label fractions x seeds) as hashed jobs and executes what is not done.
+"""Plans a run (methods x tasks x protocols x label fractions x seeds) as hashed jobs; executes what is not done.
 
-A job's id hashes its fully resolved spec; its seed derives from that id. Pretraining is keyed by its
-own id (method, non-default options, versions, encoder, pool fingerprint, profile, seed index) and is
-shared by every job that needs it.
+A job is one (pretraining, task, protocol, label fraction, seed). Its id hashes its fully resolved spec, which
+includes a fingerprint of the task's data as read, and its seed derives from that id. Pretraining is keyed by
+its own id (method, non-default options, versions, encoder, pool fingerprint, profile, seed index) and is
+shared by every job that needs it. A protocol that continues from another (``finetune`` from ``frozen``) makes
+a job that depends on that protocol's job: the plan puts it first and keeps its selected model.
 """
 
 from __future__ import annotations
@@ -24,26 +26,36 @@ import torch
 from tqdm.auto import tqdm
 
 import ssl_bench
-from ssl_bench.classify import ClassificationProtocol, run_classification
-from ssl_bench.config import RunConfig, make_method
-from ssl_bench.errors import ConfigError
+from ssl_bench.config import RunConfig, make_method, protocol_settings
+from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.method import Method, non_default_options, schedule
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_extras, prepare_pool, resolve_pool
 from ssl_bench.pretrain import BEST_ENCODER, pretrain
+from ssl_bench.protocol import Context, Outcome, Protocol, changed_settings, protocol_label
+from ssl_bench.record import (
+    Compute,
+    MetricRecord,
+    PoolRecord,
+    ProtocolRecord,
+    ResultRecord,
+    read_record,
+    write_record,
+)
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import (
-    RESULT_SCHEMA_VERSION,
     pool_cache_dir,
     pretrain_dir,
     result_path,
     save_torch,
+    selected_model_path,
     write_json,
     write_text,
 )
-from ssl_bench.task import SegmentationData, Task
-from ssl_bench.transfer import REGIMES, TransferProtocol, run_transfer
+from ssl_bench.task import ClassificationData, SegmentationData, Task
+
+TaskData = SegmentationData | ClassificationData
 
 
 def digest(spec: object) -> str:
@@ -71,12 +83,18 @@ class Pretraining:
 
 @dataclass(frozen=True)
 class Job:
+    """One protocol run of one pretraining on one task, label fraction and seed."""
+
     id: str
     spec: dict
     pretraining: Pretraining
     task: Task
+    protocol: Protocol
+    settings: object
     label_fraction: float
     seed_index: int
+    #: The job whose selected model this one starts from (``finetune`` from ``frozen``), or None.
+    upstream: Job | None = None
 
     @property
     def seed(self) -> int:
@@ -85,7 +103,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Plan:
+    """The jobs in run order (every job after the one it continues from) and each task's data, loaded once."""
+
     jobs: list[Job]
+    data: dict[str, TaskData]
+
+    @property
+    def upstream_ids(self) -> set[str]:
+        """Jobs whose selected model another job starts from: their model is kept on disk."""
+        return {job.upstream.id for job in self.jobs if job.upstream is not None}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,7 +129,7 @@ def _pretraining(
         "method": method.name,
         "options": non_default_options(method.options),
         "method_version": method.version,
-        "plugin": registry.plugin_version(method.name),
+        "plugin": registry.plugin_version("methods", method.name),
         "encoder": config.encoder,
         "channels": task.channels,
         "profile": config.profile,
@@ -125,53 +151,97 @@ def variant_label(method: Method, encoder: str) -> str:
     return method.variant if encoder == VGG16_BN_TINY else f"{method.variant}@{encoder}"
 
 
-def transfer_protocol(profile: str, task: Task) -> TransferProtocol | ClassificationProtocol:
-    if task.kind == "classification":
-        return ClassificationProtocol.for_profile(profile)
-    protocol = TransferProtocol.for_profile(profile)
-    return protocol if profile == "demo" else dataclasses.replace(protocol, batch_size=task.paper_batch_size)
-
-
 def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
     if config.label_fractions is not None:
         return config.label_fractions
     return (1.0,) if config.profile == "demo" else task.label_fractions
 
 
-def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
-    """Every job of the run; tasks whose data is missing are left out, each with its reason."""
-    methods = [make_method(registry, name, options) for name, options in config.methods.items()]
+def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str], None]) -> list[Task]:
+    """The run's tasks whose data is there. A task named in the run that cannot run is an error, not a skip."""
     tasks = []
-    for name in config.tasks:
+    for name in config.tasks if config.tasks is not None else registry.tasks:
         task = registry.task(name)
         availability = task.availability(config.data_root)
         if availability.ok:
             tasks.append(task)
+        elif config.tasks is not None:
+            raise DataError(f"task {name} was asked for but cannot run: {availability.reason}")
         else:
             echo(f"skipping task {name}: {availability.reason}")
+    return tasks
+
+
+def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
+    names = config.protocols if config.protocols is not None else registry.protocols
+    return {name: registry.protocol(name)() for name in names}
+
+
+class _Planner:
+    """Builds each job once, its upstream job first (memoised, so a shared upstream is one job)."""
+
+    def __init__(self, config: RunConfig, registry: Registry, data: dict[str, TaskData]) -> None:
+        self.config, self.registry, self.data = config, registry, data
+        self.jobs: dict[tuple, Job] = {}
+
+    def job(self, pretraining: Pretraining, task: Task, protocol_name: str, fraction: float, seed_index: int) -> Job:
+        key = (pretraining.id, task.name, protocol_name, fraction)
+        if key in self.jobs:
+            return self.jobs[key]
+        protocol = self.registry.protocol(protocol_name)()
+        if not protocol.serves(task):
+            raise ConfigError(
+                f"protocol {protocol_name} serves {', '.join(protocol.task_kinds)} tasks, not {task.name} "
+                f"({task.kind}); leave it out of the run or pick tasks it serves"
+            )
+        upstream_name = protocol.continues_from(task, pretrained=pretraining.pool is not None)
+        upstream = self.job(pretraining, task, upstream_name, fraction, seed_index) if upstream_name else None
+        overrides = (self.config.protocols or {}).get(protocol_name, {})
+        base = protocol.settings(self.config.profile, task)
+        settings = protocol_settings(protocol_name, base, overrides)
+        spec = {
+            "pretraining": pretraining.spec,
+            "variant": variant_label(pretraining.method, self.config.encoder),
+            "task": task.name,
+            "task_version": task.version,
+            "task_plugin": self.registry.plugin_version("tasks", task.name),
+            "data": self.data[task.name].fingerprint(),
+            "protocol": {
+                "name": protocol_name,
+                "label": protocol_label(protocol_name, changed_settings(settings, base)),
+                "version": protocol.version,
+                "plugin": self.registry.plugin_version("protocols", protocol_name),
+                "settings": dataclasses.asdict(settings),
+            },
+            "continues_from": upstream.id if upstream else None,
+            "label_fraction": fraction,
+            "seed_index": seed_index,
+            "profile": self.config.profile,
+            "ssl_bench": ssl_bench.__version__,
+        }
+        job = Job(digest(spec), spec, pretraining, task, protocol, settings, fraction, seed_index, upstream)
+        self.jobs[key] = job
+        return job
+
+
+def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
+    """Every job of the run, each after the job it continues from; tasks whose data is absent are left out."""
+    methods = [make_method(registry, name, options) for name, options in config.methods.items()]
+    tasks = _available_tasks(config, registry, echo)
+    data = {task.name: task.load(config.data_root) for task in tasks}
+    protocols = _protocols(config, registry)
+    planner = _Planner(config, registry, data)
     pools: dict[str, PreparedPool] = {}
-    jobs = []
     for method in methods:
         for seed_index in range(config.seeds):
             for task in tasks:
                 pretraining = _pretraining(method, task, seed_index, config, registry, pools)
                 for fraction in label_fractions(config, task):
-                    protocol = transfer_protocol(config.profile, task)
-                    spec = {
-                        "pretraining": pretraining.spec,
-                        "variant": variant_label(method, config.encoder),
-                        "task": task.name,
-                        "task_version": task.version,
-                        "task_plugin": registry.plugin_version(task.name),
-                        "regimes": list(REGIMES),
-                        "label_fraction": fraction,
-                        "seed_index": seed_index,
-                        "profile": config.profile,
-                        "transfer": dataclasses.asdict(protocol),
-                        "ssl_bench": ssl_bench.__version__,
-                    }
-                    jobs.append(Job(digest(spec), spec, pretraining, task, fraction, seed_index))
-    return Plan(jobs)
+                    for name, protocol in protocols.items():
+                        if protocol.serves(task):
+                            planner.job(pretraining, task, name, fraction, seed_index)
+    # Insertion order already puts every upstream job before the jobs that continue from it.
+    return Plan(list(planner.jobs.values()), data)
 
 
 @cache
@@ -199,17 +269,24 @@ def _versions() -> dict[str, str]:
 
 
 class Executor:
-    """Runs a plan's jobs that are not done, reusing cached pretrainings and task data."""
+    """Runs a plan's jobs that are not done, reusing cached pretrainings and upstream models."""
 
     def __init__(self, config: RunConfig, device: torch.device, progress: bool = True, echo=print) -> None:
         self.config, self.device, self.progress, self.echo = config, device, progress, echo
         self.config_hash = digest(config.to_toml())
-        self._data: dict[str, SegmentationData] = {}
         self._refreshed: set[str] = set()
+
+    def is_done(self, job: Job, plan: Plan) -> bool:
+        """A job is done when its record reads back and validates (and its model is kept, if others need it)."""
+        try:
+            read_record(result_path(self.config.results, job.id))
+        except DataError:
+            return False
+        return job.id not in plan.upstream_ids or selected_model_path(self.config.results, job.id).exists()
 
     def run(self, plan: Plan) -> list[Path]:
         results = self.config.results
-        done = {job.id for job in plan.jobs if result_path(results, job.id).exists()}
+        done = {job.id for job in plan.jobs if self.is_done(job, plan)}
         if done and self.config.overwrite == "never":
             raise ConfigError(
                 f"{len(done)} of {len(plan.jobs)} results of this plan already exist in {results}. "
@@ -219,15 +296,7 @@ class Executor:
         self.echo(f"{len(plan.jobs)} jobs planned, {len(plan.jobs) - len(todo)} already done, {len(todo)} to run.")
         results.mkdir(parents=True, exist_ok=True)
         write_text(results / "run-config.toml", self.config.to_toml())
-        written = []
-        for job in tqdm(todo, desc="jobs", unit="job", disable=not self.progress):
-            written.append(self.run_job(job))
-        return written
-
-    def _task_data(self, task: Task) -> SegmentationData:
-        if task.name not in self._data:
-            self._data[task.name] = task.load(self.config.data_root)
-        return self._data[task.name]
+        return [self.run_job(job, plan) for job in tqdm(todo, desc="jobs", unit="job", disable=not self.progress)]
 
     def _fresh_encoder(self, pretraining: Pretraining) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -279,78 +348,105 @@ class Executor:
         encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         return encoder, json.loads(record_path.read_text())
 
-    def _transfer(self, job: Job, encoder: torch.nn.Module, data) -> dict:
-        """The downstream regimes of ``job``: the LD protocol, or linear probe + fine-tune for classification."""
-        generator = torch.Generator().manual_seed(job.seed)
-        task = job.task
-        if task.kind == "classification":
-            return run_classification(
-                encoder,
-                data,
-                ClassificationProtocol(**job.spec["transfer"]),
-                classes=task.classes,
-                multi_label=task.multi_label,
-                label_fraction=job.label_fraction,
-                generator=generator,
-                device=self.device,
-                progress=self.progress,
-            )
-        return run_transfer(
-            encoder,
-            data,
-            TransferProtocol(**job.spec["transfer"]),
+    def _context(self, job: Job, plan: Plan, encoder: torch.nn.Module) -> Context:
+        start = None
+        if job.upstream is not None:
+            path = selected_model_path(self.config.results, job.upstream.id)
+            start = torch.load(path, map_location=self.device, weights_only=True)
+        return Context(
+            encoder=encoder,
+            data=plan.data[job.task.name],
+            task=job.task,
+            settings=job.settings,
             label_fraction=job.label_fraction,
-            rotation_degrees=task.rotation_degrees,
-            generator=generator,
+            generator=torch.Generator().manual_seed(job.seed),
             device=self.device,
+            pretrained=job.pretraining.pool is not None,
+            start=start,
             progress=self.progress,
-        ).regimes
+        )
 
-    def run_job(self, job: Job) -> Path:
+    def run_job(self, job: Job, plan: Plan) -> Path:
         encoder, pretrain_record = self.pretrained_encoder(job.pretraining)
-        data = self._task_data(job.task)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with PeakMemory(self.device) as memory:
-            regimes = self._transfer(job, encoder, data)
-        result = {
-            "schema_version": RESULT_SCHEMA_VERSION,
-            "job_id": job.id,
-            "spec": job.spec,
-            "method": job.pretraining.method.name,
-            "variant": job.spec["variant"],
-            "task": job.task.name,
-            "label_fraction": job.label_fraction,
-            "seed_index": job.seed_index,
-            "seed": job.seed,
-            "profile": self.config.profile,
-            "encoder": self.config.encoder,
-            "pool": job.pretraining.spec.get("pool"),
-            "headline_metric": job.task.headline_metric,
-            "metrics": {name: r.metrics for name, r in regimes.items()},
-            "selection": {
-                name: {"best_epoch": r.best_epoch, "best_val_soft_dice_loss": r.best_val_loss}
-                for name, r in regimes.items()
+            outcome = job.protocol.run(self._context(job, plan, encoder))
+        if job.id in plan.upstream_ids:
+            # Written before the record: a job is done only once everything it leaves for others is there.
+            state = {name: tensor.cpu() for name, tensor in (outcome.state or {}).items()}
+            if not state:
+                raise ConfigError(
+                    f"protocol {job.protocol.name} returned no model state, but another continues from it"
+                )
+            save_torch(selected_model_path(self.config.results, job.id), state)
+        record = self._record(job, outcome, pretrain_record, memory.peak_mb, started)
+        return write_record(result_path(self.config.results, job.id), record)
+
+    def _record(self, job: Job, outcome: Outcome, pretrain: dict, peak_mb: float | None, started: str) -> ResultRecord:
+        metrics = job.protocol.metrics(job.task)
+        missing = {metric.name for metric in metrics} - set(outcome.scores)
+        if missing:
+            raise ConfigError(f"protocol {job.protocol.name} did not report {', '.join(sorted(missing))}")
+        pool = job.pretraining.spec.get("pool")
+        protocol_spec = job.spec["protocol"]
+        return ResultRecord(
+            job_id=job.id,
+            spec=job.spec,
+            method=job.pretraining.method.name,
+            variant=job.spec["variant"],
+            pretrained=job.pretraining.pool is not None,
+            encoder=self.config.encoder,
+            pool=PoolRecord(**pool) if pool else None,
+            task=job.task.name,
+            task_kind=job.task.kind,
+            task_modality=job.task.modality,
+            data_fingerprint=job.spec["data"],
+            protocol=ProtocolRecord(
+                name=protocol_spec["name"],
+                label=protocol_spec["label"],
+                version=protocol_spec["version"],
+                settings=protocol_spec["settings"],
+                frozen_encoder=job.protocol.frozen_encoder,
+                continued_from=job.spec["continues_from"],
+            ),
+            label_fraction=job.label_fraction,
+            seed_index=job.seed_index,
+            seed=job.seed,
+            profile=self.config.profile,
+            headline_metric=metrics[0].name,
+            metrics={
+                metric.name: _metric_record(metric.higher_is_better, outcome.scores[metric.name]) for metric in metrics
             },
-            "compute": {
-                "device": self.device.type,
-                "pretrain_seconds": pretrain_record.get("seconds"),
-                "pretrain_images_per_second": pretrain_record.get("images_per_second"),
-                "pretrain_views_per_second": pretrain_record.get("views_per_second"),
-                "pretrain_source_images": pretrain_record.get("source_images"),
-                "pretrain_peak_memory_mb": pretrain_record.get("peak_memory_mb"),
-                "frozen_seconds": regimes["frozen"].seconds,
-                "finetune_seconds": regimes["finetune"].seconds,
-                "transfer_seconds": sum(r.seconds for r in regimes.values()),
-                "peak_memory_mb": memory.peak_mb,
-            },
-            "versions": {
+            selection=outcome.selection,
+            compute=Compute(
+                device=self.device.type,
+                protocol_seconds=outcome.seconds,
+                peak_memory_mb=peak_mb,
+                train_images_per_second=outcome.train_images_per_second,
+                pretrain_seconds=pretrain.get("seconds"),
+                pretrain_images_per_second=pretrain.get("images_per_second"),
+                pretrain_views_per_second=pretrain.get("views_per_second"),
+                pretrain_source_images=pretrain.get("source_images"),
+                pretrain_peak_memory_mb=pretrain.get("peak_memory_mb"),
+            ),
+            versions={
                 **_versions(),
-                "plugins": sorted({job.spec["pretraining"]["plugin"], job.spec["task_plugin"]}),
+                "plugins": sorted(
+                    {job.spec["pretraining"]["plugin"], job.spec["task_plugin"], protocol_spec["plugin"]}
+                ),
             },
-            "config_hash": self.config_hash,
-            "git_commit": git_commit(),
-            "started": started,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "unix_time": time.time(),
-        }
-        return write_json(result_path(self.config.results, job.id), result)
+            config_hash=self.config_hash,
+            git_commit=git_commit(),
+            started=started,
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            unix_time=time.time(),
+        )
+
+
+def _metric_record(higher_is_better: bool, scores) -> MetricRecord:
+    return MetricRecord(
+        higher_is_better=higher_is_better,
+        per_image=list(scores.per_image) if scores.per_image is not None else None,
+        ids=list(scores.ids) if scores.ids is not None else None,
+        value=scores.value,
+    )

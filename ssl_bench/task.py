@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ class SegmentationSplit:
     def subset(self, index: slice) -> SegmentationSplit:
         return SegmentationSplit(self.images[index], self.masks[index], self.ids[index])
 
+    def digest(self, hasher) -> None:
+        _digest_split(hasher, self.ids, self.images, self.masks)
+
 
 @dataclass(frozen=True)
 class SegmentationData:
@@ -58,6 +62,10 @@ class SegmentationData:
 
     train: SegmentationSplit
     test: SegmentationSplit
+
+    def fingerprint(self) -> str:
+        """A hash of the data as read (pixels, masks, ids and order of every split): part of every job's id."""
+        return _fingerprint(self.train, self.test)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,9 @@ class ClassificationSplit:
     def subset(self, index: slice) -> ClassificationSplit:
         return ClassificationSplit(self.images[index], self.labels[index], self.ids[index])
 
+    def digest(self, hasher) -> None:
+        _digest_split(hasher, self.ids, self.images, self.labels)
+
 
 @dataclass(frozen=True)
 class ClassificationData:
@@ -90,6 +101,24 @@ class ClassificationData:
     train: ClassificationSplit
     val: ClassificationSplit
     test: ClassificationSplit
+
+    def fingerprint(self) -> str:
+        """A hash of the data as read (pixels, labels, ids and order of every split): part of every job's id."""
+        return _fingerprint(self.train, self.val, self.test)
+
+
+def _digest_split(hasher, ids: tuple[str, ...], *tensors: torch.Tensor) -> None:
+    hasher.update("\n".join(ids).encode())
+    for tensor in tensors:
+        hasher.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        hasher.update(tensor.contiguous().numpy().tobytes())
+
+
+def _fingerprint(*splits) -> str:
+    hasher = hashlib.blake2b(digest_size=16)
+    for split in splits:
+        split.digest(hasher)
+    return hasher.hexdigest()
 
 
 class Task(ABC):
@@ -105,29 +134,39 @@ class Task(ABC):
     #: Pretraining pools and tasks meet by modality (``fundus``, ``cxr``, ``synthetic-fundus``...).
     modality: ClassVar[str]
     channels: ClassVar[int]
+    #: What is segmented or classified, in words (``"retinal vessels"``, ``"lungs"``): shown by ``list tasks``.
     target: ClassVar[str]
     url: ClassVar[str] = ""
     licence: ClassVar[str] = ""
     citation: ClassVar[str] = ""
-    #: Rotation range of the downstream augmentation, in degrees (LD: 180 fundus, 30 X-ray).
+    #: The downstream augmentation, per the released LD code: random flips (fundus: yes; X-ray: no, its flips
+    #: are commented out there) and a rotation ~ U(-deg, deg) (180 fundus, 30 X-ray).
+    flips: ClassVar[bool] = True
     rotation_degrees: ClassVar[float] = 180.0
     #: Label fractions run by the ``paper`` and ``matched`` profiles unless the run names its own (LD: X-ray
     #: tasks at 0.2 to 1.0); the ``demo`` profile runs 1.0.
     label_fractions: ClassVar[tuple[float, ...]] = (1.0,)
     #: Downstream batch size under the ``paper`` and ``matched`` profiles (LD: 2; 8 for SIIM pneumothorax).
     paper_batch_size: ClassVar[int] = 2
-    #: The official (train, test) image counts, for ``ssl-bench data check``; None where not fixed.
+    #: The (train, test) image counts of the split this task uses, for ``ssl-bench data check`` to compare what
+    #: it found with; for a split that is not the owners' (LD's, a seeded one) these are that split's counts.
+    #: None where the counts are not fixed (a user's folder).
     expected_counts: ClassVar[tuple[int, int] | None] = None
-    #: Bump on any change that alters the data: cached results of other versions are never reused.
+    #: Bump on any change to how the data is read. Jobs are also keyed by the data's content, so changed files
+    #: re-run their jobs without a bump.
     version: ClassVar[str] = "1"
 
     def availability(self, data_root: Path | None) -> Availability:
-        """Whether :meth:`load` can work with ``data_root``; built-in data is always available."""
+        """Whether the task's data is under ``data_root`` (``missing`` with where to get it if not); built-in data
+        is always available. A dataset that is there but incomplete is not "missing": :meth:`load` raises
+        ``DataError`` naming the file."""
         return Availability.found()
 
     @abstractmethod
     def load(self, data_root: Path | None) -> SegmentationData | ClassificationData:
-        """The task's images and masks (or labels), at the task's prepared size."""
+        """The task's images and masks (or labels), at the task's prepared size: the size the task is distributed
+        at, or LD's 512 x 512 for its tasks; protocols resize to their own input size. Raise ``DataError`` (which
+        file, what was expected, how to fix) for data that cannot be right."""
 
     @property
     def headline_metric(self) -> str:

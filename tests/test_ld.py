@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from ssl_bench_methods._criteria import batch_criterion
 from ssl_bench_methods.ld import (
     LD_STAGE,
     PD_STAGE,
@@ -14,7 +15,6 @@ from ssl_bench_methods.ld import (
     LDViews,
     LocalDiscrimination,
     apply_view_ops,
-    batch_criterion,
     entropy_loss,
     ld_loss,
     ld_objective,
@@ -27,7 +27,7 @@ from ssl_bench_methods.ld import (
 )
 from typer.testing import CliRunner
 
-from ssl_bench.api import Stage, create_encoder, make_cxr, make_fundus
+from ssl_bench.api import ConfigError, Stage, create_encoder, make_cxr, make_fundus
 from ssl_bench.cli import app
 
 EPS = 1e-10
@@ -334,10 +334,26 @@ def test_options_change_the_network_and_the_variant_name() -> None:
     model = method.build_model(create_encoder("vgg16_bn_tiny", 3), method.stages("demo")[1], 3)
     embeddings, assignments = model(torch.rand(2, 3, 32, 32))
     assert embeddings.shape[1] == 16 and assignments.shape[1] == 8
-    with pytest.raises(ValueError, match="multiple of its grid"):
+    with pytest.raises(ConfigError, match="multiple of its grid"):
         LocalDiscrimination(LDOptions(grid=7)).build_model(create_encoder(), method.stages("demo")[0], 3)
-    with pytest.raises(ValueError, match="clusters must be positive"):
-        LDOptions(clusters=0)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"clusters": 0}, {"embedding_dim": -1}, {"grid": 0}, {"batch_temperature": 0.0}, {"ld_temperature": -0.2}],
+)
+def test_an_out_of_range_option_is_a_config_error(option) -> None:
+    with pytest.raises(ConfigError, match=f"{next(iter(option))} must be positive"):
+        LDOptions(**option)
+
+
+def test_the_cli_reports_an_out_of_range_option_in_one_line(tmp_path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('tasks = ["drive"]\n[methods.ld]\nclusters = 0\n')
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 2, result.output
+    assert "error: LD option clusters must be positive, got 0" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_timm_encoder_gets_full_resolution_maps() -> None:

@@ -21,6 +21,23 @@ def convs(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
+def assert_kaiming_fan_out_init(module: nn.Module) -> None:
+    """Every conv ~ N(0, 2 / fan_out), fan_out = out_channels * k * k, with zero bias; BatchNorm 1 and 0.
+
+    Sample mean and std are allowed 4 standard errors: the std's relative one is about 1 / sqrt(2n), so
+    the 16 -> 1 output conv (144 weights) gets about 24%, the decoder's large convs under 2%.
+    """
+    for conv in convs(module):
+        weights = conv.weight.double()
+        count = weights.numel()
+        expected_std = math.sqrt(2 / (conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]))
+        assert abs(weights.mean().item()) < 4 * expected_std / math.sqrt(count)
+        assert weights.std().item() == pytest.approx(expected_std, rel=4 / math.sqrt(2 * count))
+        assert torch.all(conv.bias == 0)
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.all(n.weight == 1) and torch.all(n.bias == 0) for n in norms)
+
+
 def test_vgg_returns_the_five_pre_pool_activations_at_448() -> None:
     encoder = VGG16BNTiny(in_chans=3).eval()
     with torch.no_grad():
@@ -51,14 +68,9 @@ def test_vgg_parameter_count_follows_the_layer_list() -> None:
 def test_vgg_init_is_kaiming_fan_out_with_zero_bias_and_unit_batchnorm() -> None:
     torch.manual_seed(0)
     encoder = VGG16BNTiny()
-    for conv in convs(encoder):
-        assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
-        assert torch.all(conv.bias == 0)
-        expected_std = math.sqrt(2 / (conv.out_channels * 9))
-        assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
-    norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(norms) == 13
-    assert all(torch.all(n.weight == 1) and torch.all(n.bias == 0) for n in norms)
+    assert all(conv.kernel_size == (3, 3) and conv.padding == (1, 1) for conv in convs(encoder))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()) == 13
+    assert_kaiming_fan_out_init(encoder)
 
 
 def test_vgg_decoder_and_head_reproduce_the_ld_channel_sequence() -> None:
@@ -74,6 +86,34 @@ def test_vgg_decoder_and_head_reproduce_the_ld_channel_sequence() -> None:
         assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
     decoder_norms = [m.num_features for m in decoder.modules() if isinstance(m, nn.BatchNorm2d)]
     assert decoder_norms == [128, 64, 64, 32, 32, 16]
+
+
+@pytest.mark.parametrize("name", ["vgg16_bn_tiny", "resnet18"])
+def test_transfer_decoder_and_head_get_the_released_kaiming_init(name: str) -> None:
+    torch.manual_seed(0)
+    model = SegmentationModel(create_encoder(name, in_chans=1))
+    assert_kaiming_fan_out_init(model.unet.decoder)
+    assert_kaiming_fan_out_init(model.head)
+    # The released output conv: std sqrt(2 / 9) = 0.47, not PyTorch's default 1 / sqrt(3 * 144) = 0.048.
+    assert convs(model.head)[-1].weight.std().item() > 0.3
+
+
+def test_the_transfer_model_keeps_its_encoders_weights() -> None:
+    encoder = create_encoder(in_chans=1)
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.fill_(0.25)  # unlike any init
+    model = SegmentationModel(encoder)
+    assert all(torch.all(p == 0.25) for p in model.encoder.parameters())
+
+
+def test_the_pretraining_unet_decoder_keeps_pytorchs_default_init_as_the_released_one() -> None:
+    # PyTorch's default: weights U(+-1 / sqrt(fan_in)), std 1 / sqrt(3 fan_in); biases drawn the same way.
+    torch.manual_seed(0)
+    first = convs(UNet(create_encoder()).decoder)[0]
+    fan_in = first.in_channels * 9
+    assert first.weight.std().item() == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.02)
+    assert first.bias.abs().max().item() > 0
 
 
 def test_decoder_upsamples_by_nearest_neighbour() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.errors import PluginError
+from ssl_bench.errors import TrainingError
 from ssl_bench.method import Method, Stage
 from ssl_bench.models import create_encoder
 from ssl_bench.pools import PreparedPool
@@ -68,5 +68,5 @@ class Exploding(Diverging):
 
 
 def test_a_non_finite_loss_stops_the_run_with_the_method_named(tmp_path):
-    with pytest.raises(PluginError, match=r"diverging: the loss became nan by step 1 of only"):
+    with pytest.raises(TrainingError, match=r"diverging: the loss became nan by step 1 of only"):
         _pretrain(Exploding(epochs=1), tmp_path)

@@ -25,7 +25,7 @@ def encoder_width(encoder: nn.Module) -> int:
 
 
 def head_hidden_width(encoder: nn.Module) -> int:
-    """Hidden width of the MLP heads: four times the pooled vector, as the SimCLR plugin uses."""
+    """Hidden width of the MLP heads: four times the pooled vector, the ratio SimCLR's head also has."""
     return 4 * encoder_width(encoder)
 
 

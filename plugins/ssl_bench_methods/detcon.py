@@ -143,8 +143,8 @@ class DetCon(Method):
         generator: torch.Generator,
         extras: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``extras``: the pool's cached segments of ``images``; callers without a pool cache (``ssl-bench
-        check``) leave it out, and the batch is segmented here."""
+        """``extras``: the pool's cached segments of ``images``, which the core (pretraining and ``ssl-bench
+        check``) always passes; a direct call without them segments the batch here."""
         segments = extras if extras is not None else torch.from_numpy(oversegment(_uint8(images))).to(images.device)
         pooled, areas = [], []
         for _ in range(2):

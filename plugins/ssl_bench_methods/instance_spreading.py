@@ -2,8 +2,8 @@
 
 Whole-image embeddings of two views of each image must recognise each other and spread away from every
 other image's, by Ye et al.'s batch criterion: the criterion LD applies to patches (see ld-spec.md, "Batch
-criterion"), here on one L2-normalised 128-dimensional embedding per view. lightly has no such loss: it
-lives in the LD module, shared.
+criterion"), here on one L2-normalised 128-dimensional embedding per view. lightly has no such loss: LD
+and this method share it from ``_criteria.py``.
 
 Schedules: those of every global baseline (``_global.py``); ``paper`` is LD's published budget (Chen et
 al. 2021: 100 epochs x 1000 iterations, Adam 1e-3, 448 px) at 32 source images per step, with Ye et al.'s
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.api import Stage, hookimpl
+from ssl_bench_methods._criteria import batch_criterion
 from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, encoder_width, two_views
-from ssl_bench_methods.ld import batch_criterion  # the very criterion LD applies to patches
 
 
 @dataclass(frozen=True)

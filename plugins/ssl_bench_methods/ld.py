@@ -8,7 +8,8 @@ against batch cluster centres (L_ld) and an entropy term that sharpens the assig
 Faithful to the authors' released code: same maths, random distributions and hyper-parameters, including
 its quirk that the "flip" of view 2 is a 180-degree rotation (``true_flip`` makes it a mirror). Views are
 made in batch on tensors, the network runs under bf16 autocast on CUDA, and the losses run in fp32.
-Unlike the released code, which keeps the best-validation stage-2 checkpoint, the core exports the last one.
+As in the released code, the stage-2 checkpoint with the lowest held-out loss is exported
+(``select_best_checkpoint``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.api import Method, Stage, UNet, augment, hookimpl
+from ssl_bench.api import ConfigError, Method, Stage, UNet, augment, hookimpl
+from ssl_bench_methods._criteria import batch_criterion
 
 PD_STAGE = "pd-mixup"
 LD_STAGE = "ld"
-# The released code's epsilons: L2 norm, L1 normalisation, batch-criterion denominator, entropy logarithms.
+# The released code's epsilons: L2 norm, L1 normalisation, entropy logarithms.
 NORM_EPS = 1e-10
 ASSIGNMENT_EPS = 1e-9
-DENOMINATOR_EPS = 1e-10
 LOG_EPS = 1e-30
 MIX_WEIGHT_RANGE = (0.2, 0.8)
 # The entropy's fp32 pass over the assignment maps takes this many channels at a time.
@@ -55,7 +56,7 @@ class LDOptions:
         temperatures = {"batch_temperature": self.batch_temperature, "ld_temperature": self.ld_temperature}
         for name, value in {**sizes, **temperatures}.items():
             if value <= 0:
-                raise ValueError(f"LD option {name} must be positive, got {value}")
+                raise ConfigError(f"LD option {name} must be positive, got {value}")
 
 
 # --- views ----------------------------------------------------------------------------------------
@@ -239,22 +240,6 @@ def _at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def batch_criterion(rows: Tensor, temperature: float) -> Tensor:
-    """Ye et al.'s batch criterion on L2-normalised rows (N, D); row i's positive is row (i + N/2) mod N.
-
-    Similarities take the gradient through the row side only (the key side is detached).
-    """
-    count = rows.shape[0]
-    similarity = (rows @ rows.detach().T / temperature).exp()
-    similarity = similarity.masked_fill(torch.eye(count, dtype=torch.bool, device=rows.device), 0.0)
-    probability = similarity / (similarity.sum(dim=1, keepdim=True) + DENOMINATOR_EPS)
-    positives = torch.arange(count, device=rows.device).add(count // 2).remainder(count)
-    positive = probability.gather(1, positives.unsqueeze(1)).squeeze(1)
-    # The diagonal is 0 and contributes log(1) = 0; the positive is taken back out of the negatives.
-    negatives = torch.log1p(-probability).sum(dim=1) - torch.log1p(-positive)
-    return -(positive.log() + negatives).mean()
-
-
 def _rows(grid_features: Tensor) -> Tensor:
     """(N, D, G, G) -> (N * G * G, D), image by image, cells in row-major order."""
     return grid_features.flatten(2).transpose(1, 2).reshape(-1, grid_features.shape[1])
@@ -395,7 +380,7 @@ class LocalDiscrimination(Method):
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         if stage.image_size % self.options.grid:
-            raise ValueError(f"LD's image size {stage.image_size} must be a multiple of its grid {self.options.grid}")
+            raise ConfigError(f"LD's image size {stage.image_size} must be a multiple of its grid {self.options.grid}")
         clusters = self.options.clusters if stage.name == LD_STAGE else None
         return LDNetwork(encoder, self.options.embedding_dim, clusters)
 

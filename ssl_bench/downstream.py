@@ -1,0 +1,102 @@
+"""Supervised transfer for protocols: the task's kind prepared from a :class:`Context`, trained by the one loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ssl_bench.classify import ClassificationKind
+from ssl_bench.errors import PluginError
+from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
+from ssl_bench.task import Task
+from ssl_bench.training import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
+from ssl_bench.transfer import SegmentationKind
+
+SEGMENTATION_METRICS = (
+    Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)"),
+    Metric("iou", description="per-image intersection over union at 0.5"),
+)
+CLASSIFICATION_METRICS = (
+    Metric("auc", description="macro ROC AUC over classes (one-vs-rest) or labels"),
+    Metric("acc", description="per-image accuracy (mean over labels for multi-label tasks)"),
+)
+
+
+def supervised_metrics(task: Task) -> tuple[Metric, ...]:
+    """What supervised transfer reports on ``task``: Dice and IoU, or AUC and accuracy."""
+    return CLASSIFICATION_METRICS if task.kind == "classification" else SEGMENTATION_METRICS
+
+
+def task_kind(context: Context) -> TaskKind:
+    """The context's data prepared as its task's kind, at the context's settings (a ``SupervisedSettings``)."""
+    task, settings = context.task, context.settings
+    if task.kind == "segmentation":
+        return SegmentationKind(
+            context.data,
+            settings,
+            label_fraction=context.label_fraction,
+            flips=task.flips,
+            rotation_degrees=task.rotation_degrees,
+            device=context.device,
+        )
+    if task.kind == "classification":
+        return ClassificationKind(
+            context.data,
+            settings,
+            label_fraction=context.label_fraction,
+            classes=task.classes,
+            multi_label=task.multi_label,
+            device=context.device,
+        )
+    raise PluginError(
+        f"task {task.name} has kind {task.kind!r}; supervised transfer knows segmentation, classification"
+    )
+
+
+def supervised_transfer(
+    context: Context, *, train_encoder: bool, build_model: Callable[[nn.Module], nn.Module] | None = None
+) -> Outcome:
+    """Train a fresh head on the context's encoder (or from ``context.start``), select on validation, score on test.
+
+    ``build_model`` replaces the task kind's model (it must keep the encoder as ``model.encoder`` and return
+    what the kind's loss expects: logits ``(N, 1, H, W)`` for segmentation).
+    """
+    kind = task_kind(context)
+    model = fresh_model(build_model or kind.build_model, context.encoder, context.generator).to(context.device)
+    if context.start is not None:
+        model.load_state_dict(context.start, strict=True)
+    settings = context.settings
+    result = fit(
+        kind,
+        model,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        train_encoder=train_encoder,
+        generator=context.generator,
+        progress=context.progress,
+        desc=context.task.name,
+    )
+    model.load_state_dict(result.best_state)
+    return Outcome(
+        scores=kind.score(model),
+        selection=Selection(result.best_epoch, result.best_val_loss, kind.val_loss_name),
+        seconds=result.seconds,
+        train_images_per_second=result.train_images_per_second,
+        state=result.best_state,
+    )
+
+
+class SupervisedProtocol(Protocol):
+    """A protocol that trains a head (and the encoder unless ``frozen_encoder``) by supervised transfer, with the
+    published schedules (:func:`standard_settings`) and the task kind's metrics. Subclasses name themselves."""
+
+    def settings(self, profile: str, task: Task) -> SupervisedSettings:
+        return standard_settings(profile, task)
+
+    def metrics(self, task: Task) -> tuple[Metric, ...]:
+        return supervised_metrics(task)
+
+    def run(self, context: Context) -> Outcome:
+        return supervised_transfer(context, train_encoder=not self.frozen_encoder)

@@ -1,0 +1,129 @@
+"""The contract of a downstream protocol: how a pretrained encoder is trained, selected and scored on a task.
+
+A protocol serves some task kinds (``segmentation``, ``classification``), has per-profile settings (a frozen
+dataclass: values that differ from the profile's name the variant, as method options do), and reports metrics,
+the first of which is its headline. A protocol may continue from another one's selected model (LD's
+``finetune`` starts from ``frozen``'s best checkpoint): the runner runs that job first and keeps its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ssl_bench.models import Encoder
+from ssl_bench.task import ClassificationData, SegmentationData, Task
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a protocol reports. ``higher_is_better`` decides ranks, bold cells and significance signs."""
+
+    name: str
+    higher_is_better: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One metric's test scores: per image (in ``ids`` order, for paired tests), or one set-level ``value``."""
+
+    per_image: tuple[float, ...] | None = None
+    ids: tuple[str, ...] | None = None
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.per_image is None) == (self.value is None):
+            raise ValueError("Scores hold either per_image scores or a set-level value, not both or neither")
+        if self.per_image is not None and (self.ids is None or len(self.ids) != len(self.per_image)):
+            raise ValueError("per-image scores need one image id each")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the scored model was chosen: the epoch (from 1) with the lowest validation loss, and that loss."""
+
+    epoch: int | None
+    val_loss: float | None
+    val_loss_name: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one protocol run produced. ``state`` is the selected model, kept for protocols that continue."""
+
+    scores: dict[str, Scores]
+    selection: Selection
+    seconds: float
+    train_images_per_second: float | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a protocol run gets. Every random number must come from ``generator``.
+
+    ``pretrained`` is False for a method without pretraining (``scratch``): its encoder is a random init.
+    ``start`` is the selected model state of the protocol this one continues from, else None.
+    """
+
+    encoder: Encoder
+    data: SegmentationData | ClassificationData
+    task: Task
+    settings: object
+    label_fraction: float
+    generator: torch.Generator
+    device: torch.device
+    pretrained: bool
+    start: dict[str, torch.Tensor] | None = None
+    progress: bool = False
+
+
+class Protocol(ABC):
+    """A downstream protocol. Register the class with ``ssl_bench_register_protocols``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: The task kinds this protocol serves.
+    task_kinds: ClassVar[tuple[str, ...]] = ("segmentation",)
+    #: Whether the encoder stays frozen (a random encoder then says nothing about pretraining but is a baseline).
+    frozen_encoder: ClassVar[bool] = True
+    #: Bump on any change that alters results: cached jobs of other versions are never reused.
+    version: ClassVar[str] = "1"
+
+    @abstractmethod
+    def settings(self, profile: str, task: Task) -> object:
+        """The settings (a frozen dataclass instance) for ``profile`` (demo, paper, matched) and ``task``."""
+
+    @abstractmethod
+    def metrics(self, task: Task) -> tuple[Metric, ...]:
+        """The metrics reported on ``task``; the first is the headline."""
+
+    def continues_from(self, task: Task, pretrained: bool) -> str | None:
+        """The protocol whose selected model this one starts from on ``task``, or None."""
+        return None
+
+    @abstractmethod
+    def run(self, context: Context) -> Outcome:
+        """Train, select on validation data only, and score on the test split."""
+
+    def serves(self, task: Task) -> bool:
+        return task.kind in self.task_kinds
+
+
+def changed_settings(settings: object, base: object) -> dict[str, object]:
+    """The fields of ``settings`` that differ from ``base`` (the profile's): they name the variant."""
+    return {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)
+        if getattr(settings, f.name) != getattr(base, f.name)
+    }
+
+
+def protocol_label(name: str, changed: dict[str, object]) -> str:
+    """``name`` plus its non-default settings, e.g. ``finetune(lr=0.0001)``."""
+    return name if not changed else f"{name}({', '.join(f'{k}={v}' for k, v in changed.items())})"

@@ -1,0 +1,176 @@
+"""The result record: one typed file per finished job, written and read here and nowhere else.
+
+``runs/<job_id>/result.json`` holds a :class:`ResultRecord` as JSON. :func:`read_record` validates every
+field's type on the way back, so that a truncated, hand-edited or older file is refused with its path and a
+fix, never half-read. Files of another ``schema_version`` are refused, not migrated: their jobs have other ids
+under this version and are simply run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.errors import DataError
+from ssl_bench.protocol import Selection
+from ssl_bench.results import write_json
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One metric's test scores: ``per_image`` with ``ids`` (for paired tests), or a set-level ``value``."""
+
+    higher_is_better: bool
+    per_image: list[float | None] | None = None
+    ids: list[str] | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """The pretraining pool: its id and the fingerprint of its content."""
+
+    id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ProtocolRecord:
+    """The protocol as run: ``label`` is its name plus the settings that differ from the profile's."""
+
+    name: str
+    label: str
+    version: str
+    settings: dict[str, Any]
+    frozen_encoder: bool
+    #: The job whose selected model this one started from, if any.
+    continued_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and how long: the pretraining (shared by every job that uses it) and this job's protocol run."""
+
+    device: str
+    protocol_seconds: float
+    peak_memory_mb: float | None = None
+    train_images_per_second: float | None = None
+    pretrain_seconds: float | None = None
+    pretrain_images_per_second: float | None = None
+    pretrain_views_per_second: float | None = None
+    pretrain_source_images: int | None = None
+    pretrain_peak_memory_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """A finished job: what ran (spec, method, task, protocol, data), what it scored, and what it cost."""
+
+    job_id: str
+    spec: dict[str, Any]
+    method: str
+    variant: str
+    #: False for a method without pretraining: its encoder is a random init.
+    pretrained: bool
+    encoder: str
+    pool: PoolRecord | None
+    task: str
+    task_kind: str
+    task_modality: str
+    data_fingerprint: str
+    protocol: ProtocolRecord
+    label_fraction: float
+    seed_index: int
+    seed: int
+    profile: str
+    headline_metric: str
+    metrics: dict[str, MetricRecord]
+    selection: Selection
+    compute: Compute
+    versions: dict[str, Any]
+    config_hash: str
+    git_commit: str | None
+    started: str
+    finished: str
+    unix_time: float
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        if self.headline_metric not in self.metrics:
+            raise ValueError(f"headline metric {self.headline_metric!r} is not among {sorted(self.metrics)}")
+
+
+def write_record(path: Path, record: ResultRecord) -> Path:
+    """Write ``record`` atomically as JSON."""
+    return write_json(path, dataclasses.asdict(record))
+
+
+def read_record(path: Path) -> ResultRecord:
+    """The record in ``path``, every field checked; :class:`DataError` naming the file and the fix otherwise."""
+    fix = f"delete {path.parent} and rerun the benchmark (`--overwrite missing` recomputes it)"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"result file {path} is unreadable or corrupt ({error}); {fix}") from error
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise DataError(
+            f"result file {path} has schema_version {version!r}, this ssl-bench reads {SCHEMA_VERSION}; "
+            f"its job is run again under this version's id; {fix}"
+        )
+    try:
+        return _build(ResultRecord, data, "")
+    except (TypeError, ValueError) as error:
+        raise DataError(f"result file {path}: {error}; {fix}") from error
+
+
+def _build(kind: Any, value: Any, where: str) -> Any:
+    """``value`` (parsed JSON) as type ``kind``, checked recursively; TypeError/ValueError name the field."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        (inner,) = [argument for argument in arguments if argument is not type(None)]
+        return _build(inner, value, where)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise TypeError(f"{where or 'the record'} must be an object")
+        hints = typing.get_type_hints(kind)
+        fields = {f.name: f for f in dataclasses.fields(kind)}
+        missing = [name for name, f in fields.items() if name not in value and _required(f)]
+        if missing:
+            raise ValueError(f"{where or 'the record'} lacks {', '.join(missing)}")
+        known = {
+            name: _build(hints[name], value[name], f"{where}.{name}".lstrip(".")) for name in fields if name in value
+        }
+        return kind(**known)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"{where} must be an object")
+        return {str(k): _build(arguments[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where} must be a list")
+        return [_build(arguments[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return _scalar(kind, value, where)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _scalar(kind: Any, value: Any, where: str) -> Any:
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise TypeError(f"{where} must be {kind.__name__}, got {value!r:.60}")

@@ -1,0 +1,184 @@
+"""The one supervised downstream loop, shared by every task kind: seeded init, epochs, selection, NaN guard.
+
+A :class:`TaskKind` says how a kind of task (segmentation, classification) is prepared, trained, validated
+and scored; :func:`fit` owns the rest. Selection keeps the epoch with the lowest validation loss (ties keep the
+earlier epoch); validation data come from the training list or the task's validation split, never from test.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ssl_bench.errors import ConfigError, TrainingError
+from ssl_bench.method import PROFILES
+from ssl_bench.protocol import Scores
+from ssl_bench.task import Task
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class SupervisedSettings:
+    """A supervised protocol's schedule: input size, epochs, batch size, Adam's learning rate.
+
+    ``max_train_images`` caps the labelled training images (the demo profile's smoke test of large sets).
+    """
+
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float = 1e-3
+    max_train_images: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"protocol setting {name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"protocol setting lr must be > 0, got {self.lr!r}")
+
+
+def standard_settings(profile: str, task: Task) -> SupervisedSettings:
+    """The published schedules: LD's transfer for segmentation, MedMNIST v2's budget for classification.
+
+    ``paper``/``matched``: segmentation at 512 px, 100 epochs, the task's paper batch size (LD: 2; SIIM 8), Adam
+    1e-3; classification at 64 px, 100 epochs, batch 128, Adam 1e-3. ``demo``: small, fast runs for trying things.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"Unknown profile {profile!r}: use {', '.join(PROFILES)}.")
+    demo = profile == "demo"
+    if task.kind == "classification":
+        return SupervisedSettings(32, 3, 64, max_train_images=512) if demo else SupervisedSettings(64, 100, 128)
+    return SupervisedSettings(96, 12, 4) if demo else SupervisedSettings(512, 100, task.paper_batch_size)
+
+
+class TaskKind(ABC):
+    """How one kind of task is trained and scored, on data already prepared for the device."""
+
+    #: What :meth:`validation_loss` computes, recorded with the selection.
+    val_loss_name: str
+
+    @property
+    @abstractmethod
+    def train_size(self) -> int:
+        """The number of training images (one epoch visits each once)."""
+
+    @abstractmethod
+    def build_model(self, encoder: nn.Module) -> nn.Module:
+        """The downstream model on ``encoder`` (kept as ``model.encoder``), with a fresh head."""
+
+    @abstractmethod
+    def train_loss(self, model: nn.Module, rows: Tensor, generator: torch.Generator) -> Tensor:
+        """The loss of a training batch (rows of the training split), augmentation drawn from ``generator``."""
+
+    @abstractmethod
+    def validation_loss(self, model: nn.Module) -> float:
+        """The selection loss on the validation data, with the model in eval mode."""
+
+    @abstractmethod
+    def score(self, model: nn.Module) -> dict[str, Scores]:
+        """Test scores of ``model``, per metric name."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What :func:`fit` selected: the best validation checkpoint and the run's timings."""
+
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_val_loss: float
+    seconds: float
+    train_images_per_second: float
+
+
+def seeded_init(build: Callable[[], ModuleT], generator: torch.Generator) -> ModuleT:
+    """``build()`` with its layers' init drawn from ``generator``, leaving torch's global RNG untouched."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def fresh_model(build: Callable[[nn.Module], ModuleT], encoder: nn.Module, generator: torch.Generator) -> ModuleT:
+    """``build`` on a copy of ``encoder`` (the caller's is never modified), its init drawn from ``generator``."""
+    return seeded_init(lambda: build(copy.deepcopy(encoder)), generator)
+
+
+def set_trainable(model: nn.Module, train_encoder: bool) -> None:
+    """Train the head, and the encoder only if ``train_encoder``: a frozen encoder also keeps its BN statistics."""
+    model.train()
+    model.requires_grad_(True)
+    model.encoder.requires_grad_(train_encoder)
+    model.encoder.train(train_encoder)
+
+
+def fit(
+    kind: TaskKind,
+    model: nn.Module,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    train_encoder: bool,
+    generator: torch.Generator,
+    progress: bool = False,
+    desc: str = "",
+) -> Fit:
+    """Train ``model`` with a fresh Adam for ``epochs``; keep the epoch with the lowest validation loss.
+
+    A NaN training or validation loss stops the run with :class:`TrainingError` (a diverged run is not a score).
+    ``model`` ends in its last epoch's state; load ``best_state`` to use the best.
+    """
+    set_trainable(model, train_encoder)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    best_state: dict[str, Tensor] = {}
+    best_epoch, best_loss, train_seconds = 0, math.inf, 0.0
+    start = perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        epoch_start = perf_counter()
+        train_loss = _train_epoch(kind, model, optimizer, batch_size, train_encoder, generator)
+        train_seconds += perf_counter() - epoch_start
+        loss = kind.validation_loss(model)
+        if not (math.isfinite(train_loss) and math.isfinite(loss)):
+            raise TrainingError(
+                f"{desc or 'training'}: the loss became {train_loss if not math.isfinite(train_loss) else loss} "
+                f"in epoch {epoch}; try a lower learning rate (lr={lr})"
+            )
+        if loss < best_loss:
+            best_epoch, best_loss = epoch, loss
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{best_loss:.4f}@{best_epoch}")
+    seconds = perf_counter() - start
+    return Fit(best_state, best_epoch, best_loss, seconds, epochs * kind.train_size / max(train_seconds, 1e-9))
+
+
+def _train_epoch(
+    kind: TaskKind,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    train_encoder: bool,
+    generator: torch.Generator,
+) -> float:
+    """One pass over the training split in a seeded order; the mean batch loss (one host sync per epoch)."""
+    set_trainable(model, train_encoder)
+    losses = []
+    batches = torch.randperm(kind.train_size, generator=generator).split(batch_size)
+    for rows in batches:
+        loss = kind.train_loss(model, rows, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return float(torch.stack(losses).float().mean())
