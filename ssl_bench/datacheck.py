@@ -13,7 +13,9 @@ from ssl_bench.task import Task
 @dataclass(frozen=True)
 class DataReport:
     task: str
-    status: str  # "found", "warning" (found, counts differ), "missing" or "error" (found but broken)
+    #: "found", "warning" (found, counts differ), "missing" (no dataset folder) or "error" (found but incomplete,
+    #: unreadable or with all-empty masks: load raised DataError)
+    status: str
     detail: str
 
 

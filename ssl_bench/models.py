@@ -216,8 +216,7 @@ class SegmentationModel(nn.Module):
     The decoder and head get the released transfer network's init (Kaiming-normal fan_out convs, zero biases,
     BatchNorm 1 and 0; PyTorch's default would make the last conv's weights about 10x smaller); the encoder
     keeps its weights.
-    ``forward`` returns logits ``(N, 1, H, W)``. :meth:`set_encoder_frozen` freezes the encoder: no
-    gradients, and eval mode (BatchNorm statistics untouched) that survives :meth:`train`.
+    ``forward`` returns logits ``(N, 1, H, W)``.
     """
 
     def __init__(self, encoder: Encoder) -> None:
@@ -230,23 +229,11 @@ class SegmentationModel(nn.Module):
         )
         _init_like_ld(self.unet.decoder)
         _init_like_ld(self.head)
-        self.encoder_frozen = False
 
     @property
     def encoder(self) -> Encoder:
         # A property, not a second registration: state_dict keys stay unique (``unet.encoder.*``).
         return self.unet.encoder
-
-    def set_encoder_frozen(self, frozen: bool) -> None:
-        self.encoder_frozen = frozen
-        self.encoder.requires_grad_(not frozen)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> SegmentationModel:
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.unet(x))

@@ -206,6 +206,7 @@ class _Planner:
             "task_version": task.version,
             "task_plugin": self.registry.plugin_version("tasks", task.name),
             "data": self.data[task.name].fingerprint(),
+            "augmentation": {"flips": task.flips, "rotation_degrees": task.rotation_degrees},
             "protocol": {
                 "name": protocol_name,
                 "label": protocol_label(protocol_name, changed_settings(settings, base)),

@@ -175,22 +175,24 @@ def test_availability_of_an_empty_folder(tmp_path: Path) -> None:
         DriveVessel().load(tmp_path)
 
 
-def test_availability_without_test_labels(tmp_path: Path) -> None:
+def test_load_without_test_labels_says_where_to_get_them(tmp_path: Path) -> None:
     write_fake_drive(tmp_path / "DRIVE", test_labels=False)
-    available = DriveVessel().availability(tmp_path)
-    assert not available.ok
-    assert "test labels" in available.reason and "cannot be scored" in available.reason
-    assert "original 2004 DRIVE release" in available.reason
-    assert "\n" not in available.reason
+    assert DriveVessel().availability(tmp_path).ok  # found, but incomplete: an error, not a dataset to skip
+    with pytest.raises(DataError) as caught:
+        DriveVessel().load(tmp_path)
+    reason = str(caught.value)
+    assert "test labels" in reason and "cannot be scored" in reason
+    assert "original 2004 DRIVE release" in reason
+    assert "\n" not in reason
 
 
-def test_availability_names_a_missing_image(tmp_path: Path) -> None:
+def test_load_names_a_missing_image(tmp_path: Path) -> None:
     root = write_fake_drive(tmp_path / "DRIVE")
     (root / "test" / "images" / "13_test.tif").unlink()
-    available = DriveVessel().availability(root)
-    assert not available.ok
-    assert "1 DRIVE file(s) missing" in available.reason
-    assert str(root / "test" / "images" / "13_test.tif") in available.reason
+    assert DriveVessel().availability(root).ok
+    with pytest.raises(DataError) as caught:
+        DriveVessel().load(root)
+    assert f"1 DRIVE file(s) missing, first {root / 'test' / 'images' / '13_test.tif'}" in str(caught.value)
 
 
 def test_plugin_registers_the_task() -> None:

@@ -127,6 +127,15 @@ def test_roi_box_accepts_grey_and_keeps_a_dark_frame() -> None:
     assert fundus_roi_box(np.zeros((6, 7, 3), np.uint8)) == (0, 6, 0, 7)
 
 
+def test_roi_regions_are_8_connected() -> None:
+    # A diagonal run of 6 pixels (one region only if diagonal neighbours join) and a 2x2 block of 4.
+    image = np.zeros((20, 20), np.uint8)
+    for i in range(2, 8):
+        image[i, i] = 200
+    image[15:17, 15:17] = 200
+    assert fundus_roi_box(image, margin=0) == (2, 8, 2, 8)  # 4-connectivity would give the block, (15, 17, 15, 17)
+
+
 def test_crop_takes_the_half_open_box() -> None:
     array = np.arange(20).reshape(4, 5)
     np.testing.assert_array_equal(crop(array, (1, 3, 2, 4)), [[7, 8], [12, 13]])
@@ -166,6 +175,16 @@ def test_resize_mask_rebinarises_at_0_3() -> None:
     # 83 > 76.5 although < 127.5: a 0.5 rule would give an empty mask.
     assert resize_mask(BLOCK, 2).all()
     assert resize_mask(BLOCK, 2).dtype == np.bool_
+
+
+def test_resize_mask_threshold_is_a_fraction_of_255() -> None:
+    # Columns 0 of 2 set, enlarged to 8: PIL's bilinear output column j samples x = (j + 0.5) / 4 - 0.5 and
+    # is 255 * (1 - x) between the two inputs: 255, 255, 223, 159, 96, 32, 0, 0.
+    left = np.array([[True, False], [True, False]])
+    row = [True] * 5 + [False] * 3  # > 76.5
+    np.testing.assert_array_equal(resize_mask(left, 8), [row] * 8)
+    row = [True] * 6 + [False] * 2  # > 2.55: column 5 (32) too
+    np.testing.assert_array_equal(resize_mask(left, 8, threshold=0.01), [row] * 8)
 
 
 def test_resize_mask_keeps_a_full_size_mask() -> None:

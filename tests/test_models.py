@@ -203,16 +203,3 @@ def test_encoder_init_is_seeded_by_torch_rng() -> None:
     assert not torch.equal(first_weight(3), first_weight(4))
 
 
-def test_frozen_encoder_stays_in_eval_mode_without_gradients() -> None:
-    model = SegmentationModel(create_encoder())
-    model.set_encoder_frozen(True)
-    model.train()
-    assert model.training and model.unet.decoder.training and model.head.training
-    assert not any(m.training for m in model.encoder.modules())
-    assert not any(p.requires_grad for p in model.encoder.parameters())
-    assert all(p.requires_grad for p in model.head.parameters())
-    model.set_encoder_frozen(False)
-    assert all(m.training for m in model.encoder.modules())
-    assert all(p.requires_grad for p in model.encoder.parameters())
-    model.eval()
-    assert not any(m.training for m in model.modules())

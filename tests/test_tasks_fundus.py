@@ -37,6 +37,9 @@ WIDTH, HEIGHT = 40, 30
 # column j samples x = (j + 0.5) * 40 / 512 - 0.5; the value exceeds 0.3 * 255 while x < 19.7, i.e. for
 # j <= 258 (rows: y = (i + 0.5) * 30 / 512 - 0.5 < 14.7, i.e. i <= 258). So 259 of the 512 stay set.
 HALF = 259
+# HRF keeps a resized mask where it exceeds 0.01 * 255, while x < 19.99: j <= 261, so 262 columns. Columns
+# 259-261 (values 58, 38, 18) lie between the two thresholds.
+HRF_HALF = 262
 FUNDUS_COLOUR = (150, 80, 40)
 
 
@@ -234,7 +237,13 @@ def test_hrf_matches_image_extensions_without_case(tmp_path: Path) -> None:
     data = HrfVessel().load(tmp_path)
     assert (len(data.train), len(data.test)) == (25, 20)
     assert data.train.ids[:3] == ("07_g", "01_dr", "01_g") and data.test.ids[:3] == ("09_g", "09_h", "10_dr")
-    expect_left_half(data.train.masks)
+
+
+def test_hrf_masks_are_rebinarised_at_0_01_after_the_resize(tmp_path: Path) -> None:
+    # The same left-half label: CHASE_DB1 (0.3 * 255) stops at HALF columns, HRF (0.01 * 255) at HRF_HALF.
+    expect_left_half(ChaseVessel().load(write_chase(tmp_path / "CHASE_DB1")).test.masks)
+    masks = HrfVessel().load(write_hrf(tmp_path / "HRF")).test.masks
+    assert bool(masks[:, :, :HRF_HALF].all()) and not bool(masks[:, :, HRF_HALF:].any())
 
 
 def test_drishti_soft_map_binarised_above_127(tmp_path: Path) -> None:
@@ -268,13 +277,14 @@ def test_idrid_missing_exudate_file_gives_an_empty_mask(tmp_path: Path) -> None:
     expect_left_half(disc.test.masks)
 
 
-def test_idrid_without_any_exudate_file_is_missing(tmp_path: Path) -> None:
+def test_idrid_without_any_exudate_file_is_an_error(tmp_path: Path) -> None:
     root = write_idrid(tmp_path)
     for path in (root / IDRID_GROUND_TRUTHS).glob("*/3. Hard Exudates/*.tif"):
         path.unlink()
-    available = IdridExudates().availability(tmp_path)
-    assert not available.ok and "IDRiD_18_EX.tif" in available.reason
-    assert IdridDisc().availability(tmp_path).ok
+    assert IdridExudates().availability(tmp_path).ok  # the dataset is there, but incomplete
+    with pytest.raises(DataError, match=r"81 IDRiD file\(s\) missing, first .*IDRiD_18_EX\.tif"):
+        IdridExudates().load(tmp_path)
+    assert len(IdridDisc().load(tmp_path).train) == 54
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -305,14 +315,14 @@ def test_availability_without_a_folder_or_an_empty_one(task: PreparedTask, write
 
 
 @pytest.mark.parametrize(("task", "write", "image"), DATASETS)
-def test_availability_names_a_missing_file(task: PreparedTask, write: Writer, image: str, tmp_path: Path) -> None:
+def test_a_missing_file_is_an_error_naming_it(task: PreparedTask, write: Writer, image: str, tmp_path: Path) -> None:
     root = write(tmp_path)
-    assert task.availability(tmp_path).ok
     (root / image).unlink()
-    available = task.availability(tmp_path)
-    assert not available.ok
-    assert f"1 {task.dataset} file(s) missing, first {root / image}" in available.reason
-    assert task.url in available.reason
+    assert task.availability(tmp_path).ok  # found, but incomplete: an error, not a dataset to skip
+    with pytest.raises(DataError) as caught:
+        task.load(tmp_path)
+    assert f"1 {task.dataset} file(s) missing, first {root / image}" in str(caught.value)
+    assert task.url in str(caught.value)
 
 
 @pytest.mark.parametrize(("task", "write", "image"), DATASETS)

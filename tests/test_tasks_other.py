@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 from conftest import shared_data
 from PIL import Image
-from ssl_bench_tasks.folder import (
-    CXR_LUNGS,
-    FolderSpec,
-    FolderTask,
-    configured_specs,
-    image_files,
-    seeded_split,
-    split_counts,
-)
+from ssl_bench_tasks._files import image_files, seeded_split, split_counts
+from ssl_bench_tasks._folder import FolderSpec, FolderTask
+from ssl_bench_tasks.folder import CXR_LUNGS, configured_specs
 from ssl_bench_tasks.kvasir import KVASIR_SEG
 from ssl_bench_tasks.skin import Isic2018Lesion, Ph2Lesion
 
@@ -63,6 +57,45 @@ def test_dataset_modules_register_their_tasks() -> None:
         "isic2018-lesion",
         "cxr-lungs-folder",
     } <= names
+
+
+# LD's downstream augmentation per task: (random flips, rotation range in degrees). Its X-ray code has the
+# flips commented out and rotates within 30 degrees; its fundus code flips and rotates within 180.
+AUGMENTATION = {
+    "drive-vessel": (True, 180.0),
+    "stare-vessel": (True, 180.0),
+    "chase-vessel": (True, 180.0),
+    "hrf-vessel": (True, 180.0),
+    "drishti-disc": (True, 180.0),
+    "drishti-cup": (True, 180.0),
+    "idrid-disc": (True, 180.0),
+    "idrid-exudates": (True, 180.0),
+    "kvasir-polyp": (True, 180.0),
+    "ph2-lesion": (True, 180.0),
+    "isic2018-lesion": (True, 180.0),
+    "synthetic-vessel": (True, 180.0),
+    "jsrt-lung": (False, 30.0),
+    "jsrt-heart": (False, 30.0),
+    "jsrt-clavicle": (False, 30.0),
+    "siim-pneumothorax": (False, 30.0),
+    "montgomery-lung": (False, 30.0),
+    "shenzhen-lung": (False, 30.0),
+    "cxr-lungs-folder": (False, 30.0),
+    "synthetic-lung": (False, 30.0),
+}
+
+
+@pytest.mark.parametrize(("name", "augmentation"), AUGMENTATION.items())
+def test_each_task_flips_and_rotates_as_ld(name: str, augmentation: tuple[bool, float]) -> None:
+    task = get_registry().task(name)
+    assert (task.flips, task.rotation_degrees) == augmentation
+
+
+def test_configured_cxr_folder_task_gets_the_x_ray_augmentation() -> None:
+    task = FolderTask(FolderSpec(name="my-cxr", folders=("a",), modality="cxr", channels=1))
+    assert (task.flips, task.rotation_degrees) == (False, 30.0)
+    task = FolderTask(FolderSpec(name="my-scans", folders=("a",), modality="ultrasound", channels=1))
+    assert (task.flips, task.rotation_degrees) == (True, 180.0)
 
 
 # --- The seeded split ----------------------------------------------------------------------------------
@@ -122,16 +155,16 @@ def kvasir_root(tmp_path: Path) -> Path:
     for index in range(5):
         image_id = f"cju{index}ddr6atz0s07"
         save(root / "images" / f"{image_id}.jpg", rgb(48, 64, (180, 90, 60)), quality=95)
-        # Lesion (100, 250, 100) is grey 188 (> 127) though its red is 100; background (200, 10, 200) is
-        # grey 88 though its red is 200: only a grey conversion gets both right.
-        mask = rgb(48, 64, (200, 10, 200))
-        mask[12:36, 16:48] = (100, 250, 100)  # the middle half of each axis
+        # A red lesion (230, 20, 20) is grey 83, lost by a grey rule; a green one (20, 230, 20) has red 20,
+        # lost by a first-channel rule: only the largest channel (230) keeps both. Background: at most 60.
+        mask = rgb(48, 64, (30, 60, 20))
+        mask[12:36, 16:48] = (20, 230, 20) if index % 2 else (230, 20, 20)  # the middle half of each axis
         save(root / "masks" / f"{image_id}.jpg", mask, quality=95)
     (root.parent / "kavsir_bboxes.json").write_text("{}")
     return root
 
 
-def test_kvasir_three_channel_jpeg_masks_are_binarised_as_grey(kvasir_root: Path) -> None:
+def test_kvasir_three_channel_jpeg_masks_are_binarised_on_their_largest_channel(kvasir_root: Path) -> None:
     data = FolderTask(KVASIR_SEG).load(kvasir_root.parents[1])
     assert (len(data.train), len(data.test)) == (4, 1)
     assert tuple(data.train.images.shape) == (4, 3, 512, 512)
@@ -141,9 +174,9 @@ def test_kvasir_three_channel_jpeg_masks_are_binarised_as_grey(kvasir_root: Path
 
 def test_kvasir_image_without_mask_is_named(kvasir_root: Path) -> None:
     (kvasir_root / "masks" / "cju3ddr6atz0s07.jpg").unlink()
-    availability = FolderTask(KVASIR_SEG).availability(kvasir_root.parents[1])
-    assert not availability.ok
-    assert "masks/cju3ddr6atz0s07.png" in availability.reason
+    assert FolderTask(KVASIR_SEG).availability(kvasir_root.parents[1]).ok  # found, but incomplete: an error
+    with pytest.raises(DataError, match=r"1 Kvasir-SEG file\(s\) missing, first \S*masks/cju3ddr6atz0s07\.png"):
+        FolderTask(KVASIR_SEG).load(kvasir_root.parents[1])
 
 
 def test_kvasir_metadata() -> None:
@@ -180,8 +213,9 @@ def test_ph2_reads_each_case_folder(ph2_root: Path) -> None:
 def test_ph2_missing_lesion_mask_is_named(ph2_root: Path) -> None:
     lesion = ph2_root / "PH2Dataset" / "PH2 Dataset images" / "IMD004" / "IMD004_lesion" / "IMD004_lesion.bmp"
     lesion.unlink()
-    availability = Ph2Lesion().availability(ph2_root)
-    assert not availability.ok and "IMD004_lesion.bmp" in availability.reason
+    assert Ph2Lesion().availability(ph2_root).ok
+    with pytest.raises(DataError, match=rf"first {lesion}"):
+        Ph2Lesion().load(ph2_root)
 
 
 def test_ph2_corrupt_image_is_a_data_error_naming_it(ph2_root: Path) -> None:
@@ -222,10 +256,9 @@ def test_isic_without_the_test_set_says_what_is_missing(isic_root: Path) -> None
     for path in (isic_root / "ISIC2018" / "ISIC2018_Task1_Test_GroundTruth").iterdir():
         path.unlink()
     (isic_root / "ISIC2018" / "ISIC2018_Task1_Test_GroundTruth").rmdir()
-    availability = Isic2018Lesion().availability(isic_root)
-    assert not availability.ok
-    assert "ISIC2018_Task1_Test_GroundTruth" in availability.reason
-    assert "isic-archive.com" in availability.reason
+    assert Isic2018Lesion().availability(isic_root).ok  # ISIC2018/ is there: incomplete, not absent
+    with pytest.raises(DataError, match=r"ISIC2018/ISIC2018_Task1_Test_GroundTruth; .*isic-archive\.com"):
+        Isic2018Lesion().load(isic_root)
 
 
 def test_skin_metadata() -> None:
@@ -269,6 +302,32 @@ def write_folder(root: Path, names: list[str], mask_suffix: str = "") -> Path:
         save(root / "masks" / f"{name}{mask_suffix}.gif", square_mask(32, value=200, background=30))
     (root / "images" / "README.txt").write_text("ignored")
     return root
+
+
+def read_folder_mask(path: Path, array: np.ndarray) -> np.ndarray:
+    return FolderTask(FolderSpec(name="x", folders=("a",), modality="cxr", channels=1)).read_label_file(
+        save(path, array)
+    )
+
+
+def test_folder_mask_drawn_red_is_binarised_on_its_largest_channel(tmp_path: Path) -> None:
+    red = np.zeros((2, 3, 3), np.uint8)
+    red[0, :2] = (255, 0, 0)  # grey 76: a grey rule at > 127 would lose it
+    red[1, 0] = (0, 0, 200)
+    red[1, 1] = (90, 40, 120)  # largest channel 120: background
+    np.testing.assert_array_equal(
+        read_folder_mask(tmp_path / "red.png", red), [[True, True, False], [True, False, False]]
+    )
+
+
+def test_folder_mask_stored_as_zero_one_is_read_as_such(tmp_path: Path) -> None:
+    zero_one = np.array([[0, 1, 1], [1, 0, 0]], np.uint8)  # its maximum is 1: a {0, 1} mask
+    np.testing.assert_array_equal(
+        read_folder_mask(tmp_path / "01.png", zero_one), [[False, True, True], [True, False, False]]
+    )
+    # A mask whose maximum is 255 is {0, 255}: low values such as 1 are JPEG noise, not foreground.
+    noisy = np.array([[0, 1, 127, 128, 255]], np.uint8)
+    np.testing.assert_array_equal(read_folder_mask(tmp_path / "noisy.png", noisy), [[False, False, False, True, True]])
 
 
 def test_configured_folder_task_is_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,4 +388,5 @@ def test_folder_task_availability_reasons(tmp_path: Path) -> None:
     write_folder(tmp_path / "scans", ["a", "b", "c", "d", "e"])
     assert task.availability(tmp_path).ok
     save(tmp_path / "scans" / "images" / "a.jpg", np.zeros((8, 8), np.uint8))
-    assert "have the same name" in task.availability(tmp_path).reason
+    with pytest.raises(DataError, match="have the same name"):
+        task.load(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import re
 import struct
 import sys
 from pathlib import Path
@@ -219,9 +218,9 @@ def test_siim_metadata() -> None:
 
 def test_siim_without_the_csv_says_what_is_missing(siim_root: Path) -> None:
     (siim_root / "train-rle.csv").unlink()
-    availability = SiimPneumothorax().availability(siim_root.parent)
-    assert not availability.ok
-    assert "train-rle.csv" in availability.reason and "kaggle.com" in availability.reason
+    assert SiimPneumothorax().availability(siim_root.parent).ok  # its folder is there: incomplete, not absent
+    with pytest.raises(DataError, match=r"first \S*siim-acr-pneumothorax/train-rle\.csv; .*kaggle\.com"):
+        SiimPneumothorax().load(siim_root.parent)
 
 
 # --- JSRT raw images and SCR masks ----------------------------------------------------------------------
@@ -328,9 +327,9 @@ def test_jsrt_missing_scr_mask_is_named(jsrt_root: Path, tmp_path: Path) -> None
     (root / "All247images" / f"{JSRT_TEST[0]}.IMG").symlink_to(jsrt_root / "All247images" / f"{JSRT_TEST[0]}.IMG")
     (root / "All247images" / f"{JSRT_TRAIN[0]}.IMG").symlink_to(jsrt_root / "All247images" / f"{JSRT_TRAIN[0]}.IMG")
     (root / "scratch").mkdir()
-    availability = JsrtLung().availability(tmp_path)
-    assert not availability.ok
-    assert f"scratch/fold1/masks/left lung/{JSRT_TRAIN[0]}.gif" in availability.reason
+    assert JsrtLung().availability(tmp_path).ok
+    with pytest.raises(DataError, match=f"first {root}/scratch/fold1/masks/left lung/{JSRT_TRAIN[0]}.gif"):
+        JsrtLung().load(tmp_path)
 
 
 def test_jsrt_metadata() -> None:
@@ -387,9 +386,9 @@ def test_montgomery_uses_the_seeded_split_of_sorted_ids(montgomery_root: Path) -
 
 def test_montgomery_missing_right_mask_is_named(montgomery_root: Path) -> None:
     (montgomery_root / "ManualMask" / "rightMask" / "MCUCXR_0003_0.png").unlink()
-    availability = MontgomeryLung().availability(montgomery_root.parent)
-    assert not availability.ok
-    assert "rightMask/MCUCXR_0003_0.png" in availability.reason
+    assert MontgomeryLung().availability(montgomery_root.parent).ok
+    with pytest.raises(DataError, match=r"1 Montgomery file\(s\) missing, first \S*rightMask/MCUCXR_0003_0\.png"):
+        MontgomeryLung().load(montgomery_root.parent)
 
 
 def test_montgomery_corrupt_image_is_a_data_error_naming_it(montgomery_root: Path) -> None:
@@ -416,9 +415,9 @@ def test_shenzhen_reads_mask_or_masks_and_skips_unlabelled_images(tmp_path: Path
 def test_shenzhen_without_masks_says_which_file_is_missing(tmp_path: Path) -> None:
     for number in range(1, 6):
         write_png(tmp_path / "ChinaSet_AllFiles" / "CXR_png" / f"CHNCXR_{number:04d}_0.png", np.zeros((8, 8), np.uint8))
-    availability = ShenzhenLung().availability(tmp_path)
-    assert not availability.ok
-    assert re.search(r"5 Shenzhen file\(s\) missing, first \S*/masks/CHNCXR_000\d_0_mask\.png", availability.reason)
+    assert ShenzhenLung().availability(tmp_path).ok
+    with pytest.raises(DataError, match=r"5 Shenzhen file\(s\) missing, first \S*/masks/CHNCXR_000\d_0_mask\.png"):
+        ShenzhenLung().load(tmp_path)
 
 
 def test_cxr_lung_metadata() -> None:

@@ -17,11 +17,12 @@ from ssl_bench.errors import DataError
 
 Box = tuple[int, int, int, int]
 
-#: LD re-binarises resized labels at this fraction of 255.
+#: LD re-binarises resized labels at this fraction of 255 (HRF's at 0.01).
 MASK_RESIZE_THRESHOLD = 0.3
 #: File endings (lower case) that folder readers take for images; anything else (ATTRIBUTION.txt) is ignored.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 
+_EIGHT_NEIGHBOURS = np.ones((3, 3), bool)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I"})
 _PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}
 # PIL raises these for missing, truncated or undecodable files (UnidentifiedImageError is an OSError).
@@ -85,9 +86,9 @@ def read_mask(path: Path, threshold: int = 128) -> np.ndarray:
 def fundus_roi_box(image: np.ndarray, threshold: int = 20, margin: int = 16) -> Box:
     """LD's fundus region of interest: the bounding box of the largest region brighter than ``threshold``.
 
-    A pixel is bright when any channel exceeds ``threshold``; regions are 4-connected. The box grows by
-    ``margin`` on each side and is clipped to the image. An image with no bright pixel keeps its whole
-    frame: there is nothing to crop to.
+    A pixel is bright when any channel exceeds ``threshold``; regions are 8-connected (diagonal neighbours
+    join), as in LD's ``identify_roi``. The box grows by ``margin`` on each side and is clipped to the
+    image. An image with no bright pixel keeps its whole frame: there is nothing to crop to.
     """
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
@@ -95,7 +96,7 @@ def fundus_roi_box(image: np.ndarray, threshold: int = 20, margin: int = 16) -> 
     if bright.ndim == 3:
         bright = bright.any(axis=2)
     height, width = bright.shape
-    labels, count = ndimage.label(bright)
+    labels, count = ndimage.label(bright, structure=_EIGHT_NEIGHBOURS)
     if count == 0:
         return (0, height, 0, width)
     largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
@@ -132,9 +133,9 @@ def _resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(plane).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """``bool (H, W)`` -> ``bool (size, size)``: 0/255 resized bilinearly, then kept where > 0.3 * 255."""
+def resize_mask(mask: np.ndarray, size: int, threshold: float = MASK_RESIZE_THRESHOLD) -> np.ndarray:
+    """``bool (H, W)`` -> ``bool (size, size)``: 0/255 resized bilinearly, then kept where > ``threshold`` * 255."""
     if mask.dtype != np.bool_ or mask.ndim != 2:
         raise ValueError(f"mask must be bool (H, W), got {mask.dtype} {mask.shape}")
     resized = _resize_plane(mask.astype(np.uint8) * 255, size)
-    return resized > MASK_RESIZE_THRESHOLD * 255
+    return resized > threshold * 255

@@ -1,7 +1,8 @@
 """The shared base of the task plugins that read a dataset from its owners' files and prepare it as LD did.
 
-A dataset module subclasses :class:`PreparedTask` and declares its layout; the base does the rest
-(finding the dataset, availability with reasons and the download URL, reading, preprocessing, caching)::
+A dataset module subclasses :class:`PreparedTask` (or :class:`XRayTask`, LD's chest X-ray protocol) and
+declares its layout; the base does the rest (finding the dataset, availability with reasons and the download
+URL, checking that it is complete, reading, preprocessing, caching)::
 
     class StareVessel(PreparedTask):
         name, description, modality, channels, target, url, licence, citation = ...  # Task metadata
@@ -24,9 +25,15 @@ Reading and preparing one sample:
    channel ``>= preparation.label_threshold``; a soft map of annotators' votes is thresholded the same way)
    and they are merged by OR (left + right lungs). With ``optional_labels`` an absent label file adds
    nothing, so an image without any has an empty mask.
-4. ``fundus_crop``: LD's fundus ROI box from the image (any channel > 20, largest 4-connected region,
+4. ``fundus_crop``: LD's fundus ROI box from the image (any channel > 20, largest 8-connected region,
    +16 px), applied to the image and its mask alike.
-5. Resize to ``size`` x ``size``: the image bilinearly, the mask bilinearly then re-binarised at 0.3 * 255.
+5. Resize to ``size`` x ``size``: the image bilinearly, the mask bilinearly then re-binarised where it
+   exceeds ``preparation.resize_threshold`` * 255 (LD: 0.3; 0.01 for HRF).
+
+Data that cannot be right is refused, with :class:`DataError`, before anything trains: a dataset folder that
+is present but incomplete (a file or folder missing, a split without images) is an error naming what is
+missing, while an absent dataset folder is merely not available; and a split whose masks are all empty is an
+error naming its label files.
 
 Prepared arrays are cached on disk, keyed by the source files' names, sizes and mtimes, the task's version
 and the preparation: a second load starts at once, and any change prepares the data again.
@@ -65,6 +72,8 @@ from ssl_bench.api import (
 SPLITS = ("train", "test")
 
 _Read = TypeVar("_Read")
+#: How many files an error names before it only counts the others.
+_NAMED_FILES = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class Preparation:
     roi_margin: int = 16
     #: A label pixel is set where its first channel is >= this (soft maps: 128 keeps values > 127).
     label_threshold: int = 128
+    #: A resized mask is kept where it exceeds this fraction of 255 (LD: 0.3; 0.01 for HRF).
+    resize_threshold: float = 0.3
     #: Intensity steps, in this order: invert (alone: 255 - value), then min-max to 0..255 per image.
     invert: bool = False
     min_max: bool = False
@@ -167,11 +178,19 @@ class PreparedTask(Task):
         """The label at ``path`` as ``bool (H, W)``: its first channel ``>= preparation.label_threshold``."""
         return read_maybe_gzipped(path, lambda plain: read_mask(plain, self.preparation.label_threshold))
 
-    def find_root(self, data_root: Path | None) -> Path | None:
-        """The first of ``root_candidates`` under ``data_root`` that holds every one of ``root_markers``."""
+    def dataset_folder(self, data_root: Path | None) -> Path | None:
+        """Where the dataset is: the first of ``root_candidates`` that holds every one of ``root_markers``,
+        else, of the named candidate folders that exist (an incomplete copy), the first with the most markers;
+        None when the dataset is absent.
+
+        The candidate "" (``data_root`` itself) always exists, so only its markers can show the dataset there.
+        """
         if data_root is None:
             return None
-        return next((root for root in self._candidates(data_root) if self._has_markers(root)), None)
+        candidates = self._candidates(data_root)
+        complete = (root for root in candidates if self._markers_in(root) == len(self.root_markers))
+        present = [root for root in candidates if root != Path(data_root) and root.is_dir()]
+        return next(complete, None) or max(present, key=self._markers_in, default=None)
 
     def missing_files_reason(self, root: Path, absent: list[Path]) -> str:
         """Why the dataset in ``root`` cannot be loaded when the ``absent`` files are missing."""
@@ -181,32 +200,32 @@ class PreparedTask(Task):
         )
 
     def availability(self, data_root: Path | None) -> Availability:
+        """Found when the dataset's folder is there, complete or not: an incomplete copy is not a dataset to
+        skip but an error, which :meth:`load` raises naming what is missing."""
         if data_root is None:
             return Availability.missing(f"no data folder given: download {self.dataset} from {self.url}")
-        root = self.find_root(data_root)
-        if root is None:
+        if self.dataset_folder(data_root) is None:
             return Availability.missing(self._not_found_reason(data_root))
-        empty = [split for split in SPLITS if not self.samples(root, split)]
-        if empty:
-            return Availability.missing(f"{self.dataset} in {root} has no {empty[0]} images")
-        absent = self._absent_files(root)
-        return Availability.missing(self.missing_files_reason(root, absent)) if absent else Availability.found()
+        return Availability.found()
 
     def load(self, data_root: Path | None) -> SegmentationData:
-        available, root = self.availability(data_root), self.find_root(data_root)
-        if not available.ok or root is None:
-            raise DataError(available.reason)
-        samples = {split: self.samples(root, split) for split in SPLITS}
+        root = self.dataset_folder(data_root)
+        if root is None:
+            raise DataError(self.availability(data_root).reason)
+        samples = self._complete_samples(root)
         files = [path for sample in _flat(samples) for path in (sample.image, *sample.labels) if path.is_file()]
         parameters = asdict(self.preparation)
         arrays = prepared_arrays(self.name, files, root, self.version, parameters, lambda: self._prepare(samples))
-        return SegmentationData(train=_split(arrays, "train", samples), test=_split(arrays, "test", samples))
+        splits = {split: _split(arrays, split, samples) for split in SPLITS}
+        for split in SPLITS:
+            self._refuse_empty_masks(split, splits[split], samples[split])
+        return SegmentationData(**splits)
 
     def _candidates(self, data_root: Path) -> list[Path]:
         return [Path(data_root) / folder for folder in self.root_candidates]
 
-    def _has_markers(self, root: Path) -> bool:
-        return all((root / marker).exists() for marker in self.root_markers)
+    def _markers_in(self, root: Path) -> int:
+        return sum((root / marker).exists() for marker in self.root_markers)
 
     def _not_found_reason(self, data_root: Path) -> str:
         places = ", ".join(str(path) for path in self._candidates(data_root))
@@ -215,10 +234,39 @@ class PreparedTask(Task):
             f"download {self.dataset} from {self.url}"
         )
 
-    def _absent_files(self, root: Path) -> list[Path]:
-        samples = _flat({split: self.samples(root, split) for split in SPLITS})
-        images = [sample.image for sample in samples]
-        labels = [path for sample in samples for path in sample.labels]
+    def _complete_samples(self, root: Path) -> dict[str, list[Sample]]:
+        """The samples of each split; :class:`DataError` naming what is missing when the dataset is incomplete."""
+        absent_markers = [root / marker for marker in self.root_markers if not (root / marker).exists()]
+        if absent_markers:  # before listing samples, which may need the marked folders
+            raise DataError(self.missing_files_reason(root, absent_markers))
+        samples = {split: self.samples(root, split) for split in SPLITS}
+        empty = [split for split in SPLITS if not samples[split]]
+        if empty:
+            raise DataError(
+                f"{self.dataset} in {root} has no {empty[0]} images; download {self.dataset} again from {self.url}"
+            )
+        absent = self._absent_files(samples)
+        if absent:
+            raise DataError(self.missing_files_reason(root, absent))
+        return samples
+
+    def _refuse_empty_masks(self, split: str, data: SegmentationSplit, samples: list[Sample]) -> None:
+        """:class:`DataError` when every mask of ``split`` is empty: nothing to train on or to score (such
+        masks are usually stored in a way the reader does not expect)."""
+        if bool(data.masks.any()):
+            return
+        # Each sample's label files; a sample without any is named by its image.
+        files = list(dict.fromkeys(path for sample in samples for path in sample.labels or (sample.image,)))
+        named = ", ".join(str(path) for path in files[:_NAMED_FILES])
+        more = f" and {len(files) - _NAMED_FILES} more" if len(files) > _NAMED_FILES else ""
+        raise DataError(
+            f"all {len(samples)} {split} masks of {self.dataset} are empty ({len(files)} label files: {named}{more}); "
+            f"nothing to train on or score. Check that the masks mark the {self.target} with non-zero pixels"
+        )
+
+    def _absent_files(self, samples: dict[str, list[Sample]]) -> list[Path]:
+        images = [sample.image for sample in _flat(samples)]
+        labels = [path for sample in _flat(samples) for path in sample.labels]
         label_present = [path.is_file() for path in labels]
         # Optional labels may be absent one by one, but not all of them: that is a missing folder.
         tolerated = self.optional_labels and any(label_present)
@@ -244,7 +292,7 @@ class PreparedTask(Task):
         if preparation.fundus_crop:
             box = fundus_roi_box(image, preparation.roi_threshold, preparation.roi_margin)
             image, mask = crop(image, box), crop(mask, box)
-        return resize_image(image, preparation.size), resize_mask(mask, preparation.size)
+        return resize_image(image, preparation.size), resize_mask(mask, preparation.size, preparation.resize_threshold)
 
     def _present_labels(self, sample: Sample) -> list[Path]:
         return [path for path in sample.labels if not self.optional_labels or path.is_file()]
@@ -280,6 +328,17 @@ class PreparedTask(Task):
                 raise DataError(f"{path} is {label.shape[1]}x{label.shape[0]} but {whose} is {shape[1]}x{shape[0]}")
             merged |= label
         return merged
+
+
+class XRayTask(PreparedTask):
+    """LD's chest X-ray protocol: one grey channel, no flips (LD's are commented out), rotation within 30
+    degrees, label fractions 0.2 to 1.0."""
+
+    modality = "cxr"
+    channels = 1
+    flips = False
+    rotation_degrees = 30.0
+    label_fractions = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _split(arrays: dict[str, np.ndarray], split: str, samples: dict[str, list[Sample]]) -> SegmentationSplit:

@@ -34,7 +34,7 @@ class ChaseVessel(PreparedTask):
         "Transactions on Biomedical Engineering 59(9):2538-2548, 2012"
     )
     expected_counts = (20, 8)
-    version = "1"
+    version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "CHASE_DB1"
     root_candidates = ("CHASE_DB1", "CHASEDB1", "")
     root_markers = ("Image_01L.jpg",)

@@ -51,7 +51,7 @@ class _DrishtiTask(PreparedTask):
         "dataset for optic nerve head (ONH) segmentation. IEEE ISBI 2014, pp. 53-56"
     )
     expected_counts = (50, 51)
-    version = "1"
+    version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "Drishti-GS1"
     root_candidates = ("Drishti-GS1_files/Drishti-GS1_files", "Drishti-GS1_files", "Drishti-GS1", "")
     root_markers = ("Training/Images", "Test/Images")

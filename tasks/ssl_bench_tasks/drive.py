@@ -37,7 +37,7 @@ class DriveVessel(PreparedTask):
         "segmentation in color images of the retina. IEEE Transactions on Medical Imaging 23(4):501-509, 2004"
     )
     expected_counts = (20, 20)
-    version = "1"
+    version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "DRIVE"
     root_candidates = ("DRIVE", "")
     root_markers = ("training", "test")

@@ -4,11 +4,13 @@ The owners ship ``images/01_dr.JPG`` (only the diabetic-retinopathy ``_dr`` imag
 extension; ``_g`` healthy and ``_h`` glaucoma ones are ``.jpg``, so extensions match without case) and
 ``manual1/01_dr.tif``; 15 patients per class, 45 images of 3504x2336. HRF has no official split: LD's
 (``ld-splits/Vessel_HRF.csv``) trains on the first 25 ids in sorted order (01_dr ... 09_dr) with 07_g
-moved to the front, and tests on the other 20 in sorted order. Preparation: LD's fundus protocol.
+moved to the front, and tests on the other 20 in sorted order. Preparation: LD's fundus protocol, except that
+the resized masks are re-binarised where they exceed 0.01 * 255 (0.3 elsewhere), as LD's HRF preprocessing does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from ssl_bench.api import hookimpl
 from ssl_bench_tasks._prepared import FUNDUS, PreparedTask, Sample, find_file, ld_order
 
 URL = "https://www5.cs.fau.de/research/data/fundus-images/"
+#: LD's preprocessing_HRF keeps a resized mask where it exceeds 0.01 * 255 (its other datasets: 0.3).
+HRF_RESIZE_THRESHOLD = 0.01
 _SORTED_IDS = tuple(f"{patient:02d}_{condition}" for patient in range(1, 16) for condition in ("dr", "g", "h"))
 SPLIT_IDS = {"train": ld_order(("07_g",), _SORTED_IDS[:25]), "test": _SORTED_IDS[25:]}
 
@@ -34,11 +38,11 @@ class HrfVessel(PreparedTask):
         "International Journal of Biomedical Imaging 2013:154860, 2013"
     )
     expected_counts = (25, 20)
-    version = "1"
+    version = "2"  # 2: masks re-binarised at 0.01 and an 8-connected fundus ROI, as in LD
     dataset = "HRF"
     root_candidates = ("HRF", "hrf", "")
     root_markers = ("images", "manual1")
-    preparation = FUNDUS
+    preparation = dataclasses.replace(FUNDUS, resize_threshold=HRF_RESIZE_THRESHOLD)
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         return [

@@ -47,7 +47,7 @@ class _IdridTask(PreparedTask):
         "Data 3(3):25, 2018"
     )
     expected_counts = (54, 27)
-    version = "1"
+    version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "IDRiD"
     root_candidates = ("IDRiD", "IDRID", "")
     root_markers = (str(_IMAGES), str(_GROUND_TRUTHS))

@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from ssl_bench.api import DataError, hookimpl
-from ssl_bench_tasks._prepared import Preparation, Sample
-from ssl_bench_tasks.folder import XRayTask, image_files
+from ssl_bench_tasks._files import image_files
+from ssl_bench_tasks._prepared import Preparation, Sample, XRayTask
 
 JSRT_URL = "http://db.jsrt.or.jp/eng.php"
 SCR_URL = "https://www.isi.uu.nl/Research/Databases/SCR/"

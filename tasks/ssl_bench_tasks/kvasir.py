@@ -2,8 +2,8 @@
 
 The owners ship ``Kvasir-SEG/images/<id>.jpg`` and ``Kvasir-SEG/masks/<id>.jpg`` (1000 images, 332x487 to
 1920x1072; some copies unpack to a doubled ``Kvasir-SEG/Kvasir-SEG/``). The masks are JPEGs, sometimes
-3-channel, with compression noise around the edges: they are read as grey and binarised at > 127. There is
-no official split: the seeded split of :func:`ssl_bench_tasks.folder.seeded_split` (800 / 200).
+3-channel, with compression noise around the edges: a pixel's value is its largest channel, kept where it is
+> 127. There is no official split: the seeded split of :func:`ssl_bench_tasks._files.seeded_split` (800 / 200).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ssl_bench.api import hookimpl
-from ssl_bench_tasks.folder import FolderSpec, FolderTask
+from ssl_bench_tasks._folder import FolderSpec, FolderTask
 
 KVASIR_SEG = FolderSpec(
     name="kvasir-polyp",

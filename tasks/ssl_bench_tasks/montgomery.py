@@ -6,7 +6,7 @@ Montgomery ships ``MontgomerySet/CXR_png/MCUCXR_0001_0.png`` with the two lungs 
 of them, ``CHNCXR_0001_0_mask.png`` in ``mask/`` or ``masks/`` beside ``CXR_png``: only images with a mask
 are used. That release also ships as ``Lung Segmentation/`` with the Montgomery images in its ``CXR_png``:
 only ``CHNCXR_*`` images count. Neither set has an official split: both use the seeded split of
-:func:`ssl_bench_tasks.folder.seeded_split`. Images and masks are resized to 512x512.
+:func:`ssl_bench_tasks._files.seeded_split`. Images and masks are resized to 512x512.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssl_bench.api import hookimpl
-from ssl_bench_tasks._prepared import Sample
-from ssl_bench_tasks.folder import XRayTask, image_files, seeded_split, split_counts
+from ssl_bench_tasks._files import image_files, seeded_split, split_counts
+from ssl_bench_tasks._prepared import Sample, XRayTask
 
 URL = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 CITATION = (
@@ -70,7 +70,7 @@ class ShenzhenLung(XRayTask):
         images = {i: path for i, path in image_files(root / "CXR_png").items() if i.startswith(SHENZHEN_PREFIX)}
         mask_folder = shenzhen_mask_folder(root)
         masks = image_files(mask_folder, "_mask")
-        # Without any mask folder every image lacks its mask, and availability names the first.
+        # Without any mask folder every image lacks its mask, and load names the first.
         labelled = {image_id: path for image_id, path in images.items() if image_id in masks or not masks}
         return [
             Sample(image_id, images[image_id], (masks.get(image_id) or mask_folder / f"{image_id}_mask.png",))

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ssl_bench.api import DataError, hookimpl, resize_mask
-from ssl_bench_tasks._prepared import Sample
-from ssl_bench_tasks.folder import XRayTask
+from ssl_bench_tasks._prepared import Sample, XRayTask
 
 NO_PNEUMOTHORAX = "-1"
 _ID_COLUMN = "ImageId"
@@ -194,7 +193,7 @@ class SiimPneumothorax(XRayTask):
     # The base reads one mask per label file; SIIM's masks are rows of one csv, keyed by the image id.
     def _prepare_sample(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         image, _ = super()._prepare_sample(dataclasses.replace(sample, labels=()))
-        return image, resize_mask(self.mask(sample), self.preparation.size)
+        return image, resize_mask(self.mask(sample), self.preparation.size, self.preparation.resize_threshold)
 
     def mask(self, sample: Sample) -> np.ndarray:
         """The union of the sample's RLE rows, at its DICOM image's size."""

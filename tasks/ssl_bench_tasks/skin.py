@@ -2,12 +2,12 @@
 
 PH2 ships one folder per case, ``PH2Dataset/PH2 Dataset images/IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` with
 its lesion mask in ``IMD002_lesion/IMD002_lesion.bmp``; 200 images, no official split: the seeded split of
-:func:`ssl_bench_tasks.folder.seeded_split`. ISIC 2018 ships flat folders,
+:func:`ssl_bench_tasks._files.seeded_split`. ISIC 2018 ships flat folders,
 ``ISIC2018_Task1-2_Training_Input/ISIC_0000000.jpg`` with
 ``ISIC2018_Task1_Training_GroundTruth/ISIC_0000000_segmentation.png``, and the test set likewise (``_Test_``);
 those folders also hold ``ATTRIBUTION.txt``, ``LICENSE.txt`` and task 2's ``*_superpixels.png``, which are
 ignored. Official split: 2594 training / 1000 test images; the training list is in
-:func:`ssl_bench_tasks.folder.seeded_order` so that its validation prefix is a random sample. Images and
+:func:`ssl_bench_tasks._files.seeded_order` so that its validation prefix is a random sample. Images and
 masks are resized to 512x512.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssl_bench.api import hookimpl
+from ssl_bench_tasks._files import image_files, seeded_order, seeded_split, split_counts
 from ssl_bench_tasks._prepared import PreparedTask, Sample
-from ssl_bench_tasks.folder import image_files, seeded_order, seeded_split, split_counts
 
 PH2_CASES = "PH2 Dataset images"
 #: ISIC 2018 task 1 folders per split: (inputs, ground truth).

@@ -37,7 +37,7 @@ class StareVessel(PreparedTask):
         "threshold probing of a matched filter response. IEEE Transactions on Medical Imaging 19(3):203-210, 2000"
     )
     expected_counts = (10, 10)
-    version = "1"
+    version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "STARE"
     root_candidates = ("STARE", "stare", "")
     root_markers = ("stare-images", "labels-ah")

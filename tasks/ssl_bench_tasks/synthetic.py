@@ -69,6 +69,7 @@ class SyntheticLung(_SyntheticTask):
     modality = "synthetic-cxr"
     channels = 1
     target = "lungs"
+    flips = False  # LD's X-ray protocol, like the real X-ray tasks
     rotation_degrees = 30.0
     make = staticmethod(make_cxr)
     mask = "lung"
