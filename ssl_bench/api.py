@@ -4,7 +4,7 @@
   :class:`Context`, :class:`Outcome`, :class:`Scores`, :class:`Selection`, :class:`Metric`), and ``hookimpl``.
 - Data types: :class:`SegmentationSplit`, :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
-  selection on validation, NaN guard), :func:`standard_settings`, :func:`split_train_val`, :func:`resize_split`,
+  selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split, resized),
   per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - Batched tensor augmentations (``augment``), image reading and LD preprocessing helpers, phantoms.
@@ -46,7 +46,7 @@ from ssl_bench.task import (
     Task,
 )
 from ssl_bench.training import SupervisedSettings, fit, fresh_model, seeded_init, standard_settings
-from ssl_bench.transfer import SegmentationKind, resize_split, split_train_val
+from ssl_bench.transfer import SegmentationKind, resize_split, segmentation_splits, split_train_val
 
 __all__ = [
     "CLASSIFICATION_METRICS",
@@ -97,6 +97,7 @@ __all__ = [
     "resize_mask",
     "resize_split",
     "seeded_init",
+    "segmentation_splits",
     "soft_dice_loss",
     "split_train_val",
     "standard_settings",

@@ -44,14 +44,28 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _warn_about_plugins(registry) -> None:
+    """Say up front what a run leaves out: plugins that failed to load, names that two plugins registered."""
+    for info in registry.failed:
+        typer.secho(f"plugin {info.label} failed to load and is left out: {info.error}", fg="yellow", err=True)
+    for kind, clashes in registry.clashes.items():
+        for name, owners in clashes.items():
+            plugins = " and ".join(info.label for info in owners)
+            typer.secho(f"{kind[:-1]} {name} is left out: both {plugins} register it", fg="yellow", err=True)
+
+
 @app.command()
 def plugins() -> None:
     """List installed plugins: distribution, version, what each registered, or why it failed."""
-    for info in _registry().plugins:
+    registry = _registry()
+    for info in registry.plugins:
         typer.echo(f"{info.name}  ({info.distribution} {info.version})")
         if info.error:
             typer.secho(f"  FAILED: {info.error}", fg=typer.colors.RED)
             continue
+        for kind, clashes in registry.clashes.items():
+            for name in (name for name, owners in clashes.items() if info in owners):
+                typer.secho(f"  CLASH: {kind[:-1]} {name} is also registered by another plugin", fg="red")
         for kind, names in info.registered.items():
             if names:
                 typer.echo(f"  {kind}: {', '.join(names)}")
@@ -118,8 +132,7 @@ def run(
     started = time.perf_counter()
     try:
         registry = _registry()
-        for info in registry.failed:
-            typer.secho(f"plugin {info.label} failed to load and is left out: {info.error}", fg="yellow", err=True)
+        _warn_about_plugins(registry)
         file_values = read_config_file(config) if config else {}
         overrides = {
             "methods": method or ("all" if all_ else None),

@@ -112,19 +112,21 @@ def seed_table(results: list[ResultRecord]) -> pd.DataFrame:
 
     ``score`` is the mean over test images and ``image_std`` their population std (ddof=0). Of several
     records for one run (an older version's job, say), only the newest counts. Variants are told apart by
-    profile (``simclr [paper]``) and pretraining pool (``simclr {pool}``) where the results hold several.
+    profile (``simclr [paper]``) where the results hold several, and by pretraining pool (``simclr {pool}``)
+    where one variant has several pools on one task (a pool whose content changed, say).
     """
     latest = _latest_runs(results)
     several_profiles = len({result.profile for result in latest}) > 1
-    pools_of: dict[str, set[str]] = {}
+    # Each modality has its own pool: a pool is named only where one variant has several on the same task.
+    pools_of: dict[tuple, set[str]] = {}
     for result in latest:
-        pools_of.setdefault(result.variant, set()).add(_pool_key(result))
+        pools_of.setdefault((result.variant, result.profile, result.task), set()).add(_pool_key(result))
     rows = []
     for result in latest:
         label = result.variant
         if several_profiles:
             label += f" [{result.profile}]"
-        if len(pools_of[result.variant]) > 1:
+        if len(pools_of[(result.variant, result.profile, result.task)]) > 1:
             label += f" {{{_pool_key(result)}}}"
         rows += _seed_rows(result, label)
     return pd.DataFrame(rows, columns=SEED_COLUMNS)

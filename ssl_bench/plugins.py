@@ -1,8 +1,8 @@
 """Finds plugins through the ``ssl_bench`` entry-point group and collects what they register.
 
 Entry points load in order of name, each on its own, so that one broken plugin is reported and skipped
-while the rest keep working. A name that a second plugin registers again (of the same kind) is refused, naming
-both plugins. ``SSL_BENCH_PLUGINS`` (comma-separated entry-point names) is an allow
+while the rest keep working. A name that two plugins register (as the same kind) is refused, naming both, rather
+than settled by load order. ``SSL_BENCH_PLUGINS`` (comma-separated entry-point names) is an allow
 list; ``SSL_BENCH_DISABLE_PLUGINS`` a deny list.
 """
 
@@ -56,6 +56,8 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     #: kind -> registered name -> the plugin that registered it
     owners: dict[str, dict[str, PluginInfo]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
+    #: kind -> name registered by several plugins -> those plugins; such a name is refused, not guessed
+    clashes: dict[str, dict[str, list[PluginInfo]]] = field(default_factory=lambda: {kind: {} for kind in KINDS})
 
     def method(self, name: str) -> type[Method]:
         return self._lookup("methods", name)
@@ -79,6 +81,12 @@ class Registry:
         table = getattr(self, kind)
         if name in table:
             return table[name]
+        if clash := self.clashes[kind].get(name):
+            plugins = " and ".join(info.label for info in clash)
+            raise PluginError(
+                f"{kind[:-1]} {name!r} is registered by {plugins}, so it is refused rather than guessed; uninstall "
+                f"one, or disable one with SSL_BENCH_DISABLE_PLUGINS={clash[-1].name} (entry-point names)"
+            )
         close = difflib.get_close_matches(name, list(table), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         failed = "".join(
@@ -145,11 +153,6 @@ def _collect(manager: pluggy.PluginManager, module: object, info: PluginInfo, re
             name = _VALIDATORS[kind](obj)
             if name in staged[kind]:
                 raise PluginError(f"{kind[:-1]} {name!r} is registered twice by this plugin")
-            if owner := registry.owners[kind].get(name):
-                raise PluginError(
-                    f"{kind[:-1]} {name!r} clashes with the one plugin {owner.label} registered; uninstall one "
-                    f"of the two, or disable one with SSL_BENCH_DISABLE_PLUGINS={info.name} (or {owner.name})"
-                )
             staged[kind][name] = obj
 
         return register
@@ -158,16 +161,27 @@ def _collect(manager: pluggy.PluginManager, module: object, info: PluginInfo, re
     for kind in KINDS:
         manager.subset_hook_caller(f"ssl_bench_register_{kind}", others)(register=stager(kind))
     for kind, objects in staged.items():
-        getattr(registry, kind).update(objects)
         info.registered[kind].extend(objects)
-        registry.owners[kind].update(dict.fromkeys(objects, info))
+        for name, obj in objects.items():
+            _add(registry, kind, name, obj, info)
+
+
+def _add(registry: Registry, kind: str, name: str, obj: object, info: PluginInfo) -> None:
+    """Register ``name``; a name another plugin already has is taken from both and kept as a clash."""
+    table, owners, clashes = getattr(registry, kind), registry.owners[kind], registry.clashes[kind]
+    if name in clashes:
+        clashes[name].append(info)
+    elif name in owners:
+        clashes[name] = [owners.pop(name), info]
+        del table[name]
+    else:
+        table[name], owners[name] = obj, info
 
 
 def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Registry:
     """Load each selected entry point and collect its registrations, isolating failures."""
     registry = Registry()
     manager = _plugin_manager()
-    # A fixed order makes a name clash fail the same plugin everywhere: the later one.
     for entry_point in sorted(_selected(entry_points), key=lambda ep: (ep.name, ep.value)):
         dist = entry_point.dist
         info = PluginInfo(entry_point.name, dist.name if dist else "?", dist.version if dist else "?")

@@ -32,6 +32,14 @@ class MetricRecord:
     ids: list[str] | None = None
     value: float | None = None
 
+    def __post_init__(self) -> None:
+        if (self.per_image is None) == (self.value is None):
+            raise ValueError("a metric holds either per_image scores or a set-level value, not both or neither")
+        if self.per_image is not None and (
+            not self.per_image or self.ids is None or len(self.ids) != len(self.per_image)
+        ):
+            raise ValueError("per_image scores must be non-empty, with one image id each")
+
 
 @dataclass(frozen=True)
 class PoolRecord:
@@ -147,10 +155,15 @@ def _build(kind: Any, value: Any, where: str) -> Any:
         missing = [name for name, f in fields.items() if name not in value and _required(f)]
         if missing:
             raise ValueError(f"{where or 'the record'} lacks {', '.join(missing)}")
+        if unknown := sorted(set(value) - set(fields)):
+            raise ValueError(f"{where or 'the record'} has unknown field(s) {', '.join(unknown)}")
         known = {
             name: _build(hints[name], value[name], f"{where}.{name}".lstrip(".")) for name in fields if name in value
         }
-        return kind(**known)
+        try:
+            return kind(**known)
+        except ValueError as error:
+            raise ValueError(f"{where or 'the record'}: {error}") from error
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError(f"{where} must be an object")

@@ -71,6 +71,18 @@ def resize_split(split: SegmentationSplit, size: int, device: torch.device) -> S
     return SegmentationSplit(torch.cat(images), torch.cat(masks), split.ids)
 
 
+def segmentation_splits(
+    data: SegmentationData, label_fraction: float, size: int, device: torch.device
+) -> tuple[SegmentationSplit, SegmentationSplit, SegmentationSplit]:
+    """LD's ``(train, validation, test)`` of ``data`` for ``label_fraction``, at ``size`` on ``device``."""
+    train_rows, val_rows = split_train_val(len(data.train), label_fraction)
+    return (
+        resize_split(data.train.subset(slice(train_rows.start, train_rows.stop)), size, device),
+        resize_split(data.train.subset(slice(val_rows.start, val_rows.stop)), size, device),
+        resize_split(data.test, size, device),
+    )
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, split: SegmentationSplit) -> Iterator[tuple[Tensor, Tensor]]:
     """Sigmoid probabilities and float masks ``(B, 1, H, W)``, batch by batch, with the model in eval mode."""
@@ -119,11 +131,7 @@ class SegmentationKind(TaskKind):
         rotation_degrees: float,
         device: torch.device,
     ) -> None:
-        train_rows, val_rows = split_train_val(len(data.train), label_fraction)
-        size = settings.image_size
-        self.train = resize_split(data.train.subset(slice(train_rows.start, train_rows.stop)), size, device)
-        self.val = resize_split(data.train.subset(slice(val_rows.start, val_rows.stop)), size, device)
-        self.test = resize_split(data.test, size, device)
+        self.train, self.val, self.test = segmentation_splits(data, label_fraction, settings.image_size, device)
         self.flips, self.rotation_degrees = flips, rotation_degrees
 
     @property

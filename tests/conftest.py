@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ssl_bench.config import tomllib  # tomli on Python 3.10
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLE_PLUGIN = REPO / "examples" / "ssl-bench-example-plugin"
@@ -61,11 +63,16 @@ def site(tmp_path, monkeypatch):
 
 @pytest.fixture
 def example_plugin(site):
-    """The repo's example plugin package, installed as a distribution on the path."""
-    (site / "ssl_bench_example.py").write_text((EXAMPLE_PLUGIN / "ssl_bench_example.py").read_text())
-    write_distribution(site, "ssl-bench-example-plugin", "0.1.0", {"denoise": "ssl_bench_example"})
+    """The repo's example plugin package, installed as a distribution on the path with its own entry points."""
+    project = tomllib.loads((EXAMPLE_PLUGIN / "pyproject.toml").read_text())
+    modules = project["tool"]["setuptools"]["py-modules"]
+    for module in modules:
+        (site / f"{module}.py").write_text((EXAMPLE_PLUGIN / f"{module}.py").read_text())
+    entry_points = project["project"]["entry-points"]["ssl_bench"]
+    write_distribution(site, project["project"]["name"], project["project"]["version"], entry_points)
     yield site
-    sys.modules.pop("ssl_bench_example", None)
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 @pytest.fixture(autouse=True)

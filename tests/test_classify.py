@@ -1,4 +1,7 @@
-"""Classification protocol and the MedMNIST task: AUC by hand, an easy problem learnt, files read strictly."""
+"""Classification as a downstream task kind and the MedMNIST task: AUC by hand, an easy problem learnt, files read
+strictly."""
+
+from __future__ import annotations
 
 import json
 
@@ -6,23 +9,42 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_data
+from ssl_bench_protocols.finetune import Finetune
+from ssl_bench_protocols.frozen import LinearProbe
+from torch import nn
 
 from ssl_bench.augment import normalize
-from ssl_bench.classify import ClassificationProtocol, _auc, roc_auc, run_classification
+from ssl_bench.classify import ClassificationKind, Classifier, _auc, roc_auc
 from ssl_bench.config import resolve_config
+from ssl_bench.downstream import supervised_transfer
 from ssl_bench.errors import DataError
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import get_registry
+from ssl_bench.protocol import Context, Outcome
 from ssl_bench.runner import Executor, build_plan
-from ssl_bench.task import ClassificationData, ClassificationSplit
+from ssl_bench.task import ClassificationData, ClassificationSplit, Task
+from ssl_bench.training import SupervisedSettings
+
+CPU = torch.device("cpu")
+
+
+def pair_counting_auc(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """AUC from its definition: the share of (positive, negative) pairs ranked right, ties counting one half."""
+    pos, neg = scores[positives].tolist(), scores[~positives].tolist()
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+# --- AUC by hand ------------------------------------------------------------------------------
 
 
 def test_roc_auc_against_pair_counting():
-    # Positives 0.35, 0.8 against negatives 0.1, 0.4: pairs won 1+1 (0.35) and 1+1 (0.8) minus the
-    # 0.35 < 0.4 loss -> 3 of 4 pairs.
+    # Positives 0.35, 0.8 against negatives 0.1, 0.4: 0.35 beats 0.1 but not 0.4, 0.8 beats both -> 3 of 4 pairs.
     assert roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([False, False, True, True])) == 0.75
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([False, True])) == 0.5  # a tie counts one half
     assert np.isnan(roc_auc(torch.tensor([0.2, 0.3]), torch.tensor([True, True])))
+    scores = torch.rand(40, generator=torch.Generator().manual_seed(0)).mul(4).round()  # many ties
+    positives = torch.rand(40, generator=torch.Generator().manual_seed(1)) < 0.4
+    assert roc_auc(scores, positives) == pytest.approx(pair_counting_auc(scores, positives))
 
 
 def test_macro_auc_one_vs_rest():
@@ -33,59 +55,194 @@ def test_macro_auc_one_vs_rest():
     assert _auc(probabilities, labels, multi_label=False) == pytest.approx(2.5 / 3)
 
 
+def test_binary_auc_is_that_of_class_one():
+    probabilities = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
+    labels = torch.tensor([[0], [1], [0], [1]])
+    # Class 1 scores 0.6, 0.8 (positives) vs 0.1, 0.7: 0.6 beats 0.1 only, 0.8 beats both -> 3/4 (not a macro
+    # over both columns, which for two classes would count the same ranking twice).
+    assert _auc(probabilities, labels, multi_label=False) == 0.75
+
+
+def test_multi_label_auc_is_the_mean_over_labels_with_both_values():
+    probabilities = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.8, 0.6], [0.6, 0.3, 0.7], [0.4, 0.1, 0.8]])
+    labels = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 0, 1], [0, 1, 1]])
+    # label 0: positives 0.9, 0.6 vs 0.1, 0.4 -> 1; label 1: positives 0.8, 0.1 vs 0.2, 0.3 -> 2/4;
+    # label 2 has no negative: left out of the mean. Macro (1 + 0.5) / 2.
+    assert _auc(probabilities, labels, multi_label=True) == pytest.approx(0.75)
+
+
+# --- the classification kind ------------------------------------------------------------------
+
+
 def _bright_or_dark(n: int, seed: int, channels: int = 1) -> ClassificationSplit:
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 2, (n, 1), generator=generator)
     noise = torch.randint(0, 60, (n, channels, 12, 12), generator=generator)
     images = (noise + 120 * labels[:, :, None, None]).to(torch.uint8)
-    return ClassificationSplit(images, labels, tuple(str(i) for i in range(n)))
+    return ClassificationSplit(images, labels, tuple(f"{seed}_{i}" for i in range(n)))
 
 
-def _easy_data(flip_test: bool = False) -> ClassificationData:
+def easy_data(flip_test: bool = False) -> ClassificationData:
     test = _bright_or_dark(32, 3)
     if flip_test:
         test = ClassificationSplit(test.images, 1 - test.labels, test.ids)
     return ClassificationData(_bright_or_dark(64, 1), _bright_or_dark(16, 2), test)
 
 
-def _encoder_with_calibrated_statistics(data: ClassificationData) -> torch.nn.Module:
+class BrightOrDark(Task):
+    name = "bright-or-dark"
+    description = "bright or dark noise"
+    kind = "classification"
+    classes = 2
+    modality = "synthetic"
+    channels = 1
+    target = "brightness"
+
+    def load(self, data_root):
+        return easy_data()
+
+
+def calibrated_encoder(data: ClassificationData, size: int = 16) -> nn.Module:
     """A random encoder whose batch-norm statistics match the data, as a pretrained one's would: with its
     initial statistics (mean 0, variance 1) the frozen encoder's features all but vanish."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         encoder = create_encoder("vgg16_bn_tiny", 1)
     for module in encoder.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
+        if isinstance(module, nn.BatchNorm2d):
             module.momentum = None  # a cumulative average over the calibration pass
     encoder.train()
     with torch.no_grad():
-        encoder(normalize(torch.nn.functional.interpolate(data.train.images.float() / 255, size=16)))
+        encoder(normalize(nn.functional.interpolate(data.train.images.float() / 255, size=size)))
     return encoder.eval()
 
 
-def _classify(data: ClassificationData, seed: int):
-    protocol = ClassificationProtocol(image_size=16, frozen_epochs=8, finetune_epochs=2, batch_size=16, lr=0.01)
-    return run_classification(
-        _encoder_with_calibrated_statistics(data),
-        data,
-        protocol,
-        classes=2,
-        multi_label=False,
-        label_fraction=1.0,
+def context(
+    data: ClassificationData,
+    seed: int,
+    settings: SupervisedSettings,
+    *,
+    encoder: nn.Module | None = None,
+    start: dict[str, torch.Tensor] | None = None,
+    label_fraction: float = 1.0,
+) -> Context:
+    return Context(
+        encoder=encoder if encoder is not None else calibrated_encoder(data, settings.image_size),
+        data=data,
+        task=BrightOrDark(),
+        settings=settings,
+        label_fraction=label_fraction,
         generator=torch.Generator().manual_seed(seed),
-        device=torch.device("cpu"),
-        progress=False,
+        device=CPU,
+        pretrained=True,
+        start=start,
     )
 
 
+def test_classification_kind_takes_the_labelled_prefix_and_the_official_splits():
+    data = easy_data()
+    kind = ClassificationKind(
+        data, SupervisedSettings(16, 1, 8), label_fraction=0.29, classes=2, multi_label=False, device=CPU
+    )
+    # floor(0.29 * 64) = 18 (0.29 * 64 = 18.56): the first 18 training images; validation is the official split.
+    assert kind.train[2] == data.train.ids[:18] and kind.train_size == 18
+    assert kind.val[2] == data.val.ids and kind.test[2] == data.test.ids
+    assert kind.train[0].shape == (18, 1, 16, 16) and kind.val_loss_name == "cross_entropy"
+    capped = ClassificationKind(
+        data,
+        SupervisedSettings(12, 1, 8, max_train_images=10),
+        label_fraction=1.0,
+        classes=3,
+        multi_label=True,
+        device=CPU,
+    )
+    assert capped.train[2] == data.train.ids[:10] and capped.val_loss_name == "binary_cross_entropy"
+    assert torch.equal(capped.train[0], data.train.images[:10].float() / 255)  # no resize at the data's own size
+
+
+class BandBrightness(nn.Module):
+    """Logits read off the image: the mean of row band ``k`` (of the normalised input) is logit ``k``."""
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        self.encoder = nn.Identity()
+        self.outputs = outputs
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([band.mean(dim=(1, 2, 3)) for band in images.chunk(self.outputs, dim=2)], dim=1)
+
+
+def test_multi_label_scores_against_a_direct_computation():
+    generator = torch.Generator().manual_seed(0)
+    n, labels_per_image = 40, 3
+    labels = torch.randint(0, 2, (n, labels_per_image), generator=generator)
+    # Band k of an image (rows 4k to 4k + 3) is brighter if label k: its level overlaps that of the other label.
+    levels = torch.randint(60, 160, (n, labels_per_image), generator=generator) + 40 * labels
+    noise = torch.randint(0, 10, (n, 1, 12, 12), generator=generator)
+    images = noise + levels.repeat_interleave(4, dim=1)[:, None, :, None]
+    split = ClassificationSplit(images.clamp(0, 255).to(torch.uint8), labels, tuple(str(i) for i in range(n)))
+    data = ClassificationData(split, split, split)
+    kind = ClassificationKind(
+        data, SupervisedSettings(12, 1, 8), label_fraction=1.0, classes=3, multi_label=True, device=CPU
+    )
+    scores = kind.score(BandBrightness(labels_per_image))
+    logits = torch.stack([band.mean(dim=(1, 2, 3)) for band in ((split.images.float() / 255 - 0.5) / 0.5).chunk(3, 2)])
+    # A label is predicted where sigmoid(logit) > 0.5, i.e. logit > 0; accuracy per image is the mean over labels.
+    correct = ((logits.T > 0).long() == labels).float().mean(dim=1)
+    assert scores["acc"].per_image == pytest.approx(correct.tolist()) and scores["acc"].ids == split.ids
+    assert 0.2 < correct.mean() < 0.95  # neither all right nor all wrong: the comparison says something
+    auc = sum(pair_counting_auc(logits[k], labels[:, k] == 1) for k in range(3)) / 3
+    assert scores["auc"].value == pytest.approx(auc)
+
+
+def _linear_probe_then_finetune(data: ClassificationData, seed: int) -> dict[str, Outcome]:
+    probe = LinearProbe().run(context(data, seed, SupervisedSettings(16, 8, 16, lr=0.01)))
+    finetune = Finetune().run(context(data, seed, SupervisedSettings(16, 2, 16, lr=0.01), start=probe.state))
+    return {"linear-probe": probe, "finetune": finetune}
+
+
 def test_an_easy_problem_is_learnt_deterministically_and_selected_on_validation_only():
-    first, again, other = _classify(_easy_data(), 0), _classify(_easy_data(), 0), _classify(_easy_data(), 1)
-    assert first["frozen"].auc > 0.9 and np.mean(first["frozen"].correct) > 0.8
-    assert first["finetune"].correct == again["finetune"].correct and first["finetune"].auc == again["finetune"].auc
-    assert (first["frozen"].best_val_loss, first["frozen"].auc) != (other["frozen"].best_val_loss, other["frozen"].auc)
-    flipped = _classify(_easy_data(flip_test=True), 0)
-    assert [r.best_epoch for r in flipped.values()] == [r.best_epoch for r in first.values()]
-    assert flipped["frozen"].auc == pytest.approx(1 - first["frozen"].auc)
+    assert Finetune().continues_from(BrightOrDark(), pretrained=True) == "linear-probe"
+    first, again = _linear_probe_then_finetune(easy_data(), 0), _linear_probe_then_finetune(easy_data(), 0)
+    other = _linear_probe_then_finetune(easy_data(), 1)
+    probe = first["linear-probe"]
+    assert probe.scores["auc"].value > 0.9 and np.mean(probe.scores["acc"].per_image) > 0.8
+    assert probe.selection.val_loss_name == "cross_entropy"
+    for name in first:
+        assert first[name].scores == again[name].scores and first[name].selection == again[name].selection
+    assert (probe.selection.val_loss, probe.scores["auc"].value) != (
+        other["linear-probe"].selection.val_loss,
+        other["linear-probe"].scores["auc"].value,
+    )
+    flipped = _linear_probe_then_finetune(easy_data(flip_test=True), 0)
+    assert [o.selection for o in flipped.values()] == [o.selection for o in first.values()]
+    assert flipped["linear-probe"].scores["auc"].value == pytest.approx(1 - probe.scores["auc"].value)
+
+
+def test_classification_leaves_the_global_rng_and_the_callers_encoder_alone():
+    data = easy_data()
+    torch.manual_seed(5)
+    encoder = create_encoder("vgg16_bn_tiny", 1)
+    original = {k: v.clone() for k, v in encoder.state_dict().items()}
+    state = torch.get_rng_state()
+    supervised_transfer(context(data, 0, SupervisedSettings(16, 1, 16), encoder=encoder), train_encoder=True)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in original.items())
+
+
+def test_classifier_is_a_linear_head_on_the_pooled_deepest_feature():
+    encoder = create_encoder("vgg16_bn_tiny", 1).eval()
+    model = Classifier(encoder, 3).eval()
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pooled = encoder(images)[-1].mean(dim=(2, 3))
+        batch_norm, linear = model.head
+        # Eval-mode batch norm without affine parameters, from its running statistics (0 and 1 at init).
+        standardised = (pooled - batch_norm.running_mean) / torch.sqrt(batch_norm.running_var + batch_norm.eps)
+        torch.testing.assert_close(model(images), standardised @ linear.weight.T + linear.bias)
+
+
+# --- MedMNIST files ---------------------------------------------------------------------------
 
 
 def _write_npz(path, channels: int, labels_per_image: int = 1, **overrides) -> None:
@@ -123,13 +280,27 @@ def test_real_pneumoniamnist_runs_end_to_end_with_auc_headline(tmp_path):
     data_root = shared_data("MedMNIST").parent
     data = get_registry().task("pneumoniamnist").load(data_root)
     assert (len(data.train), len(data.val), len(data.test)) == (3882, 524, 624)
-    values = {"methods": {"scratch": {}}, "tasks": ["pneumoniamnist"], "data_root": str(data_root)}
+    values = {
+        "methods": {"scratch": {}},
+        "tasks": ["pneumoniamnist"],
+        "protocols": ["linear-probe", "finetune"],
+        "data_root": str(data_root),
+    }
     config = resolve_config(values, {"results": str(tmp_path)}, get_registry())
     Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None).run(
         build_plan(config, get_registry())
     )
-    (path,) = tmp_path.glob("runs/*/result.json")
-    result = json.loads(path.read_text())
-    assert result["headline_metric"] == "auc" and result["pool"] is None
-    frozen = result["metrics"]["frozen"]
-    assert 0 <= frozen["auc"]["value"] <= 1 and len(frozen["acc"]["per_image"]) == 624
+    results = {}
+    for path in tmp_path.glob("runs/*/result.json"):
+        result = json.loads(path.read_text())
+        results[result["protocol"]["name"]] = result
+    assert set(results) == {"linear-probe", "finetune"}
+    for result in results.values():
+        assert result["headline_metric"] == "auc" and result["pool"] is None and not result["pretrained"]
+        assert 0 <= result["metrics"]["auc"]["value"] <= 1 and len(result["metrics"]["acc"]["per_image"]) == 624
+        assert result["selection"]["val_loss_name"] == "cross_entropy"
+    # Without pretraining, fine-tuning is the released scratch baseline: end to end once, from no other job.
+    assert results["finetune"]["protocol"]["continued_from"] is None
+    assert (
+        results["linear-probe"]["protocol"]["frozen_encoder"] and not results["finetune"]["protocol"]["frozen_encoder"]
+    )

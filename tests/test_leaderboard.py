@@ -1,4 +1,4 @@
-"""Leaderboards from result files: every expected number below is worked out by hand."""
+"""Leaderboards from result records: every expected number below is worked out by hand."""
 
 from __future__ import annotations
 
@@ -18,60 +18,114 @@ from ssl_bench.leaderboard import (
     summary_table,
     write_leaderboard,
 )
+from ssl_bench.protocol import Selection
+from ssl_bench.record import (
+    Compute,
+    MetricRecord,
+    PoolRecord,
+    ProtocolRecord,
+    ResultRecord,
+    write_record,
+)
 
 T_975_DF1 = 12.7062047  # Student t quantile 0.975 with 1 degree of freedom, from tables
 DEFAULT_COMPUTE = {
-    "pretrain_seconds": 10.0,
-    "transfer_seconds": 20.0,
-    "pretrain_images_per_second": 50.0,
-    "peak_memory_mb": 800.0,
     "device": "cpu",
+    "protocol_seconds": 20.0,
+    "peak_memory_mb": 800.0,
+    "pretrain_seconds": 10.0,
+    "pretrain_images_per_second": 50.0,
 }
+SCRATCH = {"pretrain_seconds": None, "pretrain_images_per_second": None}
+NO_RATE = {"pretrain_images_per_second": None}
+FUNDUS_POOL = PoolRecord("fundus", "aaaaaaaa" + "1" * 56)
 
 
-def result(
-    job: str,
-    variant: str,
-    task: str,
-    seed: int,
-    frozen: list[float],
-    finetune: list[float] | None = None,
-    fraction: float = 1.0,
-    profile: str = "paper",
-    compute: dict | None = None,
-) -> dict:
-    """A schema-1 result whose dice and iou (iou = dice / 2) hold the given per-image scores.
-
-    ``compute`` overrides entries of ``DEFAULT_COMPUTE``.
-    """
-
-    def scores(values: list[float]) -> dict:
-        ids = [f"img{i}" for i in range(len(values))]
-        return {
-            "dice": {"per_image": values, "ids": ids},
-            "iou": {"per_image": [v / 2 for v in values], "ids": ids},
-        }
-
+def dice_and_iou(values: list[float]) -> dict[str, MetricRecord]:
+    """Segmentation metrics: dice holds ``values`` per image and iou (iou = dice / 2, as a marker) half of them."""
+    ids = [f"img{i}" for i in range(len(values))]
     return {
-        "schema_version": 1,
-        "job_id": job,
-        "variant": variant,
-        "method": variant.split("(")[0],
-        "task": task,
-        "label_fraction": fraction,
-        "seed_index": seed,
-        "profile": profile,
-        "metrics": {"frozen": scores(frozen), "finetune": scores(finetune or frozen)},
-        "compute": {**DEFAULT_COMPUTE, **(compute or {})},
-        "config_hash": "ignored",
+        "dice": MetricRecord(higher_is_better=True, per_image=list(values), ids=ids),
+        "iou": MetricRecord(higher_is_better=True, per_image=[v / 2 for v in values], ids=ids),
     }
 
 
-def write_runs(results_dir: Path, results: list[dict]) -> None:
-    for res in results:
-        folder = results_dir / "runs" / res["job_id"]
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps(res))
+def record(
+    job_id: str,
+    variant: str = "simclr",
+    task: str = "lung",
+    seed_index: int = 0,
+    scores: list[float] | None = None,
+    *,
+    protocol: str = "frozen",
+    frozen_encoder: bool | None = None,
+    fraction: float = 1.0,
+    profile: str = "paper",
+    pretrained: bool | None = None,
+    pool: PoolRecord | None = FUNDUS_POOL,
+    metrics: dict[str, MetricRecord] | None = None,
+    headline: str = "dice",
+    compute: dict | None = None,
+    modality: str = "xray",
+    unix_time: float = 1000.0,
+) -> ResultRecord:
+    """A record with defaults for all a test does not set.
+
+    ``scores`` are dice per image (see :func:`dice_and_iou`) unless ``metrics`` is given. ``protocol`` is the label
+    (its name is the part before ``(``); the encoder is frozen except under ``finetune``. A variant called
+    ``scratch`` is not pretrained and has no pool. ``compute`` overrides entries of ``DEFAULT_COMPUTE``.
+    """
+    name = protocol.split("(")[0]
+    if pretrained is None:
+        pretrained = variant != "scratch"
+    return ResultRecord(
+        job_id=job_id,
+        spec={"variant": variant, "task": task},
+        method=variant.split("(")[0],
+        variant=variant,
+        pretrained=pretrained,
+        encoder="resnet18",
+        pool=pool if pretrained else None,
+        task=task,
+        task_kind="segmentation",
+        task_modality=modality,
+        data_fingerprint="d" * 16,
+        protocol=ProtocolRecord(
+            name=name,
+            label=protocol,
+            version="1",
+            settings={},
+            frozen_encoder=name != "finetune" if frozen_encoder is None else frozen_encoder,
+        ),
+        label_fraction=fraction,
+        seed_index=seed_index,
+        seed=1234 + seed_index,
+        profile=profile,
+        headline_metric=headline,
+        metrics=metrics if metrics is not None else dice_and_iou(scores if scores is not None else [0.5]),
+        selection=Selection(epoch=3, val_loss=0.25, val_loss_name="dice+bce"),
+        compute=Compute(**{**DEFAULT_COMPUTE, **(compute or {})}),
+        versions={"ssl_bench": "test"},
+        config_hash="c" * 16,
+        git_commit=None,
+        started="2024-01-01T00:00:00+00:00",
+        finished="2024-01-01T00:01:00+00:00",
+        unix_time=unix_time,
+    )
+
+
+def write_runs(results_dir: Path, records: list[ResultRecord]) -> None:
+    for rec in records:
+        write_record(results_dir / "runs" / rec.job_id / "result.json", rec)
+
+
+def load(results_dir: Path, records: list[ResultRecord]) -> list[ResultRecord]:
+    """``records`` written as result files and read back as the leaderboard reads them."""
+    write_runs(results_dir, records)
+    loaded, problems = load_results(results_dir)
+    assert problems == []
+    assert len(loaded) == len(records)
+    return loaded
 
 
 def row(table: pd.DataFrame, **keys: object) -> pd.Series:
@@ -82,53 +136,79 @@ def row(table: pd.DataFrame, **keys: object) -> pd.Series:
     return table[mask].iloc[0]
 
 
-NO_RATE = {"pretrain_images_per_second": None}
-SCRATCH = {"pretrain_seconds": None, "pretrain_images_per_second": None}
-
-
-def two_seed_results() -> list[dict]:
+def both_protocols(
+    job_id: str,
+    variant: str,
+    task: str,
+    seed_index: int,
+    scores: list[float],
+    finetune: list[float] | None = None,
+    **options: object,
+) -> list[ResultRecord]:
+    """The ``frozen`` record and the ``finetune`` one (the same scores unless ``finetune`` is given)."""
     return [
-        result(
+        record(f"{job_id}-frozen", variant, task, seed_index, scores, **options),
+        record(f"{job_id}-finetune", variant, task, seed_index, finetune or scores, protocol="finetune", **options),
+    ]
+
+
+def two_seed_records() -> list[ResultRecord]:
+    return [
+        *both_protocols(
             "j0",
             "simclr",
             "vessel",
             0,
             [0.5, 0.7],
-            compute={"pretrain_seconds": 10.0, "transfer_seconds": 30.0, "peak_memory_mb": None} | NO_RATE,
+            compute={"pretrain_seconds": 10.0, "protocol_seconds": 30.0, "peak_memory_mb": None} | NO_RATE,
         ),
-        result(
+        *both_protocols(
             "j1",
             "simclr",
             "vessel",
             1,
             [0.6, 0.8],
-            compute={"pretrain_seconds": 14.0, "transfer_seconds": 31.0, "peak_memory_mb": 900.0} | NO_RATE,
+            compute={"pretrain_seconds": 14.0, "protocol_seconds": 31.0, "peak_memory_mb": 900.0} | NO_RATE,
         ),
-        result("j2", "scratch", "vessel", 0, [0.2, 0.4, 0.9], compute=SCRATCH),
+        *both_protocols("j2", "scratch", "vessel", 0, [0.2, 0.4, 0.9], compute=SCRATCH),
     ]
+
+
+def protocol_section(markdown: str, label: str) -> str:
+    """The text of the section ``## `label` `` up to the next ``## `` heading."""
+    return markdown.split(f"\n## `{label}`\n", 1)[1].split("\n## ", 1)[0]
+
+
+def first_table(section: str) -> list[str]:
+    """The lines of the first table in ``section`` (the headline table of a protocol section)."""
+    lines = section.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return lines[start:end]
 
 
 # --- per-seed and summary statistics ---------------------------------------------------------
 
 
-def test_seed_table_mean_and_population_std_over_images() -> None:
-    seeds = seed_table(two_seed_results())
-    scratch = row(seeds, variant="scratch", regime="frozen", metric="dice", seed_index=0)
+def test_seed_table_mean_and_population_std_over_images(tmp_path: Path) -> None:
+    seeds = seed_table(load(tmp_path, two_seed_records()))
+    scratch = row(seeds, variant="scratch", protocol="frozen", metric="dice", seed_index=0)
     # [0.2, 0.4, 0.9]: mean 0.5; deviations -0.3, -0.1, 0.4 -> sqrt(0.26 / 3) with ddof 0
     assert scratch["score"] == pytest.approx(0.5)
     assert scratch["image_std"] == pytest.approx(math.sqrt(0.26 / 3))
     assert scratch["n_images"] == 3
     assert scratch["profile"] == "paper"
+    assert scratch["job_id"] == "j2-frozen"
     assert math.isnan(scratch["pretrain_seconds"])
-    iou = row(seeds, variant="scratch", regime="finetune", metric="iou", seed_index=0)
+    iou = row(seeds, variant="scratch", protocol="finetune", metric="iou", seed_index=0)
     assert iou["score"] == pytest.approx(0.25)
-    # 2 variants/seeds -> 3 results x 2 regimes x 2 metrics
+    # 3 (variant, seed) runs x 2 protocols x 2 metrics
     assert len(seeds) == 12
 
 
-def test_summary_mean_std_ci_and_image_std_over_seeds() -> None:
-    summary = summary_table(two_seed_results())
-    simclr = row(summary, variant="simclr", task="vessel", regime="frozen", metric="dice")
+def test_summary_mean_std_ci_and_image_std_over_seeds(tmp_path: Path) -> None:
+    summary = summary_table(load(tmp_path, two_seed_records()))
+    simclr = row(summary, variant="simclr", task="vessel", protocol="frozen", metric="dice")
     # per-seed means 0.6 and 0.7
     assert simclr["n_seeds"] == 2
     assert simclr["mean"] == pytest.approx(0.65)
@@ -140,21 +220,23 @@ def test_summary_mean_std_ci_and_image_std_over_seeds() -> None:
     # std over images is 0.1 in both seeds
     assert simclr["image_std"] == pytest.approx(0.1)
     assert simclr["n_images"] == 2
+    assert bool(simclr["headline"]) and bool(simclr["higher_is_better"])
 
 
-def test_summary_compute_is_mean_over_the_seeds_that_recorded_it() -> None:
-    summary = summary_table(two_seed_results())
-    simclr = row(summary, variant="simclr", regime="finetune", metric="iou")
+def test_summary_compute_is_mean_over_the_seeds_that_recorded_it(tmp_path: Path) -> None:
+    summary = summary_table(load(tmp_path, two_seed_records()))
+    simclr = row(summary, variant="simclr", protocol="finetune", metric="iou")
     assert simclr["pretrain_seconds"] == pytest.approx(12.0)  # (10 + 14) / 2
-    assert simclr["transfer_seconds"] == pytest.approx(30.5)  # (30 + 31) / 2
+    assert simclr["protocol_seconds"] == pytest.approx(30.5)  # (30 + 31) / 2
     assert simclr["peak_memory_mb"] == pytest.approx(900.0)  # one seed unmeasured
     assert math.isnan(simclr["pretrain_images_per_second"])  # never recorded
-    scratch = row(summary, variant="scratch", regime="frozen", metric="dice")
+    scratch = row(summary, variant="scratch", protocol="frozen", metric="dice")
     assert math.isnan(scratch["pretrain_seconds"])
 
 
-def test_summary_leaves_std_and_ci_blank_for_one_seed() -> None:
-    scratch = row(summary_table(two_seed_results()), variant="scratch", regime="frozen", metric="dice")
+def test_summary_leaves_std_and_ci_blank_for_one_seed(tmp_path: Path) -> None:
+    summary = summary_table(load(tmp_path, two_seed_records()))
+    scratch = row(summary, variant="scratch", protocol="frozen", metric="dice")
     assert scratch["n_seeds"] == 1
     assert scratch["mean"] == pytest.approx(0.5)
     assert math.isnan(scratch["std"])
@@ -162,70 +244,139 @@ def test_summary_leaves_std_and_ci_blank_for_one_seed() -> None:
     assert math.isnan(scratch["ci95_high"])
 
 
-def test_summary_has_one_row_per_variant_task_regime_fraction_metric() -> None:
-    results = [
-        result("a", "simclr", "lung", 0, [0.5]),
-        result("b", "simclr", "lung", 0, [0.3], fraction=0.2),
-        result("c", "simclr", "lung", 1, [0.4], fraction=0.2),
+def test_summary_has_one_row_per_variant_task_protocol_fraction_metric(tmp_path: Path) -> None:
+    records = [
+        *both_protocols("a", "simclr", "lung", 0, [0.5]),
+        *both_protocols("b", "simclr", "lung", 0, [0.3], fraction=0.2),
+        *both_protocols("c", "simclr", "lung", 1, [0.4], fraction=0.2),
     ]
-    summary = summary_table(results)
-    assert len(summary) == 2 * 2 * 2  # 2 fractions x 2 regimes x 2 metrics
-    low = row(summary, label_fraction=0.2, regime="frozen", metric="dice")
+    summary = summary_table(load(tmp_path, records))
+    assert len(summary) == 2 * 2 * 2  # 2 fractions x 2 protocols x 2 metrics
+    low = row(summary, label_fraction=0.2, protocol="frozen", metric="dice")
     assert low["n_seeds"] == 2
-    assert low["mean"] == pytest.approx(0.35)
+    assert low["mean"] == pytest.approx(0.35)  # (0.3 + 0.4) / 2
 
 
-def test_of_two_files_for_the_same_run_only_the_newest_counts() -> None:
-    old = {**result("old", "simclr", "lung", 0, [0.5]), "unix_time": 100.0}
-    new = {**result("new", "simclr", "lung", 0, [0.6]), "unix_time": 200.0}
-    for results in ([old, new], [new, old]):
-        seeds = seed_table(results)
-        dice = row(seeds, regime="frozen", metric="dice")
-        assert (dice["job_id"], dice["score"]) == ("new", 0.6)
+def test_of_two_records_of_the_same_run_only_the_newest_counts(tmp_path: Path) -> None:
+    # Once with the newer record under the later job id, once under the earlier: time decides, not the id.
+    for case, (time_a, time_b) in enumerate([(100.0, 200.0), (200.0, 100.0)]):
+        newest = "b" if time_b > time_a else "a"
+        records = [
+            record("a", scores=[0.5], unix_time=time_a),
+            record("b", scores=[0.6], unix_time=time_b),
+        ]
+        seeds = seed_table(load(tmp_path / str(case), records))
+        dice = row(seeds, protocol="frozen", metric="dice")
+        assert dice["job_id"] == newest
+        assert dice["score"] == pytest.approx({"a": 0.5, "b": 0.6}[newest])
+        assert row(summary_table(records), metric="dice")["n_seeds"] == 1
 
 
-def test_results_of_two_profiles_are_told_apart_by_label() -> None:
-    results = [result("d", "simclr", "lung", 0, [0.5], profile="demo"), result("p", "simclr", "lung", 0, [0.7])]
-    summary = summary_table(results)
-    assert row(summary, variant="simclr [demo]", regime="frozen", metric="dice")["mean"] == 0.5
-    assert row(summary, variant="simclr [paper]", regime="frozen", metric="dice")["mean"] == 0.7
+def test_records_of_two_profiles_are_told_apart_by_label(tmp_path: Path) -> None:
+    records = [record("d", scores=[0.5], profile="demo"), record("p", scores=[0.7])]
+    summary = summary_table(load(tmp_path, records))
+    assert row(summary, variant="simclr [demo]", protocol="frozen", metric="dice")["mean"] == pytest.approx(0.5)
+    assert row(summary, variant="simclr [paper]", protocol="frozen", metric="dice")["mean"] == pytest.approx(0.7)
 
 
-def test_a_set_level_metric_is_a_headline_without_image_std() -> None:
-    auc_result = result("c", "simclr", "pneumonia", 0, [0.5])
-    auc_result["headline_metric"] = "auc"
-    auc_result["metrics"] = {"frozen": {"auc": {"value": 0.9, "n_images": 624}, "acc": {"per_image": [1, 0, 1, 1]}}}
-    summary = summary_table([auc_result])
+def test_a_set_level_metric_is_a_headline_without_image_std(tmp_path: Path) -> None:
+    metrics = {
+        "auc": MetricRecord(higher_is_better=True, value=0.9),
+        "acc": MetricRecord(higher_is_better=True, per_image=[1, 0, 1, 1], ids=["a", "b", "c", "d"]),
+    }
+    rec = record("c", task="pneumonia", protocol="linear-probe", metrics=metrics, headline="auc")
+    records = load(tmp_path, [rec])
+    summary = summary_table(records)
     auc = row(summary, metric="auc")
     assert (auc["mean"], bool(auc["headline"]), math.isnan(auc["image_std"])) == (0.9, True, True)
     acc = row(summary, metric="acc")
-    assert (acc["mean"], bool(acc["headline"])) == (0.75, False)
-    markdown = render_markdown(summary, {"paper"})
-    assert "| simclr | **0.900** | 1.00 | 1 |" in markdown and "### Frozen encoder: acc" in markdown
+    assert acc["mean"] == pytest.approx(0.75) and not bool(acc["headline"])
+    assert acc["image_std"] == pytest.approx(math.sqrt(3 / 16))  # deviations 0.25, -0.75, 0.25, 0.25
+    markdown = render_markdown(summary, records)
+    assert "| simclr | **0.900** | 1.00 | 1 |" in markdown
+    assert "### `linear-probe`: acc" in markdown
+
+
+# --- pools and protocols ------------------------------------------------------------------------
+
+
+def test_two_pools_of_one_variant_are_two_rows_never_one_cell(tmp_path: Path) -> None:
+    eyepacs = PoolRecord("fundus", "aaaaaaaa" + "1" * 56)
+    other_copy = PoolRecord("fundus", "cccccccc" + "2" * 56)  # same id, other content
+    records = [
+        record("p1", scores=[0.5], pool=eyepacs),
+        record("p2", scores=[0.9], pool=other_copy),
+        record("s", "scratch", scores=[0.3]),
+    ]
+    loaded = load(tmp_path, records)
+    summary = summary_table(loaded)
+    dice = summary[summary["metric"] == "dice"].set_index("variant")
+    # 0.5 and 0.9 stay apart (a merged cell would read 0.7 over two "seeds"); scratch has no pool, no suffix
+    assert dice["mean"].to_dict() == pytest.approx(
+        {"simclr {fundus:aaaaaaaa}": 0.5, "simclr {fundus:cccccccc}": 0.9, "scratch": 0.3}
+    )
+    assert set(dice["n_seeds"]) == {1}
+    table = first_table(protocol_section(render_markdown(summary, loaded), "frozen"))
+    assert table[2:] == [
+        "| simclr {fundus:cccccccc} | **0.900** | 1.00 | 1 |",
+        "| simclr {fundus:aaaaaaaa} | 0.500 | 2.00 | 0 |",
+        "| scratch | 0.300 | 3.00 | 0 |",
+    ]
+
+
+def test_one_pool_per_modality_keeps_the_variant_whole(tmp_path: Path) -> None:
+    xray = PoolRecord("xray", "bbbbbbbb" + "3" * 56)
+    records = [
+        record("f", task="drive", scores=[0.7], modality="fundus", pool=FUNDUS_POOL),
+        record("x", task="lung", scores=[0.9], modality="xray", pool=xray),
+        record("sf", "scratch", task="drive", scores=[0.6], modality="fundus"),
+        record("sx", "scratch", task="lung", scores=[0.8], modality="xray"),
+    ]
+    table = ranks(summary_table(load(tmp_path, records))).set_index("variant")
+    # simclr beats scratch on both tasks: mean rank 1 with 2 wins, scratch 2 with none
+    assert table["mean_rank"].to_dict() == {"simclr": 1.0, "scratch": 2.0}
+    assert table["wins"].to_dict() == {"simclr": 2, "scratch": 0}
+
+
+def test_two_protocol_labels_are_two_sections_never_averaged(tmp_path: Path) -> None:
+    records = [
+        record("a", scores=[0.6], protocol="finetune"),
+        record("b", scores=[0.8], protocol="finetune(lr=0.0001)"),
+        record("c", scores=[0.4]),
+    ]
+    loaded = load(tmp_path, records)
+    summary = summary_table(loaded)
+    dice = summary[summary["metric"] == "dice"].set_index("protocol")
+    assert dice["mean"].to_dict() == pytest.approx({"frozen": 0.4, "finetune": 0.6, "finetune(lr=0.0001)": 0.8})
+    markdown = render_markdown(summary, loaded)
+    headings = [line for line in markdown.split("\n") if line.startswith("## ")]
+    # the order: frozen, then finetune's labels, then the compute table
+    assert headings == ["## `frozen`", "## `finetune`", "## `finetune(lr=0.0001)`", "## Compute"]
+    assert first_table(protocol_section(markdown, "finetune"))[2:] == ["| simclr | **0.600** | 1.00 | 1 |"]
+    assert first_table(protocol_section(markdown, "finetune(lr=0.0001)"))[2:] == ["| simclr | **0.800** | 1.00 | 1 |"]
 
 
 # --- ranks -------------------------------------------------------------------------------------
 
 
-def ranking_results() -> list[dict]:
+def ranking_records() -> list[ResultRecord]:
     # t1: a 0.8, b 0.8, c 0.6 -> ranks a 1.5, b 1.5, c 3 (a and b both win)
     # t2: a 0.5, b 0.7, c 0.9 -> ranks a 3, b 2, c 1
     # t3: only a and b -> excluded; counted, it would give a a second win
     return [
-        result("1", "a", "t1", 0, [0.8]),
-        result("2", "b", "t1", 0, [0.8]),
-        result("3", "c", "t1", 0, [0.6]),
-        result("4", "a", "t2", 0, [0.5]),
-        result("5", "b", "t2", 0, [0.7]),
-        result("6", "c", "t2", 0, [0.9]),
-        result("7", "a", "t3", 0, [0.9]),
-        result("8", "b", "t3", 0, [0.1]),
+        record("1", "a", "t1", 0, [0.8]),
+        record("2", "b", "t1", 0, [0.8]),
+        record("3", "c", "t1", 0, [0.6]),
+        record("4", "a", "t2", 0, [0.5]),
+        record("5", "b", "t2", 0, [0.7]),
+        record("6", "c", "t2", 0, [0.9]),
+        record("7", "a", "t3", 0, [0.9]),
+        record("8", "b", "t3", 0, [0.1]),
     ]
 
 
-def test_ranks_average_ties_and_skip_columns_a_variant_lacks() -> None:
-    frozen = summary_table(ranking_results()).query("regime == 'frozen'")
-    table = ranks(frozen)
+def test_ranks_average_ties_and_skip_columns_a_variant_lacks(tmp_path: Path) -> None:
+    table = ranks(summary_table(load(tmp_path, ranking_records())))
     assert list(table["variant"]) == ["b", "c", "a"]
     by_variant = table.set_index("variant")
     assert by_variant.at["a", "mean_rank"] == pytest.approx((1.5 + 3) / 2)
@@ -235,65 +386,100 @@ def test_ranks_average_ties_and_skip_columns_a_variant_lacks() -> None:
     assert set(by_variant["n_columns"]) == {2}
 
 
-def test_ranks_count_each_regime_as_its_own_columns() -> None:
+def test_ranks_count_each_protocol_as_its_own_columns(tmp_path: Path) -> None:
     # frozen: x 0.9 > y 0.1; finetune: x 0.2 < y 0.4 -> ranks 1+2 each, one win each
-    results = [
-        result("1", "x", "t", 0, [0.9], finetune=[0.2]),
-        result("2", "y", "t", 0, [0.1], finetune=[0.4]),
+    records = [
+        *both_protocols("1", "x", "t", 0, [0.9], finetune=[0.2]),
+        *both_protocols("2", "y", "t", 0, [0.1], finetune=[0.4]),
     ]
-    by_variant = ranks(summary_table(results)).set_index("variant")
+    by_variant = ranks(summary_table(load(tmp_path, records))).set_index("variant")
     assert by_variant.at["x", "mean_rank"] == pytest.approx(1.5)
     assert by_variant.at["y", "mean_rank"] == pytest.approx(1.5)
     assert by_variant["wins"].to_dict() == {"x": 1, "y": 1}
     assert by_variant.at["x", "n_columns"] == 2
 
 
-def test_ranks_treat_means_equal_up_to_rounding_as_ties() -> None:
+def test_ranks_treat_means_equal_up_to_rounding_as_ties(tmp_path: Path) -> None:
     # seed scores 0.1, 0.2, 0.3 in two orders: both mean 0.2, but the float sums come out
     # as 0.20000000000000004 and 0.19999999999999998
-    p = [result(f"p{seed}", "p", "t", seed, [score]) for seed, score in enumerate([0.1, 0.2, 0.3])]
-    q = [result(f"q{seed}", "q", "t", seed, [score]) for seed, score in enumerate([0.3, 0.2, 0.1])]
-    results = p + q
-    summary = summary_table(results)
-    means = summary.query("metric == 'dice' and regime == 'frozen'").set_index("variant")["mean"]
+    p = [record(f"p{seed}", "p", "t", seed, [score]) for seed, score in enumerate([0.1, 0.2, 0.3])]
+    q = [record(f"q{seed}", "q", "t", seed, [score]) for seed, score in enumerate([0.3, 0.2, 0.1])]
+    summary = summary_table(load(tmp_path, p + q))
+    means = summary.query("metric == 'dice'").set_index("variant")["mean"]
     assert means["p"] == pytest.approx(0.2) and means["q"] == pytest.approx(0.2)
+    assert means["p"] != means["q"]  # the case this test is about
     by_variant = ranks(summary).set_index("variant")
     assert by_variant["mean_rank"].to_dict() == {"p": 1.5, "q": 1.5}
-    assert by_variant["wins"].to_dict() == {"p": 2, "q": 2}
+    assert by_variant["wins"].to_dict() == {"p": 1, "q": 1}
 
 
-def test_ranks_use_the_requested_metric() -> None:
-    # iou of result() is dice / 2, so the order is the same but the metric filter must apply
-    table = ranks(summary_table(ranking_results()), metric="iou")
+def test_ranks_use_the_requested_metric(tmp_path: Path) -> None:
+    # iou here is dice / 2, so the order is the same but the metric filter must apply
+    summary = summary_table(load(tmp_path, ranking_records()))
+    table = ranks(summary, metric="iou")
     assert list(table["variant"]) == ["b", "c", "a"]
-    assert ranks(summary_table(ranking_results()), metric="hausdorff").empty
+    assert ranks(summary, metric="hausdorff").empty
+
+
+def lower_is_better_records() -> list[ResultRecord]:
+    # hd95 in pixels, lower is better.
+    # t1: a 3, b 5, c 5 -> ranks a 1, b 2.5, c 2.5 (a wins)
+    # t2: a 9, b 2, c 4 -> ranks a 3, b 1, c 2 (b wins)
+    # mean ranks: a 2.0, b 1.75, c 2.25
+    def hd95(value: float) -> dict[str, MetricRecord]:
+        return {"hd95": MetricRecord(higher_is_better=False, per_image=[value - 1, value + 1], ids=["i0", "i1"])}
+
+    scores = {("a", "t1"): 3.0, ("b", "t1"): 5.0, ("c", "t1"): 5.0, ("a", "t2"): 9.0, ("b", "t2"): 2.0}
+    scores[("c", "t2")] = 4.0
+    return [
+        record(f"{variant}-{task}", variant, task, metrics=hd95(value), headline="hd95")
+        for (variant, task), value in scores.items()
+    ]
+
+
+def test_a_lower_is_better_metric_ranks_the_lowest_first(tmp_path: Path) -> None:
+    table = ranks(summary_table(load(tmp_path, lower_is_better_records())))
+    assert list(table["variant"]) == ["b", "a", "c"]
+    by_variant = table.set_index("variant")
+    assert by_variant["mean_rank"].to_dict() == pytest.approx({"a": 2.0, "b": 1.75, "c": 2.25})
+    assert by_variant["wins"].to_dict() == {"a": 1, "b": 1, "c": 0}
+
+
+def test_markdown_bolds_the_lowest_of_a_lower_is_better_metric(tmp_path: Path) -> None:
+    loaded = load(tmp_path, lower_is_better_records())
+    section = protocol_section(render_markdown(summary_table(loaded), loaded), "frozen")
+    assert "hd95 (lower is better)" in section
+    assert first_table(section) == [
+        "| variant | t1 | t2 | mean rank | wins |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        "| b | 5.000 | **2.000** | 1.75 | 1 |",
+        "| a | **3.000** | 9.000 | 2.00 | 1 |",
+        "| c | 5.000 | 4.000 | 2.25 | 0 |",
+    ]
 
 
 # --- markdown ----------------------------------------------------------------------------------
 
 
-def markdown_results(profile: str) -> list[dict]:
+def markdown_records(profile: str, modality: str = "xray") -> list[ResultRecord]:
+    options = {"profile": profile, "modality": modality}
     return [
-        result("1", "simclr", "lung", 0, [0.70], profile=profile),
-        result("2", "simclr", "lung", 1, [0.72], profile=profile),
-        result("3", "scratch", "lung", 0, [0.60], profile=profile, compute=SCRATCH),
-        result("4", "simclr", "lung", 0, [0.40], fraction=0.2, profile=profile),
-        result("5", "scratch", "lung", 0, [0.45], fraction=0.2, profile=profile, compute=SCRATCH),
+        *both_protocols("1", "simclr", "lung", 0, [0.70], **options),
+        *both_protocols("2", "simclr", "lung", 1, [0.72], **options),
+        *both_protocols("3", "scratch", "lung", 0, [0.60], compute=SCRATCH, **options),
+        *both_protocols("4", "simclr", "lung", 0, [0.40], fraction=0.2, **options),
+        *both_protocols("5", "scratch", "lung", 0, [0.45], fraction=0.2, compute=SCRATCH, **options),
     ]
 
 
-def regime_table(markdown: str, regime: str) -> list[str]:
-    """The lines of the headline (dice) table under the regime's heading."""
-    section = markdown.split(f"(`{regime}`)", 1)[1]
-    lines = section.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("| variant"))
-    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    return lines[start:end]
+def markdown_of(results_dir: Path, records: list[ResultRecord]) -> str:
+    write_runs(results_dir, records)
+    return write_leaderboard(results_dir)[1].read_text(encoding="utf-8")
 
 
-def test_markdown_bolds_best_and_shows_mean_std_ranks_and_wins() -> None:
-    markdown = render_markdown(summary_table(markdown_results("paper")), {"paper"})
-    header, _, first, second = regime_table(markdown, "frozen")
+def test_markdown_bolds_best_and_shows_mean_std_ranks_and_wins(tmp_path: Path) -> None:
+    markdown = markdown_of(tmp_path, markdown_records("paper"))
+    header, _, first, second = first_table(protocol_section(markdown, "frozen"))
     assert header == "| variant | lung | lung@0.2 | mean rank | wins |"
     # lung: simclr 0.71 ± std(0.70, 0.72) = 0.01414 beats scratch 0.60;
     # lung@0.2: scratch 0.45 beats simclr 0.40 -> both mean rank 1.5, 1 win; ties sort by name
@@ -304,29 +490,79 @@ def test_markdown_bolds_best_and_shows_mean_std_ranks_and_wins() -> None:
     assert "| simclr | 10.0 | 50.0 | 20.0 | 800 |" in markdown
 
 
-def test_markdown_bolds_every_tied_best_and_orders_rows_by_rank() -> None:
-    frozen_rows = regime_table(render_markdown(summary_table(ranking_results()), {"paper"}), "frozen")
-    assert frozen_rows[2:] == [
+def test_compute_table_averages_jobs_and_takes_the_largest_peak_memory(tmp_path: Path) -> None:
+    markdown = markdown_of(tmp_path, two_seed_records())
+    # simclr: pretraining (10 + 14) / 2 = 12, rate never recorded, protocol (30 + 31) / 2 = 30.5, peak max 900
+    assert "| simclr | 12.0 |  | 30.5 | 900 |" in markdown
+    assert "| scratch |  |  | 20.0 | 800 |" in markdown
+
+
+def test_markdown_bolds_every_tied_best_and_orders_rows_by_rank(tmp_path: Path) -> None:
+    markdown = markdown_of(tmp_path, ranking_records())
+    assert first_table(protocol_section(markdown, "frozen"))[2:] == [
         "| b | **0.800** | 0.700 | 0.100 | 1.75 | 1 |",
         "| c | 0.600 | **0.900** | – | 2.00 | 1 |",
         "| a | **0.800** | 0.500 | **0.900** | 2.25 | 1 |",
     ]
 
 
-def test_markdown_warns_about_demo_results_only() -> None:
-    demo = render_markdown(summary_table(markdown_results("demo")), {"demo"})
-    paper = render_markdown(summary_table(markdown_results("paper")), {"paper"})
+def test_a_random_encoder_is_flagged_under_a_frozen_protocol_only(tmp_path: Path) -> None:
+    records = [
+        *both_protocols("s", "scratch", "lung", 0, [0.4]),
+        *both_protocols("m", "simclr", "lung", 0, [0.6]),
+        # linear-probe freezes the encoder too: the record says so in protocol.frozen_encoder
+        record("lp", "scratch", protocol="linear-probe", scores=[0.3]),
+    ]
+    markdown = markdown_of(tmp_path, records)
+    frozen = protocol_section(markdown, "frozen")
+    assert "`scratch`: no pretraining, so here a frozen random encoder" in frozen
+    assert "`simclr`" not in frozen
+    assert "random encoder" not in protocol_section(markdown, "finetune")
+    assert "`scratch`: no pretraining" in protocol_section(markdown, "linear-probe")
+    summary = pd.read_csv(tmp_path / "leaderboard.csv")
+    flags = summary[summary["metric"] == "dice"].set_index(["variant", "protocol"])["random_encoder"]
+    assert flags.to_dict() == {
+        ("scratch", "frozen"): True,
+        ("simclr", "frozen"): False,
+        ("scratch", "finetune"): False,
+        ("simclr", "finetune"): False,
+        ("scratch", "linear-probe"): True,
+    }
+
+
+def test_a_pretrained_encoder_under_a_frozen_protocol_is_not_flagged(tmp_path: Path) -> None:
+    # the flag needs both: a frozen encoder and no pretraining (a variant's name does not decide it)
+    records = [record("a", "baseline", pretrained=True), record("b", "plain", pretrained=False)]
+    frozen = protocol_section(markdown_of(tmp_path, records), "frozen")
+    assert "`plain`: no pretraining" in frozen and "`baseline`" not in frozen
+
+
+def test_markdown_warns_about_demo_results_only(tmp_path: Path) -> None:
+    demo = markdown_of(tmp_path / "demo", markdown_records("demo", modality="synthetic-fundus"))
+    paper = markdown_of(tmp_path / "paper", markdown_records("paper"))
     title, blank, banner = demo.split("\n")[:3]
     assert title.startswith("# ")
     assert blank == ""
-    assert "smoke test" in banner.lower() and "demo" in banner
+    assert "smoke test" in banner.lower() and "`demo`" in banner and "synthetic data" in banner
     assert "smoke test" not in paper.lower()
-    assert "(`finetune`)" in paper and "(`frozen`)" in paper
+    assert "\n## `finetune`\n" in paper and "\n## `frozen`\n" in paper
     assert "ddof=1" in paper and "95% CI" in paper and "image_std" in paper
 
 
-def test_markdown_escapes_pipes_in_variant_labels() -> None:
-    markdown = render_markdown(summary_table([result("1", "mix(a|b)", "t", 0, [0.5])]), {"paper"})
+def test_demo_banner_says_synthetic_data_only_when_every_record_is_synthetic(tmp_path: Path) -> None:
+    fundus = markdown_of(tmp_path / "fundus", markdown_records("demo", modality="fundus"))
+    assert "smoke test" in fundus.lower()
+    assert "synthetic" not in fundus
+    mixed = [
+        record("a", task="phantom", modality="synthetic-xray", profile="demo"),
+        record("b", task="drive", modality="fundus", profile="demo"),
+    ]
+    mixed_markdown = markdown_of(tmp_path / "mixed", mixed)
+    assert "smoke test" in mixed_markdown.lower() and "synthetic" not in mixed_markdown
+
+
+def test_markdown_escapes_pipes_in_variant_labels(tmp_path: Path) -> None:
+    markdown = markdown_of(tmp_path, [record("1", "mix(a|b)", "t", 0, [0.5])])
     assert "| mix(a\\|b) | **0.500** | 1.00 | 1 |" in markdown
 
 
@@ -334,7 +570,7 @@ def test_markdown_escapes_pipes_in_variant_labels() -> None:
 
 
 def test_write_leaderboard_writes_three_files_and_a_readable_csv(tmp_path: Path) -> None:
-    write_runs(tmp_path, two_seed_results())
+    write_runs(tmp_path, two_seed_records())
     (tmp_path / "runs" / "unfinished").mkdir()  # a job still running: no result.json yet
     csv_path, md_path, png_path = write_leaderboard(tmp_path)
     assert (csv_path, md_path, png_path) == (
@@ -344,6 +580,7 @@ def test_write_leaderboard_writes_three_files_and_a_readable_csv(tmp_path: Path)
     )
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert md_path.read_text().startswith("# ")
+    assert "left out" not in md_path.read_text()  # an unfinished job is no problem
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "leaderboard.csv",
         "leaderboard.md",
@@ -351,41 +588,52 @@ def test_write_leaderboard_writes_three_files_and_a_readable_csv(tmp_path: Path)
         "runs",
     ]
     table = pd.read_csv(csv_path)
-    for column in ["variant", "task", "regime", "label_fraction", "metric", "n_seeds", "mean", "std"]:
+    for column in ["variant", "task", "protocol", "label_fraction", "metric", "n_seeds", "mean", "std"]:
         assert column in table.columns
-    for column in ["ci95_low", "ci95_high", "image_std", "pretrain_seconds", "transfer_seconds"]:
+    for column in ["ci95_low", "ci95_high", "image_std", "pretrain_seconds", "protocol_seconds"]:
         assert column in table.columns
-    assert {"pretrain_images_per_second", "peak_memory_mb"} <= set(table.columns)
-    assert len(table) == 2 * 2 * 2  # 2 variants x 2 regimes x 2 metrics
-    simclr = row(table, variant="simclr", regime="frozen", metric="dice")
+    assert {"pretrain_images_per_second", "peak_memory_mb", "higher_is_better", "pool"} <= set(table.columns)
+    assert len(table) == 2 * 2 * 2  # 2 variants x 2 protocols x 2 metrics
+    simclr = row(table, variant="simclr", protocol="frozen", metric="dice")
     assert simclr["mean"] == pytest.approx(0.65)
     assert simclr["ci95_high"] == pytest.approx(0.65 + 0.6353102, abs=1e-6)
-    scratch = row(table, variant="scratch", regime="frozen", metric="dice")
+    assert simclr["pool"] == "fundus:aaaaaaaa"
+    scratch = row(table, variant="scratch", protocol="frozen", metric="dice")
     assert math.isnan(scratch["ci95_low"]) and math.isnan(scratch["std"])
 
 
 def test_write_leaderboard_replaces_an_old_leaderboard(tmp_path: Path) -> None:
-    write_runs(tmp_path, two_seed_results())
+    write_runs(tmp_path, two_seed_records())
     (tmp_path / "leaderboard.md").write_text("stale")
     _, md_path, _ = write_leaderboard(tmp_path)
     assert "stale" not in md_path.read_text()
 
 
-def test_corrupt_result_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
-    write_runs(tmp_path, two_seed_results())
-    bad = tmp_path / "runs" / "j1" / "result.json"
-    bad.write_text('{"schema_version": 1, "job_id": ')
-    with pytest.raises(DataError) as caught:
-        load_results(tmp_path)
-    assert str(bad) in str(caught.value)
-    assert "delete" in str(caught.value) and "rerun" in str(caught.value)
+def test_old_schema_and_truncated_files_are_left_out_and_listed(tmp_path: Path) -> None:
+    write_runs(tmp_path, two_seed_records())
+    old = tmp_path / "runs" / "old" / "result.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"schema_version": 1, "job_id": "old", "variant": "simclr", "metrics": {}}))
+    cut = tmp_path / "runs" / "j1-frozen" / "result.json"  # simclr's second frozen seed, cut short
+    cut.write_text(cut.read_text()[:200])
+    records, problems = load_results(tmp_path)
+    assert len(records) == 5
+    assert len(problems) == 2
+    cut_problem, old_problem = problems  # in path order: runs/j1-frozen before runs/old
+    assert str(cut) in cut_problem and "corrupt" in cut_problem
+    assert str(old) in old_problem and "schema_version 1" in old_problem
+    assert all("delete" in problem and "rerun" in problem for problem in problems)
 
-
-def test_other_schema_version_is_refused(tmp_path: Path) -> None:
-    future = result("j9", "simclr", "lung", 0, [0.5]) | {"schema_version": 2}
-    write_runs(tmp_path, [future])
-    with pytest.raises(DataError, match=r"j9.*schema_version 2"):
-        load_results(tmp_path)
+    _, md_path, _ = write_leaderboard(tmp_path)
+    markdown = md_path.read_text()
+    assert "2 result file(s) left out:" in markdown
+    assert f"- {cut_problem}" in markdown and f"- {old_problem}" in markdown
+    # the valid records still make the tables: frozen simclr now has one seed (0.6), finetune both (0.65 ± 0.071)
+    assert first_table(protocol_section(markdown, "frozen"))[2:] == [
+        "| simclr | **0.600** | 1.00 | 1 |",
+        "| scratch | 0.500 | 2.00 | 0 |",
+    ]
+    assert "| simclr | **0.650 ± 0.071** | 1.00 | 1 |" in protocol_section(markdown, "finetune")
 
 
 def test_no_results_is_an_actionable_error(tmp_path: Path) -> None:
@@ -393,3 +641,13 @@ def test_no_results_is_an_actionable_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no finished jobs.*run the benchmark"):
         write_leaderboard(tmp_path)
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_only_unreadable_results_is_an_error_naming_one(tmp_path: Path) -> None:
+    bad = tmp_path / "runs" / "j" / "result.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema_version": 2, "job_id": ')
+    with pytest.raises(DataError, match=r"no finished jobs.*1 left out") as caught:
+        write_leaderboard(tmp_path)
+    assert str(bad) in str(caught.value)
+    assert not (tmp_path / "leaderboard.md").exists()

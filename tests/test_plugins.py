@@ -65,7 +65,8 @@ def test_builtins_are_found_through_their_entry_points():
     assert {"synthetic-vessel", "synthetic-lung", "drive-vessel"} <= set(registry.tasks)
     assert {"synthetic-fundus", "synthetic-cxr"} <= set(registry.pools)
     owner = next(p for p in registry.plugins if p.name == "simclr")
-    assert (owner.distribution, owner.methods, owner.error) == ("ssl-bench", ["simclr"], None)
+    assert (owner.distribution, owner.registered["methods"], owner.error) == ("ssl-bench", ["simclr"], None)
+    assert {"frozen", "finetune", "linear-probe"} <= set(registry.protocols)
 
 
 def test_a_third_party_distribution_is_discovered(site):
@@ -73,8 +74,8 @@ def test_a_third_party_distribution_is_discovered(site):
     registry = _registry()
     assert registry.method("sbtest-good").description == "a test method"
     info = next(p for p in registry.plugins if p.name == "good")
-    assert (info.distribution, info.version, info.methods) == ("sbtest-plugins", "0.3", ["sbtest-good"])
-    assert registry.plugin_version("sbtest-good") == "sbtest-plugins==0.3"
+    assert (info.distribution, info.version, info.registered["methods"]) == ("sbtest-plugins", "0.3", ["sbtest-good"])
+    assert registry.plugin_version("methods", "sbtest-good") == "sbtest-plugins==0.3"
 
 
 def test_broken_plugins_are_reported_and_the_rest_keep_working(site):
@@ -86,11 +87,30 @@ def test_broken_plugins_are_reported_and_the_rest_keep_working(site):
     errors = {p.name: p.error for p in registry.plugins}
     assert "a_module_that_does_not_exist" in errors["broken"]
     assert "expected a subclass of ssl_bench.api.Method" in errors["bad"]
-    # Entry points load by name: "dup" precedes the built-in "scratch", which then finds its name taken.
-    assert errors["dup"] is None and "already registered" in errors["scratch"]
-    assert registry.methods["scratch"].description == "claims a name that is taken"
     assert errors["good"] is None and "sbtest-good" in registry.methods
     assert registry.methods["simclr"].name == "simclr"
+
+
+def test_a_name_two_plugins_register_is_refused_naming_both(site):
+    _install(site, {"sbtest_dup": DUPLICATE})
+    registry = _registry()
+    # Neither plugin fails, and the clash is not settled by load order: the name is refused, naming both.
+    assert {p.name: p.error for p in registry.plugins}["dup"] is None
+    assert "scratch" not in registry.methods
+    with pytest.raises(PluginError) as error:
+        registry.method("scratch")
+    message = str(error.value)
+    assert "scratch (ssl-bench" in message and "dup (sbtest-plugins 0.3)" in message
+    assert "SSL_BENCH_DISABLE_PLUGINS=" in message
+    # The same name as another kind is no clash: a task may share a method's name.
+    assert "synthetic-vessel" in registry.tasks
+
+
+def test_a_failed_plugin_is_named_when_a_name_is_not_found(site):
+    _install(site, {"sbtest_broken": BROKEN_IMPORT})
+    with pytest.raises(PluginError, match=r"Plugin broken \(sbtest-plugins 0.3\) failed to load") as error:
+        _registry().method("sbtest-good")
+    assert "a_module_that_does_not_exist" in str(error.value)
 
 
 def test_allow_and_deny_lists(site, monkeypatch):

@@ -1,13 +1,19 @@
-"""A short scratch fine-tune at 256 px on real data learns: DRIVE vessels and the 60 CXR lungs."""
+"""A short scratch fine-tune at 256 px on real data learns: DRIVE vessels and the 60 CXR lungs.
+
+Without pretraining, ``finetune`` is the released random-init baseline: no frozen phase, the whole network trained
+end to end once.
+"""
 
 import numpy as np
 import pytest
 import torch
 from conftest import shared_data
+from ssl_bench_protocols.finetune import Finetune
 
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import get_registry
-from ssl_bench.transfer import TransferProtocol, run_transfer
+from ssl_bench.protocol import Context
+from ssl_bench.training import SupervisedSettings
 
 
 def _scratch_finetune_dice(task_name: str, folder: str, epochs: int) -> tuple[float, float]:
@@ -19,17 +25,22 @@ def _scratch_finetune_dice(task_name: str, folder: str, epochs: int) -> tuple[fl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         encoder = create_encoder("vgg16_bn_tiny", task.channels)
-    result = run_transfer(
-        encoder,
-        data,
-        TransferProtocol(image_size=256, frozen_epochs=1, finetune_epochs=epochs, batch_size=4),
-        label_fraction=1.0,
-        rotation_degrees=task.rotation_degrees,
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        progress=False,
+    protocol = Finetune()
+    assert protocol.continues_from(task, pretrained=False) is None  # nothing runs before it
+    outcome = protocol.run(
+        Context(
+            encoder=encoder,
+            data=data,
+            task=task,
+            settings=SupervisedSettings(image_size=256, epochs=epochs, batch_size=4),
+            label_fraction=1.0,
+            generator=torch.Generator().manual_seed(0),
+            device=torch.device("cpu"),
+            pretrained=False,
+        )
     )
-    return float(np.mean(result.regimes["finetune"].dice)), all_foreground
+    assert outcome.scores["dice"].ids == data.test.ids
+    return float(np.mean(outcome.scores["dice"].per_image)), all_foreground
 
 
 @pytest.mark.slow

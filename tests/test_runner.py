@@ -1,5 +1,6 @@
-"""The runner: job identity, determinism, caching, resume after SIGKILL, pools, and that scratch learns."""
+"""The runner: job identity, protocols and their order, determinism, caching, resume after SIGKILL, pools."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,47 +14,106 @@ import pytest
 import torch
 
 from ssl_bench.config import resolve_config
-from ssl_bench.errors import ConfigError
+from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.plugins import get_registry
 from ssl_bench.pools import PoolSource, prepare_pool
+from ssl_bench.record import SCHEMA_VERSION, ResultRecord, read_record
 from ssl_bench.resources import PeakMemory
+from ssl_bench.results import selected_model_path
 from ssl_bench.runner import Executor, build_plan
+from ssl_bench.task import SegmentationData, SegmentationSplit
 
 
 def _config(results: Path, **values):
+    values.setdefault("protocols", ["finetune"])
     return resolve_config(values, {"results": str(results)}, get_registry())
 
 
-def _run(config):
+def _run(config) -> list[ResultRecord]:
     executor = Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None)
-    return [json.loads(path.read_text()) for path in executor.run(build_plan(config, get_registry()))]
+    return [read_record(path) for path in executor.run(build_plan(config, get_registry()))]
 
 
-def _dice(result: dict, regime: str = "finetune") -> list[float]:
-    return result["metrics"][regime]["dice"]["per_image"]
+def _dice(result: ResultRecord) -> list[float]:
+    return result.metrics["dice"].per_image
+
+
+def _by_protocol(results: list[ResultRecord]) -> dict[str, ResultRecord]:
+    return {result.protocol.name: result for result in results}
 
 
 def test_job_ids_hash_the_resolved_spec(tmp_path):
-    base = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], seeds=2), get_registry())
-    again = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], seeds=2), get_registry())
-    assert [j.id for j in base.jobs] == [j.id for j in again.jobs]
-    assert len({j.id for j in base.jobs}) == 2 and len({j.seed for j in base.jobs}) == 2
-    variant = build_plan(
-        _config(tmp_path, methods={"simclr": {"temperature": 0.2}}, tasks=["synthetic-vessel"]), get_registry()
-    )
+    def plan(**values):
+        return build_plan(_config(tmp_path, tasks=["synthetic-vessel"], **values), get_registry())
+
+    base = plan(methods={"simclr": {}}, seeds=2)
+    assert [j.id for j in base.jobs] == [j.id for j in plan(methods={"simclr": {}}, seeds=2).jobs]
+    # finetune continues from frozen: each seed has both jobs, frozen first.
+    assert [j.protocol.name for j in base.jobs] == ["frozen", "finetune"] * 2
+    assert len({j.id for j in base.jobs}) == 4 and len({j.seed for j in base.jobs}) == 4
+    variant = plan(methods={"simclr": {"temperature": 0.2}})
     assert variant.jobs[0].id not in {j.id for j in base.jobs}
     assert variant.jobs[0].spec["variant"] == "simclr(temperature=0.2)"
     assert variant.jobs[0].pretraining.spec["pool"]["id"] == "synthetic-fundus"
-    paper = build_plan(
-        _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], profile="paper"), get_registry()
+    assert plan(methods={"simclr": {}}, profile="paper").jobs[0].id not in {j.id for j in base.jobs}
+
+
+def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_path):
+    simclr = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"]), get_registry())
+    frozen, finetune = simclr.jobs
+    assert finetune.upstream is frozen and finetune.spec["continues_from"] == frozen.id
+    assert simclr.upstream_ids == {frozen.id}
+    # The released random-init baseline: no frozen phase, the whole network for the fine-tune epochs.
+    scratch = build_plan(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"]), get_registry())
+    (job,) = scratch.jobs
+    assert job.protocol.name == "finetune" and job.upstream is None and job.settings.epochs == 12
+
+
+def test_changing_one_pixel_of_a_mask_changes_the_job_id(tmp_path, monkeypatch):
+    task = get_registry().task("synthetic-vessel")
+    data = task.load(None)
+    config = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"])
+    before = build_plan(config, get_registry()).jobs[0].id
+    masks = data.train.masks.clone()
+    masks[0, 0, 0] = ~masks[0, 0, 0]
+    changed = SegmentationData(SegmentationSplit(data.train.images, masks, data.train.ids), data.test)
+    monkeypatch.setattr(task, "load", lambda data_root: changed)
+    assert build_plan(config, get_registry()).jobs[0].id != before
+
+
+def test_a_named_task_that_cannot_run_is_an_error_not_a_skip(tmp_path):
+    with pytest.raises(DataError, match="drive-vessel was asked for but cannot run"):
+        build_plan(_config(tmp_path, methods={"scratch": {}}, tasks=["drive-vessel"]), get_registry())
+    # Every task, none named: tasks without data are skipped with their reason.
+    lines = []
+    plan = build_plan(_config(tmp_path, methods={"scratch": {}}, tasks="all"), get_registry(), echo=lines.append)
+    assert any(line.startswith("skipping task drive-vessel:") for line in lines)
+    assert {job.task.name for job in plan.jobs} >= {"synthetic-vessel", "synthetic-lung"}
+
+
+def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out(tmp_path):
+    plan = build_plan(
+        _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols=["linear-probe"]),
+        get_registry(),
     )
-    assert paper.jobs[0].id not in {j.id for j in base.jobs}
+    assert plan.jobs == []
+
+
+def test_protocol_settings_from_the_config_name_the_variant(tmp_path):
+    config = _config(
+        tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols={"finetune": {"lr": 0.01}}
+    )
+    (job,) = build_plan(config, get_registry()).jobs
+    assert job.settings.lr == 0.01 and job.spec["protocol"]["label"] == "finetune(lr=0.01)"
+    bad = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols={"finetune": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="has no option 'lrr'; its options: image_size"):
+        build_plan(bad, get_registry())
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers_and_scratch_learns(tmp_path):
     first = _run(_config(tmp_path / "a", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=2))
     second = _run(_config(tmp_path / "b", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=1))
-    by_seed = {r["seed_index"]: r for r in first}
+    by_seed = {r.seed_index: r for r in first}
     assert _dice(by_seed[0]) == _dice(second[0])
     assert _dice(by_seed[0]) != _dice(by_seed[1])
     # All-foreground prediction on the same test masks: Dice = 2|y| / (|y| + |image|).
@@ -62,42 +122,78 @@ def test_same_seed_same_numbers_other_seed_other_numbers_and_scratch_learns(tmp_
     assert np.mean(_dice(second[0])) > all_foreground + 0.25, (np.mean(_dice(second[0])), all_foreground)
 
 
-def test_result_file_carries_what_the_leaderboard_and_users_need(tmp_path):
+def test_result_record_carries_what_the_leaderboard_and_users_need(tmp_path):
     (result,) = _run(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"]))
-    assert result["schema_version"] == 1 and result["variant"] == "scratch" and result["profile"] == "demo"
-    assert set(result["metrics"]) == {"frozen", "finetune"}
-    assert len(_dice(result)) == len(result["metrics"]["finetune"]["dice"]["ids"]) == 8
-    compute = result["compute"]
-    assert compute["pretrain_seconds"] is None  # scratch does not pretrain
-    assert compute["frozen_seconds"] > 0 and compute["finetune_seconds"] > 0
-    assert compute["peak_memory_mb"] is None or compute["peak_memory_mb"] > 50
-    assert result["versions"]["torch"] == torch.__version__
-    assert "ssl-bench==" in result["versions"]["plugins"][0]
+    assert result.schema_version == SCHEMA_VERSION and result.variant == "scratch" and result.profile == "demo"
+    assert (result.protocol.name, result.protocol.label, result.protocol.continued_from) == ("finetune",) * 2 + (None,)
+    assert result.pretrained is False and result.pool is None and result.task_kind == "segmentation"
+    assert set(result.metrics) == {"dice", "iou"} and result.headline_metric == "dice"
+    assert len(_dice(result)) == len(result.metrics["dice"].ids) == 8
+    assert result.selection.val_loss_name == "soft_dice_loss" and 1 <= result.selection.epoch <= 12
+    assert result.data_fingerprint == result.spec["data"] and len(result.data_fingerprint) == 32
+    assert result.compute.pretrain_seconds is None  # scratch does not pretrain
+    assert result.compute.protocol_seconds > 0
+    assert result.compute.peak_memory_mb is None or result.compute.peak_memory_mb > 50
+    assert result.versions["torch"] == torch.__version__
+    assert "ssl-bench==" in result.versions["plugins"][0]
+
+
+def test_the_frozen_model_is_kept_and_finetune_never_retrains_it(tmp_path):
+    config = _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"])
+    results = _by_protocol(_run(config))
+    frozen, finetune = results["frozen"], results["finetune"]
+    assert finetune.protocol.continued_from == frozen.job_id
+    assert selected_model_path(tmp_path, frozen.job_id).exists()
+    assert not selected_model_path(tmp_path, finetune.job_id).exists()
+    # Only the finetune record gone: the rerun computes finetune alone, from the kept frozen model.
+    (tmp_path / "runs" / finetune.job_id / "result.json").unlink()
+    (rerun,) = _run(config)
+    assert rerun.job_id == finetune.job_id and _dice(rerun) == _dice(finetune)
+
+
+def test_adding_a_protocol_reruns_no_cached_job_of_another(tmp_path):
+    base = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"])
+    (finetune,) = _run(base)
+    written = (tmp_path / "runs" / finetune.job_id / "result.json").stat().st_mtime_ns
+    more = _run(dataclasses.replace(base, protocols={"finetune": {}, "frozen": {}}))
+    assert [r.protocol.name for r in more] == ["frozen"]
+    assert (tmp_path / "runs" / finetune.job_id / "result.json").stat().st_mtime_ns == written
+
+
+def test_a_truncated_result_is_not_done_and_is_recomputed(tmp_path):
+    config = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"])
+    (result,) = _run(config)
+    path = tmp_path / "runs" / result.job_id / "result.json"
+    path.write_text(path.read_text()[:100])
+    (again,) = _run(config)
+    assert again.job_id == result.job_id and _dice(again) == _dice(result)
 
 
 def test_a_timm_encoder_runs_and_names_the_variant(tmp_path):
     (result,) = _run(
         _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"], encoder="mobilenetv3_small_050")
     )
-    assert result["variant"] == "scratch@mobilenetv3_small_050" and result["encoder"] == "mobilenetv3_small_050"
+    assert result.variant == "scratch@mobilenetv3_small_050" and result.encoder == "mobilenetv3_small_050"
     assert np.mean(_dice(result)) > 0.5
     with pytest.raises(ConfigError, match="Did you mean resnet18"):
         _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"], encoder="resnet1")
 
 
 def test_pretraining_is_cached_and_shared(tmp_path):
-    config = _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], label_fractions=[1.0, 0.5])
+    config = _config(
+        tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], label_fractions=[1.0, 0.5], protocols=["frozen"]
+    )
     results = _run(config)
     folders = list((tmp_path / "cache" / "pretrain").iterdir())
     assert len(results) == 2 and len(folders) == 1
     record = json.loads((folders[0] / "pretraining.json").read_text())
     assert record["source_images"] == 2 * 10 * 16 and record["resumed_from_step"] == 0
-    assert results[0]["compute"]["pretrain_images_per_second"] == record["images_per_second"]
+    assert results[0].compute.pretrain_images_per_second == record["images_per_second"]
     assert not (folders[0] / "state.pt").exists()
     # Nothing left to do: a second run computes nothing, and "never" refuses to touch existing results.
     assert _run(config) == []
     with pytest.raises(ConfigError, match="already exist"):
-        _run(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], overwrite="never"))
+        _run(dataclasses.replace(config, overwrite="never"))
 
 
 def _state_position(path: Path) -> dict | None:
@@ -110,6 +206,7 @@ def _state_position(path: Path) -> dict | None:
 @pytest.mark.slow
 def test_sigkill_inside_a_pretraining_epoch_resumes_to_identical_results(tmp_path):
     command = [sys.executable, "-m", "ssl_bench", "run", "-m", "simclr", "-t", "synthetic-vessel", "--no-progress"]
+    command += ["-p", "finetune"]
     env = {**os.environ, "SSL_BENCH_CHECKPOINT_SECONDS": "0"}
     killed = tmp_path / "killed"
     process = subprocess.Popen([*command, "--results", str(killed)], env=env)
@@ -130,10 +227,12 @@ def test_sigkill_inside_a_pretraining_epoch_resumes_to_identical_results(tmp_pat
 
     subprocess.run([*command, "--results", str(killed)], env=env, check=True)
     subprocess.run([*command, "--results", str(tmp_path / "straight")], env=env, check=True)
-    (resumed,) = [json.loads(p.read_text()) for p in killed.glob("runs/*/result.json")]
-    (straight,) = [json.loads(p.read_text()) for p in (tmp_path / "straight").glob("runs/*/result.json")]
-    assert resumed["job_id"] == straight["job_id"]
-    assert resumed["metrics"] == straight["metrics"]
+    resumed = sorted((read_record(p) for p in killed.glob("runs/*/result.json")), key=lambda r: r.job_id)
+    straight = sorted(
+        (read_record(p) for p in (tmp_path / "straight").glob("runs/*/result.json")), key=lambda r: r.job_id
+    )
+    assert [r.job_id for r in resumed] == [r.job_id for r in straight] and len(resumed) == 2
+    assert [r.metrics for r in resumed] == [r.metrics for r in straight]
     (record,) = [json.loads(p.read_text()) for p in killed.glob("cache/pretrain/*/pretraining.json")]
     assert record["resumed_from_step"] >= 3  # the finished steps were not redone
     assert record["source_images"] == 2 * 10 * 16
