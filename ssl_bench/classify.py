@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from ssl_bench.augment import normalize, random_flip
+from ssl_bench.errors import ConfigError
 from ssl_bench.models import Encoder
 from ssl_bench.protocol import Scores
 from ssl_bench.task import ClassificationData, ClassificationSplit
@@ -59,6 +60,19 @@ def _auc(probabilities: Tensor, labels: Tensor, multi_label: bool) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def labelled_count(n: int, label_fraction: float) -> int:
+    """The labelled prefix of ``n`` training images for ``label_fraction``: ``floor(f n)``, at least 2."""
+    if not 0 < label_fraction <= 1:
+        raise ConfigError(f"label_fraction must be in (0, 1], got {label_fraction}")
+    labelled = math.floor(label_fraction * n + 1e-9)  # the epsilon keeps 0.29 * 100 from losing a row
+    if labelled < 2:
+        raise ConfigError(
+            f"label fraction {label_fraction} of {n} training images keeps {labelled}; at least 2 are needed: "
+            "use a larger fraction"
+        )
+    return labelled
+
+
 def _prepare(split: ClassificationSplit, size: int, device: torch.device) -> tuple[Tensor, Tensor, tuple[str, ...]]:
     images = split.images.to(device).float().div(255)
     if images.shape[-2:] != (size, size):
@@ -79,7 +93,7 @@ class ClassificationKind(TaskKind):
         multi_label: bool,
         device: torch.device,
     ) -> None:
-        labelled = math.floor(label_fraction * len(data.train) + 1e-9)
+        labelled = labelled_count(len(data.train), label_fraction)
         if settings.max_train_images is not None:
             labelled = min(labelled, settings.max_train_images)
         size = settings.image_size

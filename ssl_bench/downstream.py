@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ssl_bench.classify import ClassificationKind
+from ssl_bench.classify import ClassificationKind, labelled_count
 from ssl_bench.errors import PluginError
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
-from ssl_bench.task import Task
+from ssl_bench.task import ClassificationData, SegmentationData, Task
 from ssl_bench.training import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
-from ssl_bench.transfer import SegmentationKind
+from ssl_bench.transfer import SegmentationKind, split_train_val
 
 SEGMENTATION_METRICS = (
     Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)"),
@@ -26,6 +26,14 @@ CLASSIFICATION_METRICS = (
 def supervised_metrics(task: Task) -> tuple[Metric, ...]:
     """What supervised transfer reports on ``task``: Dice and IoU, or AUC and accuracy."""
     return CLASSIFICATION_METRICS if task.kind == "classification" else SEGMENTATION_METRICS
+
+
+def check_label_fraction(task: Task, data: SegmentationData | ClassificationData, label_fraction: float) -> None:
+    """Raise ``ConfigError`` now, before any training, if ``label_fraction`` leaves ``task`` too few images."""
+    if task.kind == "segmentation":
+        split_train_val(len(data.train), label_fraction)
+    elif task.kind == "classification":
+        labelled_count(len(data.train), label_fraction)
 
 
 def task_kind(context: Context) -> TaskKind:

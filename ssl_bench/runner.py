@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
+from ssl_bench.downstream import check_label_fraction
 from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.method import Method, non_default_options, schedule
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
@@ -238,6 +239,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
             for task in tasks:
                 pretraining = _pretraining(method, task, seed_index, config, registry, pools)
                 for fraction in label_fractions(config, task):
+                    check_label_fraction(task, data[task.name], fraction)
                     for name, protocol in protocols.items():
                         if protocol.serves(task):
                             planner.job(pretraining, task, name, fraction, seed_index)

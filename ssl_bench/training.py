@@ -174,7 +174,10 @@ def _train_epoch(
     """One pass over the training split in a seeded order; the mean batch loss (one host sync per epoch)."""
     set_trainable(model, train_encoder)
     losses = []
-    batches = torch.randperm(kind.train_size, generator=generator).split(batch_size)
+    batches = list(torch.randperm(kind.train_size, generator=generator).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        # A batch of one image has no batch statistics (BatchNorm1d refuses it): it joins the batch before.
+        batches[-2:] = [torch.cat(batches[-2:])]
     for rows in batches:
         loss = kind.train_loss(model, rows, generator)
         optimizer.zero_grad(set_to_none=True)

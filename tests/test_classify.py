@@ -304,3 +304,19 @@ def test_real_pneumoniamnist_runs_end_to_end_with_auc_headline(tmp_path):
     assert (
         results["linear-probe"]["protocol"]["frozen_encoder"] and not results["finetune"]["protocol"]["frozen_encoder"]
     )
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before():
+    # 33 labelled images in batches of 16 leave one: BatchNorm1d cannot take a batch of one in training mode.
+    data = ClassificationData(_bright_or_dark(33, 1), _bright_or_dark(8, 2), _bright_or_dark(8, 3))
+    outcome = LinearProbe().run(context(data, 0, SupervisedSettings(image_size=16, epochs=1, batch_size=16)))
+    assert len(outcome.scores["acc"].per_image) == 8
+
+
+@pytest.mark.parametrize(("fraction", "message"), [(0.01, "keeps 0; at least 2"), (1.5, "must be in \\(0, 1\\]")])
+def test_a_label_fraction_that_leaves_too_few_images_is_refused(fraction, message):
+    from ssl_bench.errors import ConfigError
+
+    settings = SupervisedSettings(image_size=16, epochs=1, batch_size=16)
+    with pytest.raises(ConfigError, match=message):
+        LinearProbe().run(context(easy_data(), 0, settings, label_fraction=fraction))

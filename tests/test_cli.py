@@ -62,19 +62,23 @@ def test_run_needs_a_selection_and_reports_unknown_names_clearly(tmp_path):
 def test_run_writes_results_config_and_leaderboards_then_resumes_and_refuses(tmp_path):
     results = tmp_path / "results"
     args = ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(results), "--no-progress"]
-    first = invoke(*args, "--data-root", str(tmp_path / "no-data"))
+    first = invoke(*args, "-p", "finetune", "-p", "clustering", "--data-root", str(tmp_path / "no-data"))
     assert first.exit_code == 0, first.output
-    assert "1 jobs planned, 0 already done, 1 to run." in first.output
-    (result_file,) = results.glob("runs/*/result.json")
-    assert json.loads(result_file.read_text())["task"] == "synthetic-lung"
+    assert "2 jobs planned, 0 already done, 2 to run." in first.output
+    records = [json.loads(path.read_text()) for path in results.glob("runs/*/result.json")]
+    assert {(r["task"], r["protocol"]["name"]) for r in records} == {("synthetic-lung", "finetune")} | {
+        ("synthetic-lung", "clustering")
+    }
     config = (results / "run-config.toml").read_text()
     assert 'profile = "demo"' in config and 'tasks = [\n    "synthetic-lung",\n]' in config
+    assert "[protocols.clustering]" in config and "[protocols.finetune]" in config
     markdown = (results / "leaderboard.md").read_text()
     assert "scratch" in markdown and "smoke test" in markdown.lower()
+    assert "## `finetune`" in markdown and "## `clustering`" in markdown
 
-    again = invoke(*args)
-    assert "1 jobs planned, 1 already done, 0 to run." in again.output
-    refused = runner.invoke(app, [*args, "--overwrite", "never"])
+    again = invoke(*args, "-p", "finetune", "-p", "clustering")
+    assert "2 jobs planned, 2 already done, 0 to run." in again.output
+    refused = runner.invoke(app, [*args, "-p", "finetune", "--overwrite", "never"])
     assert refused.exit_code == 2 and "already exist" in refused.output
 
     (results / "leaderboard.md").unlink()
@@ -84,7 +88,9 @@ def test_run_writes_results_config_and_leaderboards_then_resumes_and_refuses(tmp
 
 def test_run_from_a_config_file_with_method_options(tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text('tasks = ["synthetic-vessel"]\nseeds = 1\n[methods.simclr]\ntemperature = 0.2\n')
+    config.write_text(
+        'tasks = ["synthetic-vessel"]\nseeds = 1\nprotocols = ["clustering"]\n[methods.simclr]\ntemperature = 0.2\n'
+    )
     results = tmp_path / "results"
     result = invoke("run", "--config", str(config), "--results", str(results), "--no-progress")
     assert result.exit_code == 0, result.output
@@ -97,6 +103,47 @@ def test_run_from_a_config_file_with_method_options(tmp_path):
     assert refused.exit_code == 2 and "has no option 'temprature'" in refused.output
 
 
+def test_bad_config_values_are_one_line_errors(tmp_path):
+    cases = {
+        "label_fractions = 0.5\n": None,  # a bare number is one fraction
+        'label_fractions = ["a"]\n': "label_fractions must be a list of numbers",
+        'pools = "x"\n': "pools must be a table",
+        'protocols = ["nope"]\n': "Unknown protocol 'nope'",
+        'protocols = "frozen"\n': "protocols must be a list",
+    }
+    for text, message in cases.items():
+        config = tmp_path / "run.toml"
+        protocols = "" if text.startswith("protocols") else 'protocols = ["clustering"]\n'
+        config.write_text('tasks = ["synthetic-vessel"]\nmethods = ["scratch"]\n' + protocols + text)
+        result = runner.invoke(app, ["run", "--config", str(config), "--results", str(tmp_path / "r"), "--no-progress"])
+        if message is None:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, text
+
+
+def test_a_failed_plugin_is_named_at_the_start_of_a_run(site, tmp_path):
+    from conftest import write_distribution
+
+    (site / "sbtest_broken.py").write_text("raise RuntimeError('cannot start')\n")
+    write_distribution(site, "sbtest-broken", "1.0", {"broken": "sbtest_broken"})
+    result = runner.invoke(
+        app, ["run", "-m", "scratch", "-t", "synthetic-lung", "-p", "clustering", "--results", str(tmp_path)]
+    )
+    assert result.exit_code == 0
+    assert "plugin broken (sbtest-broken 1.0) failed to load and is left out: RuntimeError: cannot start" in (
+        result.output
+    )
+
+
+def test_list_protocols():
+    result = invoke("list", "protocols")
+    assert result.exit_code == 0 and "methods:" not in result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert set(lines) >= {"frozen", "finetune", "linear-probe", "linear-seg", "clustering"}
+    assert "[segmentation, classification]" in lines["finetune"] and "[classification]" in lines["linear-probe"]
+
+
 def test_leaderboard_without_results_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["leaderboard", "--results", str(tmp_path)])
     assert result.exit_code == 2 and "run" in result.output.lower()
@@ -106,7 +153,7 @@ def test_check_passes_the_example_plugin_and_names_unknown_ones(example_plugin):
     result = invoke("check", "denoise")
     assert result.exit_code == 0, result.output
     assert "PASS  method denoise: 2 steps on 1-channel images" in result.output
-    assert "0 failed" in result.output
+    assert "0 failed, 0 not tested" in result.output
     unknown = runner.invoke(app, ["check", "nope"])
     assert unknown.exit_code == 2 and "no plugin named 'nope'" in unknown.output
 

@@ -201,5 +201,3 @@ def test_encoder_init_is_seeded_by_torch_rng() -> None:
 
     assert torch.equal(first_weight(3), first_weight(3))
     assert not torch.equal(first_weight(3), first_weight(4))
-
-

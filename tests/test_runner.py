@@ -91,6 +91,14 @@ def test_a_named_task_that_cannot_run_is_an_error_not_a_skip(tmp_path):
     assert {job.task.name for job in plan.jobs} >= {"synthetic-vessel", "synthetic-lung"}
 
 
+def test_a_label_fraction_that_leaves_too_few_images_is_refused_before_any_training(tmp_path):
+    # synthetic-vessel has 24 training images: 0.05 keeps one, and LD's split needs one to train, one to validate.
+    config = _config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"], label_fractions=[0.05])
+    with pytest.raises(ConfigError, match="keeps 1; at least 2 are needed"):
+        build_plan(config, get_registry())
+    assert not (tmp_path / "cache" / "pretrain").exists()
+
+
 def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out(tmp_path):
     plan = build_plan(
         _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols=["linear-probe"]),
