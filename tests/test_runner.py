@@ -67,6 +67,10 @@ def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_p
     scratch = build_plan(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"]), get_registry())
     (job,) = scratch.jobs
     assert job.protocol.name == "finetune" and job.upstream is None and job.settings.epochs == 12
+    # Under the published protocol: 100 fine-tune epochs, not 100 frozen + 100 fine-tune.
+    paper = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], profile="paper")
+    (job,) = build_plan(paper, get_registry()).jobs
+    assert (job.upstream, job.settings.epochs, job.settings.image_size, job.settings.batch_size) == (None, 100, 512, 2)
 
 
 def test_changing_one_pixel_of_a_mask_changes_the_job_id(tmp_path, monkeypatch):

@@ -470,10 +470,21 @@ def test_real_chase_is_found_from_its_own_folder() -> None:
     assert ChaseVessel().availability(shared_data("CHASE_DB1")).ok
 
 
-def test_check_chase_passes_from_the_command_line() -> None:
+def test_check_chase_says_plainly_that_nothing_was_tested_without_its_data() -> None:
     result = CliRunner().invoke(app, ["check", "chase"], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "PASS  task chase-vessel: metadata" in result.output
+    assert "NOT TESTED  task chase-vessel: load and protocols: nothing was tested" in result.output
+    assert "0 failed, 1 not tested" in result.output
+
+
+def test_check_chase_passes_from_the_command_line_on_the_real_data() -> None:
+    root = shared_data("CHASE_DB1").parent
+    result = CliRunner().invoke(app, ["check", "chase", "--data-root", str(root)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "task chase-vessel: metadata" in result.output and "0 failed" in result.output
+    assert "PASS  task chase-vessel: a tiny frozen run" in result.output
+    assert "PASS  task chase-vessel: a tiny clustering run" in result.output
+    assert "0 failed, 0 not tested" in result.output
 
 
 def test_check_chase_on_the_real_data() -> None:
