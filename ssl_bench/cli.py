@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from enum import Enum
 from pathlib import Path
@@ -42,6 +43,10 @@ def _registry():
 def _fail(error: Exception) -> typer.Exit:
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=2)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _warn_about_plugins(registry) -> None:
@@ -121,14 +126,22 @@ def run(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML run configuration; flags override it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine, sharing the CPU cores.")] = 1,
+    gpus: Annotated[
+        str | None, typer.Option(help="One worker per GPU, e.g. 0,1,2,3 (each pinned with CUDA_VISIBLE_DEVICES).")
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed job, with its traceback.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Run jobs that failed before (error.json) again.")] = False,
 ) -> None:
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.config import read_config_file, resolve_config
     from ssl_bench.leaderboard import write_leaderboard
     from ssl_bench.runner import Executor, build_plan, resolve_device
+    from ssl_bench.workers import run_pool, slots
 
     if not (all_ or method or task or config):
         raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM (preemption) resumes like a Ctrl-C
     started = time.perf_counter()
     try:
         registry = _registry()
@@ -147,12 +160,33 @@ def run(
             "protocols": protocol,
         }
         resolved = resolve_config(file_values, overrides, registry)
-        executor = Executor(resolved, resolve_device(resolved.device), progress=progress, echo=typer.echo)
-        executor.run(build_plan(resolved, registry, echo=typer.echo))
-        paths = write_leaderboard(resolved.results)
+        plan = build_plan(resolved, registry, echo=typer.echo)
+        if workers > 1 or gpus:
+            environments = slots(workers, [gpu.strip() for gpu in gpus.split(",")] if gpus else None)
+            typer.echo(f"{len(plan.jobs)} jobs planned for {len(environments)} workers (logs: {resolved.results}/logs)")
+            summary = run_pool(resolved, plan, environments, retry_failed=retry_failed, progress=progress)
+        else:
+            device = resolve_device(resolved.device)
+            executor = Executor(
+                resolved, device, progress=progress, echo=typer.echo, fail_fast=fail_fast, retry_failed=retry_failed
+            )
+            summary = executor.run(plan)
+        finished = any(resolved.results.glob("runs/*/result.json"))
+        paths = write_leaderboard(resolved.results) if finished or not summary.failed else ()
     except SslBenchError as error:
         raise _fail(error) from None
-    typer.echo(f"finished in {time.perf_counter() - started:.0f} s; leaderboards: {', '.join(map(str, paths))}")
+    except KeyboardInterrupt:
+        typer.secho("interrupted: run the same command again to resume; nothing finished is lost", err=True)
+        raise typer.Exit(code=130) from None
+    boards = f"; leaderboards: {', '.join(map(str, paths))}" if paths else "; no job finished, so no leaderboard"
+    typer.echo(f"finished in {time.perf_counter() - started:.0f} s{boards}")
+    if summary.failed:
+        typer.secho(f"{len(summary.failed)} job(s) failed (their error.json says why):", fg="red", err=True)
+        for failure in summary.failed:
+            where = f"{failure.variant}, {failure.task}, {failure.protocol}, seed {failure.seed_index}"
+            typer.secho(f"  {failure.job_id} ({where}): {failure.summary}", fg="red", err=True)
+        typer.secho("fix the cause and run again with --retry-failed", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -166,6 +200,37 @@ def leaderboard(results: ResultsOption = Path("results")) -> None:
         raise _fail(error) from None
     for path in paths:
         typer.echo(f"wrote {path}")
+
+
+@app.command()
+def status(results: ResultsOption = Path("results")) -> None:
+    """Per job: done, running (who holds it, since when), failed (why) or pending; and the time left."""
+    from ssl_bench.config import read_config_file, resolve_config
+    from ssl_bench.runner import build_plan
+    from ssl_bench.status import STATES, format_seconds, plan_status, pretrainings_left, time_left
+
+    config_path = results / "run-config.toml"
+    try:
+        if not config_path.exists():
+            raise SslBenchError(f"{config_path} does not exist: start a run with --results {results} first")
+        registry = _registry()
+        config = resolve_config(read_config_file(config_path), {"results": str(results)}, registry)
+        plan = build_plan(config, registry, echo=lambda line: None)
+    except SslBenchError as error:
+        raise _fail(error) from None
+    statuses = plan_status(results, plan)
+    for item in (item for item in statuses if item.state != "done"):
+        job = item.job
+        where = f"{job.spec['variant']}, {job.task.name}, {job.spec['protocol']['label']}, seed {job.seed_index}"
+        typer.echo(f"{item.state:<8} {job.id}  {where}" + (f": {item.detail}" if item.detail else ""))
+    counts = {state: sum(item.state == state for item in statuses) for state in STATES}
+    typer.echo(", ".join(f"{counts[state]} {state}" for state in STATES) + f" of {len(statuses)} jobs")
+    left, mean = pretrainings_left(results, plan)
+    if left:
+        estimate = format_seconds(left * mean if mean is not None else None)
+        typer.echo(f"pretrainings: {left} to go, about {estimate} (from the finished ones' mean)")
+    for protocol, seconds in time_left(statuses).items():
+        typer.echo(f"{protocol}: about {format_seconds(seconds)} of jobs left (at the finished jobs' mean)")
 
 
 @app.command()

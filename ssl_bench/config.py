@@ -140,6 +140,16 @@ def _pools(value: object) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
+def _results_folder(value: object) -> Path:
+    path = Path(str(value)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results {path} is a file, not a folder: pass --results a folder (it is made if absent).")
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results folder {path} cannot be written here ({existing} is not writable): pick another.")
+    return path
+
+
 def _encoder(name: str) -> str:
     try:
         create_encoder(name)  # fails fast on an unknown name, with close matches
@@ -165,7 +175,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         profile=_choice("profile", values.get("profile", "demo"), PROFILES),
         device=_choice("device", values.get("device", "auto"), DEVICES),
         data_root=Path(data_root).expanduser() if data_root else None,
-        results=Path(values.get("results", "results")).expanduser(),
+        results=_results_folder(values.get("results", "results")),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
         label_fractions=_label_fractions(values["label_fractions"]) if "label_fractions" in values else None,
         encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),

@@ -9,6 +9,7 @@ encoder), profile, pretraining pool (id and fingerprint), task, protocol and its
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from ssl_bench.errors import DataError
-from ssl_bench.record import MetricRecord, ResultRecord, read_record
+from ssl_bench.record import FailureRecord, MetricRecord, ResultRecord, read_failure, read_record
 from ssl_bench.results import write_atomic
 
 #: The ``metric`` name under which tables show each protocol's own headline metric (Dice for segmentation,
@@ -49,6 +50,7 @@ SEED_COLUMNS = [
     "profile",
     "pool",
     "random_encoder",
+    "unix_time",
     "job_id",
 ]
 SUMMARY_COLUMNS = [
@@ -72,6 +74,7 @@ SUMMARY_COLUMNS = [
     "profile",
     "pool",
     "random_encoder",
+    "n_failed",
 ]
 RANK_COLUMNS = ["variant", "mean_rank", "wins", "n_columns"]
 # Means of the same scores summed in another order can differ in the last bits; compare rounded
@@ -101,6 +104,15 @@ def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
         except DataError as error:
             problems.append(str(error))
     return records, problems
+
+
+def load_failures(results_dir: Path) -> list[FailureRecord]:
+    """Every readable ``runs/*/error.json`` under ``results_dir``, in job-id order."""
+    failures = []
+    for path in sorted(Path(results_dir).glob("runs/*/error.json")):
+        with contextlib.suppress(DataError):  # a failure record that cannot be read has nothing to show
+            failures.append(read_failure(path))
+    return failures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +179,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "profile": result.profile,
         "pool": _pool_key(result),
         "random_encoder": result.protocol.frozen_encoder and not result.pretrained,
+        "unix_time": result.unix_time,
         "job_id": result.job_id,
     }
     rows = []
@@ -201,17 +214,49 @@ def _float_or_nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def summary_table(results: list[ResultRecord]) -> pd.DataFrame:
+def summary_table(results: list[ResultRecord], failures: Iterable[FailureRecord] = ()) -> pd.DataFrame:
     """The long leaderboard: one row per (variant, task, protocol, label_fraction, metric).
 
     ``mean``/``std`` are over seeds of the per-seed mean score (std ddof=1), with a t-based 95% CI;
     both are NaN with a single seed. ``image_std`` is the mean over seeds of the per-seed std over
-    test images. Compute columns are means over the seeds that recorded them.
+    test images. Compute columns are means over the seeds that recorded them. ``n_failed`` counts the seeds
+    whose job failed (and was not since run again successfully); a cell whose every seed failed is a row with
+    no mean, so that it shows as failed rather than as missing.
     """
     seeds = seed_table(results)
     rows = [_summarise(keys, group) for keys, group in seeds.groupby(RUN_KEYS, sort=False)]
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary = _with_failures(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds, failures, results)
     return _sort_runs(summary).reset_index(drop=True)
+
+
+def _with_failures(
+    summary: pd.DataFrame, seeds: pd.DataFrame, failures: Iterable[FailureRecord], results: list[ResultRecord]
+) -> pd.DataFrame:
+    several_profiles = len({result.profile for result in results}) > 1
+    counts: dict[tuple, int] = {}
+    for failure in failures:
+        variant = f"{failure.variant} [{failure.profile}]" if several_profiles else failure.variant
+        cell = (variant, failure.task, failure.protocol, failure.label_fraction)
+        same_seed = seeds[
+            (seeds["variant"] == variant)
+            & (seeds["task"] == failure.task)
+            & (seeds["protocol"] == failure.protocol)
+            & (seeds["label_fraction"] == failure.label_fraction)
+            & (seeds["seed_index"] == failure.seed_index)
+        ]
+        if not (same_seed["unix_time"] > failure.unix_time).any():  # not run again successfully since
+            counts[cell] = counts.get(cell, 0) + 1
+    cells = list(zip(summary["variant"], summary["task"], summary["protocol"], summary["label_fraction"], strict=True))
+    summary = summary.assign(n_failed=[counts.get(cell, 0) for cell in cells])
+    failed_only = [
+        {**dict(zip(RUN_KEYS[:4], cell, strict=True)), "metric": "", "headline": True, "higher_is_better": True}
+        | {"n_seeds": 0, "mean": math.nan, "n_failed": count}
+        for cell, count in counts.items()
+        if cell not in set(cells)
+    ]
+    if not failed_only:
+        return summary
+    return pd.concat([summary, pd.DataFrame(failed_only, columns=SUMMARY_COLUMNS)], ignore_index=True)
 
 
 def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
@@ -237,6 +282,7 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "profile": _join_unique(group["profile"]),
         "pool": _join_unique(group["pool"]),
         "random_encoder": bool(group["random_encoder"].all()),
+        "n_failed": 0,
     }
 
 
@@ -309,8 +355,13 @@ def _score_board(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
 # Markdown
 
 
-def render_markdown(summary: pd.DataFrame, results: list[ResultRecord], problems: list[str] = ()) -> str:
-    """The leaderboard as Markdown: one table per protocol, a compute table and a footnote."""
+def render_markdown(
+    summary: pd.DataFrame,
+    results: list[ResultRecord],
+    problems: list[str] = (),
+    failures: list[FailureRecord] = (),
+) -> str:
+    """The leaderboard as Markdown: one table per protocol, failed jobs, a compute table and a footnote."""
     profiles = {result.profile for result in results}
     lines = ["# ssl-bench leaderboard", ""]
     if "demo" in profiles:
@@ -322,6 +373,14 @@ def render_markdown(summary: pd.DataFrame, results: list[ResultRecord], problems
         return "\n".join([*lines, "No results yet.", ""])
     for protocol in _protocols(summary):
         lines += _protocol_section(summary[summary["protocol"] == protocol], protocol)
+    if failures:
+        lines += ["## Failed jobs", "", "Each is in `runs/<job>/error.json` with its traceback.", ""]
+        header = ["job", "variant", "task", "protocol", "seed", "phase", "error"]
+        body = [
+            [f.job_id, _escape(f.variant), f.task, f.protocol, str(f.seed_index), f.phase, _escape(f.summary)]
+            for f in failures
+        ]
+        lines += [*_table(header, body), ""]
     lines += _compute_section(summary)
     lines += _footnote(summary, profiles)
     return "\n".join(lines)
@@ -404,13 +463,17 @@ def _best_mean(rows: pd.DataFrame, task: str, fraction: float) -> float:
 
 
 def _score_cell(row: Any, best: float) -> str:
+    if row is not None and row.n_seeds == 0 and row.n_failed:
+        return "failed"
     if row is None or math.isnan(row.mean):
         return "–"
     text = f"{row.mean:.3f}" if row.n_seeds < 2 else f"{row.mean:.3f} ± {row.std:.3f}"
-    return f"**{text}**" if round(row.mean, _TIE_DECIMALS) == best else text
+    text = f"**{text}**" if round(row.mean, _TIE_DECIMALS) == best else text
+    return f"{text} ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)" if row.n_failed else text
 
 
 def _compute_section(summary: pd.DataFrame) -> list[str]:
+    summary = summary[summary["n_seeds"] > 0]
     per_run = summary.drop_duplicates(["variant", "task", "protocol", "label_fraction"])
     grouped = per_run.groupby("variant")
     header = ["variant", "pretraining s", "pretraining images/s", "protocol s", "peak memory MB"]
@@ -520,19 +583,20 @@ def write_leaderboard(results_dir: Path) -> tuple[Path, Path, Path]:
     """Write ``leaderboard.csv``, ``.md`` and ``.png`` under ``results_dir``; return their paths."""
     results_dir = Path(results_dir)
     results, problems = load_results(results_dir)
+    failures = load_failures(results_dir)
     if not results:
         left_out = f" ({len(problems)} left out: {problems[0]})" if problems else ""
         raise DataError(
             f"no finished jobs under {results_dir / 'runs'} (no valid runs/*/result.json){left_out}; run the "
             "benchmark first, or point to the results folder that holds runs/"
         )
-    summary = summary_table(results)
+    summary = summary_table(results, failures)
     profiles = {result.profile for result in results}
     csv_path = results_dir / "leaderboard.csv"
     md_path = results_dir / "leaderboard.md"
     png_path = results_dir / "leaderboard.png"
     write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
-    write_atomic(md_path, lambda f: f.write(render_markdown(summary, results, problems).encode("utf-8")))
+    write_atomic(md_path, lambda f: f.write(render_markdown(summary, results, problems, failures).encode("utf-8")))
     figure = plot_leaderboard(summary, profiles)
     write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
     return csv_path, md_path, png_path

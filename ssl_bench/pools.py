@@ -128,21 +128,28 @@ def prepare_pool(source: PoolSource, cache_dir: Path) -> PreparedPool:
     """Decode ``source`` once into ``cache_dir`` and memory-map it; later calls only map the file."""
     stem = cache_dir / _digest(source.key)[:16]
     array_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
-    if not (array_path.exists() and meta_path.exists()):
-        images = source.load()
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != source.channels:
-            raise DataError(
-                f"pool {source.id!r} gave {images.dtype} {tuple(images.shape)}; "
-                f"expected uint8 (N, {source.channels}, H, W)."
-            )
-        array = np.ascontiguousarray(images.numpy())
-        write_atomic(array_path, lambda stream: np.save(stream, array))
-        write_json(meta_path, {"id": source.id, "key": source.key, "fingerprint": _digest(array.tobytes())})
-    images = np.load(array_path, mmap_mode="r")
-    fingerprint = json.loads(meta_path.read_text())["fingerprint"]
+    try:
+        images = np.load(array_path, mmap_mode="r")
+        fingerprint = json.loads(meta_path.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):  # absent, or truncated (a copy cut short): decode it again
+        _decode(source, array_path, meta_path)
+        images = np.load(array_path, mmap_mode="r")
+        fingerprint = json.loads(meta_path.read_text())["fingerprint"]
     index = np.arange(len(images))
     held_out = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     return PreparedPool(source.id, fingerprint, images, index[~held_out], index[held_out])
+
+
+def _decode(source: PoolSource, array_path: Path, meta_path: Path) -> None:
+    images = source.load()
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != source.channels:
+        raise DataError(
+            f"pool {source.id!r} gave {images.dtype} {tuple(images.shape)}; "
+            f"expected uint8 (N, {source.channels}, H, W)."
+        )
+    array = np.ascontiguousarray(images.numpy())
+    write_atomic(array_path, lambda stream: np.save(stream, array))
+    write_json(meta_path, {"id": source.id, "key": source.key, "fingerprint": _digest(array.tobytes())})
 
 
 def prepare_extras(pool: PreparedPool, method: Method, cache_dir: Path) -> np.ndarray | None:

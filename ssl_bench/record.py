@@ -1,6 +1,7 @@
 """The result record: one typed file per finished job, written and read here and nowhere else.
 
-``runs/<job_id>/result.json`` holds a :class:`ResultRecord` as JSON. :func:`read_record` validates every
+``runs/<job_id>/result.json`` holds a :class:`ResultRecord` as JSON; ``runs/<job_id>/error.json`` a
+:class:`FailureRecord` of a job that failed. :func:`read_record` validates every
 field's type on the way back, so that a truncated, hand-edited or older file is refused with its path and a
 fix, never half-read. Files of another ``schema_version`` are refused, not migrated: their jobs have other ids
 under this version and are simply run again.
@@ -115,12 +116,44 @@ class ResultRecord:
             raise ValueError(f"headline metric {self.headline_metric!r} is not among {sorted(self.metrics)}")
 
 
-def write_record(path: Path, record: ResultRecord) -> Path:
+@dataclass(frozen=True)
+class FailureRecord:
+    """A job that failed (``runs/<job_id>/error.json``): what it was, in which phase, why, and where."""
+
+    job_id: str
+    variant: str
+    task: str
+    protocol: str
+    label_fraction: float
+    seed_index: int
+    profile: str
+    #: ``pretraining``, ``protocol``, or ``upstream`` (the job it continues from failed)
+    phase: str
+    error: str
+    traceback: str
+    spec: dict[str, Any]
+    host: str
+    pid: int
+    unix_time: float
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    @property
+    def summary(self) -> str:
+        """The error's first line."""
+        return self.error.splitlines()[0] if self.error else ""
+
+
+def write_record(path: Path, record: ResultRecord | FailureRecord) -> Path:
     """Write ``record`` atomically as JSON."""
     return write_json(path, dataclasses.asdict(record))
 
 
-def read_record(path: Path) -> ResultRecord:
+def read_failure(path: Path) -> FailureRecord:
+    """The failure record in ``path``, every field checked; :class:`DataError` otherwise."""
+    return read_record(path, FailureRecord)
+
+
+def read_record(path: Path, kind: type = ResultRecord) -> Any:
     """The record in ``path``, every field checked; :class:`DataError` naming the file and the fix otherwise."""
     fix = f"delete {path.parent} and rerun the benchmark (`--overwrite missing` recomputes it)"
     try:
@@ -134,7 +167,7 @@ def read_record(path: Path) -> ResultRecord:
             f"its job is run again under this version's id; {fix}"
         )
     try:
-        return _build(ResultRecord, data, "")
+        return _build(kind, data, "")
     except (TypeError, ValueError) as error:
         raise DataError(f"result file {path}: {error}; {fix}") from error
 

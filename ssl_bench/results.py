@@ -4,6 +4,8 @@ Layout under the results directory (DomainBed-style: one folder per hashed job, 
 
     runs/<job_id>/result.json        one finished job (``ssl_bench.record``); its presence marks the job done
     runs/<job_id>/selected_model.pt  the selected downstream model, kept where another protocol continues from it
+    runs/<job_id>/error.json         a job that failed: the error, its traceback, the phase and the spec
+    runs/<job_id>/lock               a worker is running the job (``ssl_bench.locks``)
     cache/pretrain/<id>/encoder.pt   a finished pretraining, shared by every job that uses it
     cache/pretrain/<id>/state.pt     an unfinished one, resumed from here
     cache/pools/<id>.npy             a pool decoded once to uint8, memory-mapped
@@ -55,6 +57,10 @@ def save_torch(path: Path, obj: object) -> Path:
 
 def result_path(results_dir: Path, job_id: str) -> Path:
     return results_dir / "runs" / job_id / "result.json"
+
+
+def failure_path(results_dir: Path, job_id: str) -> Path:
+    return results_dir / "runs" / job_id / "error.json"
 
 
 def selected_model_path(results_dir: Path, job_id: str) -> Path:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
-import shutil
+import socket
 import subprocess
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +31,7 @@ import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.downstream import check_label_fraction
 from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.locks import Lock
 from ssl_bench.method import Method, non_default_options, schedule
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
@@ -37,15 +40,18 @@ from ssl_bench.pretrain import BEST_ENCODER, pretrain
 from ssl_bench.protocol import Context, Outcome, Protocol, changed_settings, protocol_label
 from ssl_bench.record import (
     Compute,
+    FailureRecord,
     MetricRecord,
     PoolRecord,
     ProtocolRecord,
     ResultRecord,
+    read_failure,
     read_record,
     write_record,
 )
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import (
+    failure_path,
     pool_cache_dir,
     pretrain_dir,
     result_path,
@@ -57,6 +63,8 @@ from ssl_bench.results import (
 from ssl_bench.task import ClassificationData, SegmentationData, Task
 
 TaskData = SegmentationData | ClassificationData
+#: How often a worker looks again at work that other workers hold.
+POLL_SECONDS = 5.0
 
 
 def digest(spec: object) -> str:
@@ -271,23 +279,63 @@ def _versions() -> dict[str, str]:
     }
 
 
-class Executor:
-    """Runs a plan's jobs that are not done, reusing cached pretrainings and upstream models."""
+def job_is_done(results: Path, job: Job, plan: Plan) -> bool:
+    """A job is done when its record reads back and validates (and its model is kept, if others need it)."""
+    try:
+        read_record(result_path(results, job.id))
+    except DataError:
+        return False
+    return job.id not in plan.upstream_ids or selected_model_path(results, job.id).exists()
 
-    def __init__(self, config: RunConfig, device: torch.device, progress: bool = True, echo=print) -> None:
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: the result files it wrote, and the jobs that failed (now or before, not retried)."""
+
+    written: list[Path]
+    failed: list[FailureRecord]
+
+
+class Executor:
+    """Runs a plan's jobs that are not done, reusing cached pretrainings and upstream models.
+
+    Any number of executors may run the same plan on one results folder at once (several processes, machines
+    or array tasks): each claims a job, and a pretraining, with a lock file before it starts, skips work that
+    another holds, and comes back to it until every job is done or failed. A job that fails writes
+    ``error.json`` and the rest of the plan goes on, unless ``fail_fast``.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        device: torch.device,
+        progress: bool = True,
+        echo=print,
+        *,
+        fail_fast: bool = False,
+        retry_failed: bool = False,
+    ) -> None:
         self.config, self.device, self.progress, self.echo = config, device, progress, echo
+        self.fail_fast, self.retry_failed = fail_fast, retry_failed
         self.config_hash = digest(config.to_toml())
         self._refreshed: set[str] = set()
+        self._failed_pretrainings: dict[str, FailureRecord] = {}
+        self._started = time.time()
 
     def is_done(self, job: Job, plan: Plan) -> bool:
-        """A job is done when its record reads back and validates (and its model is kept, if others need it)."""
-        try:
-            read_record(result_path(self.config.results, job.id))
-        except DataError:
-            return False
-        return job.id not in plan.upstream_ids or selected_model_path(self.config.results, job.id).exists()
+        return job_is_done(self.config.results, job, plan)
 
-    def run(self, plan: Plan) -> list[Path]:
+    def _failed_before(self, job: Job) -> FailureRecord | None:
+        try:
+            return read_failure(failure_path(self.config.results, job.id))
+        except DataError:
+            return None
+
+    def _failed_since_start(self, job: Job) -> FailureRecord | None:
+        failure = self._failed_before(job)
+        return failure if failure is not None and failure.unix_time >= self._started else None
+
+    def run(self, plan: Plan) -> RunSummary:
         results = self.config.results
         done = {job.id for job in plan.jobs if self.is_done(job, plan)}
         if done and self.config.overwrite == "never":
@@ -296,60 +344,160 @@ class Executor:
                 "Use --overwrite missing to compute only the absent ones, or --overwrite always to redo all."
             )
         todo = plan.jobs if self.config.overwrite == "always" else [j for j in plan.jobs if j.id not in done]
-        self.echo(f"{len(plan.jobs)} jobs planned, {len(plan.jobs) - len(todo)} already done, {len(todo)} to run.")
+        failures = {} if self.retry_failed else {j.id: f for j in todo if (f := self._failed_before(j))}
+        todo = [job for job in todo if job.id not in failures]
+        self._started = time.time()
+        before = f", {len(failures)} failed before (--retry-failed runs them again)" if failures else ""
+        self.echo(f"{len(plan.jobs)} jobs planned, {len(done)} already done{before}, {len(todo)} to run.")
         results.mkdir(parents=True, exist_ok=True)
         write_text(results / "run-config.toml", self.config.to_toml())
-        return [self.run_job(job, plan) for job in tqdm(todo, desc="jobs", unit="job", disable=not self.progress)]
+        written = []
+        pending = list(todo)
+        with tqdm(total=len(todo), desc="jobs", unit="job", disable=not self.progress) as bar:
+            while pending:
+                waiting = []
+                for job in pending:
+                    state, path = self._attempt(job, plan, failures)
+                    if state == "busy":
+                        waiting.append(job)
+                        continue
+                    written += [path] if path else []
+                    bar.update()
+                if len(waiting) == len(pending):
+                    time.sleep(POLL_SECONDS)  # all that is left is held by other workers
+                pending = waiting
+        return RunSummary(written, list(failures.values()))
+
+    def _attempt(self, job: Job, plan: Plan, failures: dict[str, FailureRecord]) -> tuple[str, Path | None]:
+        """Run ``job`` if nobody else is: ``("done", path)``, ``("failed", None)`` or ``("busy", None)``."""
+        if job.upstream is not None and not self.is_done(job.upstream, plan):
+            upstream = failures.get(job.upstream.id) or self._failed_since_start(job.upstream)
+            if upstream is None:
+                return "busy", None  # another worker runs the upstream job
+            error = f"its upstream job {upstream.job_id} ({upstream.protocol}) failed: {upstream.summary}"
+            failures[job.id] = self._fail(job, "upstream", error, "")
+            return "failed", None
+        if failure := self._failed_since_start(job):  # another worker ran it, and it failed
+            failures[job.id] = failure
+            return "failed", None
+        lock = Lock(result_path(self.config.results, job.id).parent)
+        if not lock.acquire():
+            return ("done", None) if self.is_done(job, plan) else ("busy", None)
+        with lock:
+            if lock.taken_over:
+                self.echo(f"job {job.id}: took over the lock of {lock.taken_over.describe()}, which is gone")
+            if self.is_done(job, plan) and self.config.overwrite != "always":
+                return "done", None  # another worker finished it just before
+            return self._run_claimed(job, plan, failures)
+
+    def _run_claimed(self, job: Job, plan: Plan, failures: dict[str, FailureRecord]) -> tuple[str, Path | None]:
+        if job.pretraining.id in self._failed_pretrainings:
+            failures[job.id] = self._fail(job, "pretraining", self._failed_pretrainings[job.pretraining.id].error, "")
+            return "failed", None
+        phase = "pretraining"
+        try:
+            pretrained = self.pretrained_encoder(job.pretraining)
+            if pretrained is None:
+                return "busy", None  # another worker is pretraining it
+            phase = "protocol"
+            path = self.run_job(job, plan, *pretrained)
+        except Exception as error:  # any failure of a job, plugin code included, must not end the run
+            if self.fail_fast:
+                raise
+            failures[job.id] = self._fail(job, phase, f"{type(error).__name__}: {error}", traceback.format_exc())
+            if phase == "pretraining":
+                self._failed_pretrainings[job.pretraining.id] = failures[job.id]
+            return "failed", None
+        failure_path(self.config.results, job.id).unlink(missing_ok=True)
+        return "done", path
+
+    def _fail(self, job: Job, phase: str, error: str, trace: str) -> FailureRecord:
+        failure = FailureRecord(
+            job_id=job.id,
+            variant=job.spec["variant"],
+            task=job.task.name,
+            protocol=job.spec["protocol"]["label"],
+            label_fraction=job.label_fraction,
+            seed_index=job.seed_index,
+            profile=self.config.profile,
+            phase=phase,
+            error=error,
+            traceback=trace,
+            spec=job.spec,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            unix_time=time.time(),
+        )
+        write_record(failure_path(self.config.results, job.id), failure)
+        self.echo(
+            f"job {job.id} ({failure.variant}, {failure.task}, {failure.protocol}) failed in {phase}: {failure.summary}"
+        )
+        return failure
 
     def _fresh_encoder(self, pretraining: Pretraining) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(pretraining.seed)
             return create_encoder(self.config.encoder, in_chans=pretraining.channels)
 
-    def pretrained_encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, dict]:
-        """The encoder of ``pretraining``, trained now or loaded from the cache, and its compute record."""
+    def pretrained_encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, dict] | None:
+        """The encoder of ``pretraining``, trained now or loaded from the cache, and its compute record; None
+        while another worker holds its lock (it is training it)."""
         encoder = self._fresh_encoder(pretraining)
         if pretraining.pool is None:
             return encoder, {}
         folder = pretrain_dir(self.config.results, pretraining.id)
-        if self.config.overwrite == "always" and pretraining.id not in self._refreshed:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._refreshed.add(pretraining.id)
         weights, record_path = folder / "encoder.pt", folder / "pretraining.json"
-        if not (weights.exists() and record_path.exists()):
-            encoder.to(self.device)
-            with PeakMemory(self.device) as memory:
-                outcome = pretrain(
-                    pretraining.method,
-                    encoder,
-                    pretraining.pool,
-                    profile=self.config.profile,
-                    seed=pretraining.seed,
-                    device=self.device,
-                    workdir=folder,
-                    extras=prepare_extras(pretraining.pool, pretraining.method, pool_cache_dir(self.config.results)),
-                    progress=self.progress,
-                )
-            save_torch(weights, outcome.encoder_state)
-            write_json(
-                record_path,
-                {
-                    "spec": pretraining.spec,
-                    "seconds": outcome.seconds,
-                    "source_images": outcome.source_images,
-                    "images_per_second": outcome.images_per_second,
-                    "views_per_second": outcome.images_per_second * pretraining.method.views_per_image,
-                    "peak_memory_mb": memory.peak_mb,
-                    "resumed_from_step": outcome.resumed_from_step,
-                    "val_losses": outcome.val_losses,
-                    "selected_epoch": outcome.selected_epoch,
-                    "device": self.device.type,
-                },
-            )
-            for leftover in ("state.pt", BEST_ENCODER):
-                (folder / leftover).unlink(missing_ok=True)
+        refresh = self.config.overwrite == "always" and pretraining.id not in self._refreshed
+        if refresh or not (weights.exists() and record_path.exists()):
+            lock = Lock(folder)
+            if not lock.acquire():
+                return None
+            with lock:
+                if refresh:
+                    for name in ("encoder.pt", "pretraining.json", "state.pt", BEST_ENCODER):
+                        (folder / name).unlink(missing_ok=True)
+                    self._refreshed.add(pretraining.id)
+                if not (weights.exists() and record_path.exists()):  # not finished by another just before
+                    self._pretrain(pretraining, encoder, folder)
         encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         return encoder, json.loads(record_path.read_text())
+
+    def _pretrain(self, pretraining: Pretraining, encoder: torch.nn.Module, folder: Path) -> None:
+        self.echo(f"pretraining {pretraining.method.variant} ({pretraining.id}) on {pretraining.pool.id}")
+        encoder.to(self.device)
+        with PeakMemory(self.device) as memory:
+            outcome = pretrain(
+                pretraining.method,
+                encoder,
+                pretraining.pool,
+                profile=self.config.profile,
+                seed=pretraining.seed,
+                device=self.device,
+                workdir=folder,
+                extras=prepare_extras(pretraining.pool, pretraining.method, pool_cache_dir(self.config.results)),
+                progress=self.progress,
+            )
+        save_torch(folder / "encoder.pt", outcome.encoder_state)
+        write_json(
+            folder / "pretraining.json",
+            {
+                "spec": pretraining.spec,
+                "seconds": outcome.seconds,
+                "source_images": outcome.source_images,
+                "images_per_second": outcome.images_per_second,
+                "views_per_second": outcome.images_per_second * pretraining.method.views_per_image,
+                "peak_memory_mb": memory.peak_mb,
+                "resumed_from_step": outcome.resumed_from_step,
+                "val_losses": outcome.val_losses,
+                "selected_epoch": outcome.selected_epoch,
+                "device": self.device.type,
+            },
+        )
+        # The record is the marker of a finished pretraining; what only resuming needed goes after it.
+        for leftover in ("state.pt", BEST_ENCODER):
+            (folder / leftover).unlink(missing_ok=True)
+        for orphan in folder.glob(".*.tmp"):
+            orphan.unlink(missing_ok=True)
 
     def _context(self, job: Job, plan: Plan, encoder: torch.nn.Module) -> Context:
         start = None
@@ -369,8 +517,7 @@ class Executor:
             progress=self.progress,
         )
 
-    def run_job(self, job: Job, plan: Plan) -> Path:
-        encoder, pretrain_record = self.pretrained_encoder(job.pretraining)
+    def run_job(self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: dict) -> Path:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with PeakMemory(self.device) as memory:
             outcome = job.protocol.run(self._context(job, plan, encoder))

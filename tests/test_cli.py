@@ -226,3 +226,10 @@ def test_data_check_names_a_corrupt_file_and_fails(tmp_path):
     assert result.exit_code == 1
     drive = next(line for line in result.output.splitlines() if "drive-vessel" in line)
     assert drive.startswith("error") and "23_training.tif" in drive
+
+
+def test_a_results_path_that_is_a_file_is_a_clear_error(tmp_path):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
+    result = runner.invoke(app, ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(a_file)])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output and "Traceback" not in result.output

@@ -307,3 +307,15 @@ def test_a_configured_folder_is_the_pool_of_its_modality(tmp_path):
     (folder / "nested" / "b.JPG").unlink()
     with pytest.raises(DataError, match="holds no images"):
         source.load()
+
+
+def test_a_truncated_pool_cache_is_decoded_again(tmp_path):
+    def load():
+        return torch.arange(40 * 3 * 4 * 4).remainder(256).to(torch.uint8).reshape(40, 3, 4, 4)
+
+    source = PoolSource("toy", "toy", 3, "toy-key", load)
+    first = prepare_pool(source, tmp_path)
+    (array_path,) = tmp_path.glob("*.npy")
+    array_path.write_bytes(array_path.read_bytes()[:200])  # a copy cut short
+    again = prepare_pool(source, tmp_path)
+    assert again.fingerprint == first.fingerprint and np.array_equal(np.asarray(again.images), load().numpy())

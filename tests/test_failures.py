@@ -1,0 +1,182 @@
+"""A failing job is recorded and the rest of the plan goes on; failed cells show as failed; two workers share
+one results folder without ever training the same pretraining twice."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_distribution
+from typer.testing import CliRunner
+
+from ssl_bench.cli import app
+from ssl_bench.config import read_config_file, resolve_config
+from ssl_bench.errors import TrainingError
+from ssl_bench.locks import Lock
+from ssl_bench.plugins import get_registry
+from ssl_bench.record import read_failure, read_record
+from ssl_bench.runner import Executor, build_plan
+
+runner = CliRunner()
+
+FAILING = """
+import torch
+from ssl_bench.api import Method, Stage, UNet, hookimpl
+
+
+class Diverging(Method):
+    name = "sbtest-nan"
+    description = "its loss turns NaN"
+
+    def stages(self, profile):
+        return [Stage("only", epochs=1, steps_per_epoch=4, batch_size=4, image_size=32, lr=1e-3)]
+
+    def build_model(self, encoder, stage, channels):
+        return UNet(encoder)
+
+    def training_step(self, model, images, stage, generator):
+        return model(images).mean() * float("nan")
+
+
+class Raising(Diverging):
+    name = "sbtest-raise"
+    description = "raises inside training_step"
+
+    def training_step(self, model, images, stage, generator):
+        raise RuntimeError("a bug in the plugin")
+
+
+@hookimpl
+def ssl_bench_register_methods(register):
+    register(Diverging)
+    register(Raising)
+"""
+
+
+@pytest.fixture
+def failing_methods(site):
+    (site / "sbtest_failing.py").write_text(FAILING)
+    write_distribution(site, "sbtest-failing", "1.0", {"failing": "sbtest_failing"})
+    yield
+    sys.modules.pop("sbtest_failing", None)
+
+
+def _config(results, **values):
+    values = {"tasks": ["synthetic-lung"], "protocols": ["finetune"], **values}
+    return resolve_config(values, {"results": str(results)}, get_registry())
+
+
+def _executor(config, **flags):
+    return Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None, **flags)
+
+
+def test_failed_jobs_are_recorded_and_the_rest_of_the_plan_goes_on(failing_methods, tmp_path):
+    config = _config(tmp_path, methods=["sbtest-nan", "sbtest-raise", "scratch"])
+    plan = build_plan(config, get_registry())
+    summary = _executor(config).run(plan)
+    (written,) = summary.written
+    assert read_record(written).method == "scratch"
+    failures = {(f.variant, f.protocol): f for f in summary.failed}
+    assert set(failures) == {(m, p) for m in ("sbtest-nan", "sbtest-raise") for p in ("frozen", "finetune")}
+    nan = failures["sbtest-nan", "frozen"]
+    assert nan.phase == "pretraining" and "TrainingError: sbtest-nan: the loss became nan" in nan.error
+    assert "Traceback" in nan.traceback and nan.spec["task"] == "synthetic-lung"
+    raised = failures["sbtest-raise", "frozen"]
+    assert raised.phase == "pretraining" and raised.error == "RuntimeError: a bug in the plugin"
+    downstream = failures["sbtest-nan", "finetune"]
+    assert downstream.phase == "upstream" and nan.job_id in downstream.error
+    on_disk = read_failure(tmp_path / "runs" / nan.job_id / "error.json")
+    assert on_disk == nan
+
+
+def test_failed_jobs_are_kept_until_retried(failing_methods, tmp_path):
+    config = _config(tmp_path, methods=["sbtest-raise"])
+    lines = []
+
+    def run(**flags):
+        executor = Executor(config, torch.device("cpu"), progress=False, echo=lines.append, **flags)
+        return executor.run(build_plan(config, get_registry()))
+
+    first = run()
+    assert len(first.failed) == 2 and "2 jobs planned, 0 already done, 2 to run." in lines
+    again = run()
+    assert len(again.failed) == 2 and lines[-1] == (
+        "2 jobs planned, 0 already done, 2 failed before (--retry-failed runs them again), 0 to run."
+    )
+    retried = run(retry_failed=True)
+    assert len(retried.failed) == 2 and all(f.unix_time > first.failed[0].unix_time for f in retried.failed)
+
+
+def test_fail_fast_stops_at_the_first_failure(failing_methods, tmp_path):
+    config = _config(tmp_path, methods=["sbtest-nan", "scratch"])
+    with pytest.raises(TrainingError, match="the loss became nan"):
+        _executor(config, fail_fast=True).run(build_plan(config, get_registry()))
+    assert not list(tmp_path.glob("runs/*/result.json"))
+
+
+def test_the_command_exits_non_zero_naming_failed_jobs_and_the_leaderboard_marks_them(failing_methods, tmp_path):
+    args = ["run", "-m", "sbtest-nan", "-m", "scratch", "-t", "synthetic-lung", "-p", "finetune"]
+    result = runner.invoke(app, [*args, "--results", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 1
+    assert "2 job(s) failed" in result.output and "--retry-failed" in result.output
+    assert "(sbtest-nan, synthetic-lung, frozen, seed 0): TrainingError" in result.output
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    finetune = markdown[markdown.index("## `finetune`") :]
+    assert "| sbtest-nan | failed |" in finetune and "| scratch |" in finetune
+    assert "## Failed jobs" in markdown and "TrainingError: sbtest-nan: the loss became nan" in markdown
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_results_folder_never_train_the_same_pretraining(tmp_path):
+    selection = ["-m", "simclr", "-m", "scratch", "-t", "synthetic-vessel", "-p", "finetune", "--no-progress"]
+    command = [sys.executable, "-m", "ssl_bench", "run", *selection, "--results", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    # Exactly one worker trained simclr's encoder; the other waited for it and reused it.
+    assert sum("pretraining simclr (" in output for output in outputs) == 1, outputs
+    two = {r.job_id: r for r in (read_record(path) for path in (tmp_path / "two").glob("runs/*/result.json"))}
+    assert sorted((r.variant, r.protocol.name) for r in two.values()) == [
+        ("scratch", "finetune"),
+        ("simclr", "finetune"),
+        ("simclr", "frozen"),
+    ]
+    assert not list((tmp_path / "two").glob("**/lock"))
+
+    # The local pool: the same jobs, the same numbers.
+    pool = runner.invoke(app, ["run", *selection, "--workers", "2", "--results", str(tmp_path / "pool")])
+    assert pool.exit_code == 0, pool.output
+    assert "3 jobs planned for 2 workers" in pool.output
+    logs = [(tmp_path / "pool" / "logs" / f"worker-{i}.log").read_text() for i in range(2)]
+    assert sum("pretraining simclr (" in log for log in logs) == 1, logs
+    pooled = {r.job_id: r for r in (read_record(path) for path in (tmp_path / "pool").glob("runs/*/result.json"))}
+    assert {k: r.metrics for k, r in pooled.items()} == {k: r.metrics for k, r in two.items()}
+
+
+def test_status_reports_done_running_failed_and_pending_jobs(failing_methods, tmp_path):
+    args = ["run", "-m", "sbtest-raise", "-m", "scratch", "-t", "synthetic-lung", "-p", "finetune"]
+    assert runner.invoke(app, [*args, "--results", str(tmp_path), "--no-progress"]).exit_code == 1
+    # One more seed, not run: its jobs are pending; one of them is claimed by a live worker (this process).
+    config_path = tmp_path / "run-config.toml"
+    config_path.write_text(config_path.read_text().replace("seeds = 1", "seeds = 2"))
+    plan = build_plan(resolve_config(read_config_file(config_path), {}, get_registry()), get_registry())
+    claimed = next(job for job in plan.jobs if job.seed_index == 1 and job.spec["variant"] == "scratch")
+    lock = Lock(tmp_path / "runs" / claimed.id)
+    assert lock.acquire()
+    try:
+        result = runner.invoke(app, ["status", "--results", str(tmp_path)])
+    finally:
+        lock.release()
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "1 done, 1 running, 2 failed, 2 pending of 6 jobs" in lines
+    assert any(line.startswith(f"running  {claimed.id}") and "held by" in line for line in lines)
+    assert any(line.startswith("failed") and "RuntimeError: a bug in the plugin" in line for line in lines)
+    assert "finetune: about " in result.output and "pretrainings: 2 to go" in result.output
+
+
+def test_status_without_a_run_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["status", "--results", str(tmp_path)])
+    assert result.exit_code == 2 and "start a run with --results" in result.output
