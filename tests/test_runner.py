@@ -31,7 +31,9 @@ def _config(results: Path, **values):
 
 def _run(config) -> list[ResultRecord]:
     executor = Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None)
-    return [read_record(path) for path in executor.run(build_plan(config, get_registry()))]
+    summary = executor.run(build_plan(config, get_registry()))
+    assert not summary.failed, [failure.error for failure in summary.failed]
+    return [read_record(path) for path in summary.written]
 
 
 def _dice(result: ResultRecord) -> list[float]:
