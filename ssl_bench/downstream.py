@@ -85,6 +85,7 @@ def supervised_transfer(
         generator=context.generator,
         progress=context.progress,
         desc=context.task.name,
+        checkpoint=context.workdir / "fit.pt" if context.workdir is not None else None,
     )
     model.load_state_dict(result.best_state)
     return Outcome(

@@ -101,10 +101,12 @@ class Method(ABC):
     @property
     def variant(self) -> str:
         """``name`` plus the non-default options, e.g. ``simclr(temperature=0.2)``."""
-        changed = non_default_options(self.options)
-        if not changed:
-            return self.name
-        return f"{self.name}({', '.join(f'{k}={v}' for k, v in changed.items())})"
+        return variant_name(self.name, non_default_options(self.options))
+
+
+def variant_name(name: str, changed: dict[str, object]) -> str:
+    """``name`` plus the changed options or settings, e.g. ``simclr(temperature=0.2)``; ``name`` if none."""
+    return name if not changed else f"{name}({', '.join(f'{k}={v}' for k, v in changed.items())})"
 
 
 def non_default_options(options: object) -> dict[str, object]:

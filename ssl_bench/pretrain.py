@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,13 @@ from tqdm.auto import tqdm
 from ssl_bench.errors import PluginError, TrainingError
 from ssl_bench.method import Method, Stage, schedule
 from ssl_bench.pools import PreparedPool
-from ssl_bench.results import save_torch
+from ssl_bench.results import checkpoint_seconds, save_torch
 
 BEST_ENCODER = "best_encoder.pt"
 #: The loss is read back (a host sync) and checked for NaN every this many steps and at each epoch's end.
 LOSS_READ_STEPS = 25
 #: At most this many held-out images are scored after each epoch.
 VALIDATION_IMAGES = 64
-
-
-def _checkpoint_seconds() -> float:
-    """Seconds between checkpoints inside an epoch (one is always written at the end of an epoch)."""
-    return float(os.environ.get("SSL_BENCH_CHECKPOINT_SECONDS", "60"))
 
 
 @dataclass(frozen=True)
@@ -241,7 +235,7 @@ def _run_stage(
             bar.update()
             if position.step % LOSS_READ_STEPS == 0 or position.step == stage.steps_per_epoch:
                 bar.set_postfix(loss=f"{trainer.read_loss(loss, stage, done):.4f}", epoch=position.epoch + 1)
-            if time.monotonic() - last_checkpoint >= _checkpoint_seconds():
+            if time.monotonic() - last_checkpoint >= checkpoint_seconds():
                 _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)
                 last_checkpoint = time.monotonic()
         val_loss = trainer.validate(model, stage, position)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -68,7 +69,8 @@ class Context:
     """Everything a protocol run gets. Every random number must come from ``generator``.
 
     ``pretrained`` is False for a method without pretraining (``scratch``): its encoder is a random init.
-    ``start`` is the selected model state of the protocol this one continues from, else None.
+    ``start`` is the selected model state of the protocol this one continues from, else None. ``workdir`` is
+    this job's own folder, for checkpoints that let an interrupted job resume (None: no checkpoints).
     """
 
     encoder: Encoder
@@ -81,6 +83,7 @@ class Context:
     pretrained: bool
     start: dict[str, torch.Tensor] | None = None
     progress: bool = False
+    workdir: Path | None = None
 
 
 class Protocol(ABC):
@@ -122,8 +125,3 @@ def changed_settings(settings: object, base: object) -> dict[str, object]:
         for f in dataclasses.fields(settings)
         if getattr(settings, f.name) != getattr(base, f.name)
     }
-
-
-def protocol_label(name: str, changed: dict[str, object]) -> str:
-    """``name`` plus its non-default settings, e.g. ``finetune(lr=0.0001)``."""
-    return name if not changed else f"{name}({', '.join(f'{k}={v}' for k, v in changed.items())})"

@@ -6,6 +6,7 @@ Layout under the results directory (DomainBed-style: one folder per hashed job, 
     runs/<job_id>/selected_model.pt  the selected downstream model, kept where another protocol continues from it
     runs/<job_id>/error.json         a job that failed: the error, its traceback, the phase and the spec
     runs/<job_id>/lock               a worker is running the job (``ssl_bench.locks``)
+    runs/<job_id>/fit.pt             an unfinished downstream training, resumed from here
     cache/pretrain/<id>/encoder.pt   a finished pretraining, shared by every job that uses it
     cache/pretrain/<id>/state.pt     an unfinished one, resumed from here
     cache/pools/<id>.npy             a pool decoded once to uint8, memory-mapped
@@ -23,6 +24,11 @@ from pathlib import Path
 from typing import IO
 
 import torch
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between checkpoints of long work (``SSL_BENCH_CHECKPOINT_SECONDS``, 60 by default)."""
+    return float(os.environ.get("SSL_BENCH_CHECKPOINT_SECONDS", "60"))
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:

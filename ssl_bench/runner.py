@@ -32,12 +32,12 @@ from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.downstream import check_label_fraction
 from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.locks import Lock
-from ssl_bench.method import Method, non_default_options, schedule
+from ssl_bench.method import Method, non_default_options, schedule, variant_name
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_extras, prepare_pool, resolve_pool
 from ssl_bench.pretrain import BEST_ENCODER, pretrain
-from ssl_bench.protocol import Context, Outcome, Protocol, changed_settings, protocol_label
+from ssl_bench.protocol import Context, Outcome, Protocol, changed_settings
 from ssl_bench.record import (
     Compute,
     FailureRecord,
@@ -218,7 +218,7 @@ class _Planner:
             "augmentation": {"flips": task.flips, "rotation_degrees": task.rotation_degrees},
             "protocol": {
                 "name": protocol_name,
-                "label": protocol_label(protocol_name, changed_settings(settings, base)),
+                "label": variant_name(protocol_name, changed_settings(settings, base)),
                 "version": protocol.version,
                 "plugin": self.registry.plugin_version("protocols", protocol_name),
                 "settings": dataclasses.asdict(settings),
@@ -515,6 +515,7 @@ class Executor:
             pretrained=job.pretraining.pool is not None,
             start=start,
             progress=self.progress,
+            workdir=result_path(self.config.results, job.id).parent,
         )
 
     def run_job(self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: dict) -> Path:

@@ -8,10 +8,12 @@ earlier epoch); validation data come from the training list or the task's valida
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter
 from typing import TypeVar
 
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from ssl_bench.errors import ConfigError, TrainingError
 from ssl_bench.method import PROFILES
 from ssl_bench.protocol import Scores
+from ssl_bench.results import checkpoint_seconds, save_torch
 from ssl_bench.task import Task
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -133,34 +136,75 @@ def fit(
     generator: torch.Generator,
     progress: bool = False,
     desc: str = "",
+    checkpoint: Path | None = None,
 ) -> Fit:
     """Train ``model`` with a fresh Adam for ``epochs``; keep the epoch with the lowest validation loss.
 
     A NaN training or validation loss stops the run with :class:`TrainingError` (a diverged run is not a score).
-    ``model`` ends in its last epoch's state; load ``best_state`` to use the best.
+    ``model`` ends in its last epoch's state; load ``best_state`` to use the best. With ``checkpoint``, the run's
+    state (model, optimiser, selection, random numbers) is saved there at an epoch's end every
+    ``SSL_BENCH_CHECKPOINT_SECONDS`` (60) and a run that finds it continues from it, to the same numbers.
     """
     set_trainable(model, train_encoder)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    best_state: dict[str, Tensor] = {}
-    best_epoch, best_loss, train_seconds = 0, math.inf, 0.0
-    start = perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    state = _Progress()
+    if checkpoint is not None and checkpoint.exists():
+        state = _resume(checkpoint, model, optimizer, generator)
+    start, last_saved = perf_counter() - state.seconds, perf_counter()
+    bar = tqdm(range(state.epoch + 1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         epoch_start = perf_counter()
         train_loss = _train_epoch(kind, model, optimizer, batch_size, train_encoder, generator)
-        train_seconds += perf_counter() - epoch_start
+        state.train_seconds += perf_counter() - epoch_start
         loss = kind.validation_loss(model)
         if not (math.isfinite(train_loss) and math.isfinite(loss)):
             raise TrainingError(
                 f"{desc or 'training'}: the loss became {train_loss if not math.isfinite(train_loss) else loss} "
                 f"in epoch {epoch}; try a lower learning rate (lr={lr})"
             )
-        if loss < best_loss:
-            best_epoch, best_loss = epoch, loss
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{best_loss:.4f}@{best_epoch}")
-    seconds = perf_counter() - start
-    return Fit(best_state, best_epoch, best_loss, seconds, epochs * kind.train_size / max(train_seconds, 1e-9))
+        if loss < state.best_loss:
+            state.best_epoch, state.best_loss = epoch, loss
+            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.epoch, state.seconds = epoch, perf_counter() - start
+        if checkpoint is not None and epoch < epochs and perf_counter() - last_saved >= checkpoint_seconds():
+            _save(checkpoint, state, model, optimizer, generator)
+            last_saved = perf_counter()
+        bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{state.best_loss:.4f}@{state.best_epoch}")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # finished: only an interrupted run needs it
+    images_per_second = epochs * kind.train_size / max(state.train_seconds, 1e-9)
+    return Fit(state.best_state, state.best_epoch, state.best_loss, perf_counter() - start, images_per_second)
+
+
+@dataclass
+class _Progress:
+    """Where a :func:`fit` run stands: the last finished epoch, the selection so far, and the time spent."""
+
+    epoch: int = 0
+    best_state: dict[str, Tensor] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def _save(path: Path, state: _Progress, model: nn.Module, optimizer, generator: torch.Generator) -> None:
+    snapshot = {
+        "progress": dataclasses.asdict(state),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+    }
+    save_torch(path, snapshot)
+
+
+def _resume(path: Path, model: nn.Module, optimizer, generator: torch.Generator) -> _Progress:
+    device = next(model.parameters()).device
+    snapshot = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(snapshot["model"], strict=True)
+    optimizer.load_state_dict(snapshot["optimizer"])
+    generator.set_state(snapshot["generator"].cpu())
+    return _Progress(**snapshot["progress"])
 
 
 def _train_epoch(

@@ -276,3 +276,35 @@ def test_finetune_loads_the_start_state_strictly(kind: str):
         Finetune().run(context(kind, start=missing))
     with pytest.raises(RuntimeError, match="Unexpected key"):
         Finetune().run(context(kind, start={**start, "extra.weight": torch.zeros(1)}))
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "classification"])
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_numbers(monkeypatch, tmp_path, kind: str):
+    monkeypatch.setenv("SSL_BENCH_CHECKPOINT_SECONDS", "0")  # a checkpoint at every epoch's end
+    epochs = SupervisedSettings(32, 4, 4) if kind == "segmentation" else SupervisedSettings(16, 4, 16)
+    straight = supervised_transfer(context(kind, settings=epochs), train_encoder=True)
+
+    calls = {"n": 0}
+    original = type(task_kind(context(kind, settings=epochs))).validation_loss
+
+    def killed_in_epoch_3(self, model):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the process is stopped after two finished epochs
+        return original(self, model)
+
+    monkeypatch.setattr(type(task_kind(context(kind, settings=epochs))), "validation_loss", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        supervised_transfer(context(kind, settings=epochs, workdir=tmp_path), train_encoder=True)
+    saved = torch.load(tmp_path / "fit.pt", weights_only=True)
+    assert saved["progress"]["epoch"] == 2
+
+    monkeypatch.setattr(type(task_kind(context(kind, settings=epochs))), "validation_loss", original)
+    resumed = supervised_transfer(context(kind, settings=epochs, workdir=tmp_path), train_encoder=True)
+    assert resumed.selection == straight.selection
+    assert resumed.scores == straight.scores
+    assert all(torch.equal(resumed.state[k], straight.state[k]) for k in straight.state)
+    assert not (tmp_path / "fit.pt").exists()  # finished: nothing left to resume from
