@@ -24,6 +24,7 @@ from scipy import stats
 from ssl_bench.errors import DataError
 from ssl_bench.record import FailureRecord, MetricRecord, ResultRecord, read_failure, read_record
 from ssl_bench.results import write_atomic
+from ssl_bench.stats import PairedTest, bootstrap_interval, friedman, holm, paired_test
 
 #: The ``metric`` name under which tables show each protocol's own headline metric (Dice for segmentation,
 #: AUC for classification, or what a protocol plugin declares).
@@ -50,8 +51,10 @@ SEED_COLUMNS = [
     "profile",
     "pool",
     "random_encoder",
+    "encoder",
     "unix_time",
     "job_id",
+    "images",
 ]
 SUMMARY_COLUMNS = [
     "variant",
@@ -74,8 +77,17 @@ SUMMARY_COLUMNS = [
     "profile",
     "pool",
     "random_encoder",
+    "encoder",
     "n_failed",
+    "boot_low",
+    "boot_high",
+    "p_vs_scratch",
+    "median_diff_vs_scratch",
+    "diff_low",
+    "diff_high",
 ]
+#: Evidence against scratch counts at this Holm-adjusted p-value.
+SIGNIFICANCE = 0.05
 RANK_COLUMNS = ["variant", "mean_rank", "wins", "n_columns"]
 # Means of the same scores summed in another order can differ in the last bits; compare rounded
 # values so that such means still count as ties.
@@ -179,6 +191,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "profile": result.profile,
         "pool": _pool_key(result),
         "random_encoder": result.protocol.frozen_encoder and not result.pretrained,
+        "encoder": result.encoder,
         "unix_time": result.unix_time,
         "job_id": result.job_id,
     }
@@ -194,9 +207,17 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
                 "score": score,
                 "image_std": image_std,
                 "n_images": n_images,
+                "images": _images(scores),
             }
         )
     return rows
+
+
+def _images(scores: MetricRecord) -> dict[str, float] | None:
+    """Per-image scores by image id (for paired tests and the bootstrap); None for a set-level metric."""
+    if scores.per_image is None:
+        return None
+    return {i: math.nan if v is None else v for i, v in zip(scores.ids, scores.per_image, strict=True)}
 
 
 def _reduce(scores: MetricRecord, where: str) -> tuple[float, float, int | None]:
@@ -225,8 +246,55 @@ def summary_table(results: list[ResultRecord], failures: Iterable[FailureRecord]
     """
     seeds = seed_table(results)
     rows = [_summarise(keys, group) for keys, group in seeds.groupby(RUN_KEYS, sort=False)]
-    summary = _with_failures(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds, failures, results)
+    summary = _versus_scratch(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds)
+    summary = _with_failures(summary, seeds, failures, results)
     return _sort_runs(summary).reset_index(drop=True)
+
+
+def _seed_mean_images(group: pd.DataFrame) -> dict[str, float]:
+    """Per-image scores averaged over a cell's seeds, for the images every seed scored."""
+    per_seed = list(group["images"])
+    shared = set.intersection(*(set(scores) for scores in per_seed))
+    return {i: float(np.mean([scores[i] for scores in per_seed])) for i in per_seed[0] if i in shared}
+
+
+def _versus_scratch(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Each cell against ``scratch`` (same task, protocol, fraction, metric, profile and encoder) on the same
+    test images: Wilcoxon signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median
+    paired difference with its bootstrap 95% interval."""
+    cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
+    found: dict[int, PairedTest] = {}
+    for index, row in summary.iterrows():
+        reference = summary[
+            (summary["method"] == "scratch")
+            & (summary["task"] == row["task"])
+            & (summary["protocol"] == row["protocol"])
+            & (summary["label_fraction"] == row["label_fraction"])
+            & (summary["metric"] == row["metric"])
+            & (summary["profile"] == row["profile"])
+            & (summary["encoder"] == row["encoder"])
+        ]
+        if row["method"] == "scratch" or len(reference) != 1:
+            continue
+        mine = cells[tuple(row[key] for key in RUN_KEYS)]
+        theirs = cells[tuple(reference.iloc[0][key] for key in RUN_KEYS)]
+        if any(scores is None for scores in (*mine["images"], *theirs["images"])):
+            continue  # a set-level metric (AUC) has no per-image pairs
+        a, b = _seed_mean_images(mine), _seed_mean_images(theirs)
+        shared = [i for i in a if i in b]
+        if len(shared) >= 2 and not any(math.isnan(a[i]) or math.isnan(b[i]) for i in shared):
+            found[index] = paired_test([a[i] for i in shared], [b[i] for i in shared])
+    summary = summary.copy()
+    for column, field in (
+        ("median_diff_vs_scratch", "median_difference"),
+        ("diff_low", "ci_low"),
+        ("diff_high", "ci_high"),
+    ):
+        summary[column] = [getattr(found[i], field) if i in found else math.nan for i in summary.index]
+    summary["p_vs_scratch"] = math.nan
+    for _, family in summary.loc[list(found)].groupby(["protocol", "metric"]) if found else []:
+        summary.loc[family.index, "p_vs_scratch"] = holm([found[i].p_value for i in family.index])
+    return summary
 
 
 def _with_failures(
@@ -282,8 +350,20 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "profile": _join_unique(group["profile"]),
         "pool": _join_unique(group["pool"]),
         "random_encoder": bool(group["random_encoder"].all()),
+        "encoder": _join_unique(group["encoder"]),
         "n_failed": 0,
+        **dict(zip(("boot_low", "boot_high"), _bootstrap(group["images"]), strict=True)),
     }
+
+
+def _bootstrap(images: pd.Series) -> tuple[float, float]:
+    """The 95% interval of the cell's mean from a bootstrap over test images stratified by seed."""
+    if any(scores is None for scores in images):
+        return math.nan, math.nan
+    per_seed = [np.fromiter(scores.values(), dtype=float) for scores in images]
+    if any(np.isnan(scores).any() for scores in per_seed):
+        return math.nan, math.nan
+    return bootstrap_interval(per_seed)
 
 
 def _join_unique(values: pd.Series) -> str:
@@ -405,6 +485,7 @@ def _protocol_section(rows: pd.DataFrame, protocol: str) -> list[str]:
             "",
         ]
     order = ranks(rows, HEADLINE_METRIC)
+    lines += [_friedman_line(rows), ""]
     for metric in _metrics(rows):
         headline = metric == HEADLINE_METRIC
         if not headline:
@@ -413,11 +494,30 @@ def _protocol_section(rows: pd.DataFrame, protocol: str) -> list[str]:
     return lines
 
 
+def _friedman_line(rows: pd.DataFrame) -> str:
+    """The Friedman test and Nemenyi critical difference over the columns every variant completed."""
+    board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
+    if board.shape[0] < 2 or board.shape[1] < 1:
+        return "Friedman test: needs two variants with a common completed column."
+    result = friedman(board.to_numpy())
+    if not result.informative:
+        return (
+            f"Friedman test over {result.n_tasks} column(s) of {result.n_methods} variants: not informative below "
+            "5 columns, so not reported."
+        )
+    return (
+        f"Friedman test over {result.n_tasks} columns of {result.n_methods} variants: chi-square "
+        f"{result.statistic:.2f}, p = {result.p_value:.3g}; Nemenyi critical difference "
+        f"{result.critical_difference:.2f} (mean ranks further apart than this differ at p < 0.05)."
+    )
+
+
 def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> list[str]:
     columns = _task_columns(rows)
     variants = _ordered_variants(order, rows["variant"])
     by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
     best = {col: _best_mean(rows, *col) for col in columns}
+    most_seeds = int(rows["n_seeds"].max()) if len(rows) else 0
     header = ["variant", *(_column_label(*col) for col in columns)]
     if with_ranks:
         header += ["mean rank", "wins"]
@@ -425,7 +525,7 @@ def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> 
     body = []
     for variant in variants:
         cells = [_escape(variant)]
-        cells += [_score_cell(by_key.get((variant, *col)), best[col]) for col in columns]
+        cells += [_score_cell(by_key.get((variant, *col)), best[col], most_seeds) for col in columns]
         if with_ranks and variant in ranked.index:
             cells += [_format_number(ranked.at[variant, "mean_rank"], 2), str(ranked.at[variant, "wins"])]
         elif with_ranks:
@@ -439,7 +539,11 @@ def _caption(rows: pd.DataFrame) -> str:
         f"{metric} ({'higher' if higher else 'lower'} is better)"
         for metric, higher in zip(rows["metric"], rows["higher_is_better"].astype(bool), strict=True)
     }
-    return f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold"
+    return (
+        f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold; ▲/▼ better/worse than scratch on "
+        f"the same test images (Wilcoxon signed-rank on per-image scores averaged over seeds, Holm-adjusted over "
+        f"the table, p < {SIGNIFICANCE})"
+    )
 
 
 def _task_columns(rows: pd.DataFrame) -> list[tuple[str, float]]:
@@ -462,14 +566,19 @@ def _best_mean(rows: pd.DataFrame, task: str, fraction: float) -> float:
     return float(means.max() if column["higher_is_better"].astype(bool).all() else means.min())
 
 
-def _score_cell(row: Any, best: float) -> str:
+def _score_cell(row: Any, best: float, most_seeds: int) -> str:
+    """Mean (± std over seeds); a cell with fewer seeds than the table's others says how many it has."""
     if row is not None and row.n_seeds == 0 and row.n_failed:
         return "failed"
     if row is None or math.isnan(row.mean):
         return "–"
     text = f"{row.mean:.3f}" if row.n_seeds < 2 else f"{row.mean:.3f} ± {row.std:.3f}"
     text = f"**{text}**" if round(row.mean, _TIE_DECIMALS) == best else text
-    return f"{text} ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)" if row.n_failed else text
+    if row.p_vs_scratch < SIGNIFICANCE:  # NaN (not tested) compares False
+        text += " ▲" if (row.median_diff_vs_scratch > 0) == bool(row.higher_is_better) else " ▼"
+    if row.n_failed:
+        return f"{text} ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)"
+    return f"{text} ({row.n_seeds} of {most_seeds} seeds)" if row.n_seeds < most_seeds else text
 
 
 def _compute_section(summary: pd.DataFrame) -> list[str]:

@@ -344,7 +344,8 @@ class Executor:
                 "Use --overwrite missing to compute only the absent ones, or --overwrite always to redo all."
             )
         todo = plan.jobs if self.config.overwrite == "always" else [j for j in plan.jobs if j.id not in done]
-        failures = {} if self.retry_failed else {j.id: f for j in todo if (f := self._failed_before(j))}
+        retry = self.retry_failed or self.config.overwrite == "always"
+        failures = {} if retry else {j.id: f for j in todo if (f := self._failed_before(j))}
         todo = [job for job in todo if job.id not in failures]
         self._started = time.time()
         before = f", {len(failures)} failed before (--retry-failed runs them again)" if failures else ""

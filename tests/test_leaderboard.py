@@ -482,9 +482,10 @@ def test_markdown_bolds_best_and_shows_mean_std_ranks_and_wins(tmp_path: Path) -
     header, _, first, second = first_table(protocol_section(markdown, "frozen"))
     assert header == "| variant | lung | lung@0.2 | mean rank | wins |"
     # lung: simclr 0.71 ± std(0.70, 0.72) = 0.01414 beats scratch 0.60;
-    # lung@0.2: scratch 0.45 beats simclr 0.40 -> both mean rank 1.5, 1 win; ties sort by name
-    assert first == "| scratch | 0.600 | **0.450** | 1.50 | 1 |"
-    assert second == "| simclr | **0.710 ± 0.014** | 0.400 | 1.50 | 1 |"
+    # lung@0.2: scratch 0.45 beats simclr 0.40 -> both mean rank 1.5, 1 win; ties sort by name.
+    # scratch ran one seed where simclr ran two: its cells say so.
+    assert first == "| scratch | 0.600 (1 of 2 seeds) | **0.450** (1 of 2 seeds) | 1.50 | 1 |"
+    assert second == "| simclr | **0.710 ± 0.014** | 0.400 (1 of 2 seeds) | 1.50 | 1 |"
     assert "## Compute" in markdown
     assert "| scratch |  |  | 20.0 | 800 |" in markdown  # no pretraining: blank, not 0
     assert "| simclr | 10.0 | 50.0 | 20.0 | 800 |" in markdown
@@ -651,3 +652,63 @@ def test_only_unreadable_results_is_an_error_naming_one(tmp_path: Path) -> None:
         write_leaderboard(tmp_path)
     assert str(bad) in str(caught.value)
     assert not (tmp_path / "leaderboard.md").exists()
+
+
+# --- evidence: paired tests against scratch, bootstrap intervals, Friedman ---------------------
+
+
+def _twelve(offset: float) -> list[float]:
+    return [0.5 + 0.01 * i + offset for i in range(12)]
+
+
+def test_a_method_better_on_every_image_is_marked_and_an_equal_one_is_not(tmp_path: Path) -> None:
+    records = [
+        record("s", "scratch", scores=_twelve(0.0)),
+        record("b", "better", scores=_twelve(0.05)),
+        record("e", "equal", scores=_twelve(0.0)),
+        record("w", "worse", scores=_twelve(-0.1)),
+    ]
+    write_runs(tmp_path, records)
+    summary = pd.read_csv(write_leaderboard(tmp_path)[0])
+    dice = summary[summary["metric"] == "dice"].set_index("variant")
+    # Wilcoxon on 12 pairs all of one sign: p = 2 / 2**12 each; Holm over the dice table's 3 comparisons:
+    # sorted p (0.000488, 0.000488, 1.0) x (3, 2, 1) -> 0.00146, 0.00146 (the running max), 1.0.
+    assert dice.loc["better", "p_vs_scratch"] == pytest.approx(3 * 2 / 2**12)
+    assert dice.loc["worse", "p_vs_scratch"] == pytest.approx(3 * 2 / 2**12)
+    assert dice.loc["equal", "p_vs_scratch"] == 1.0 and math.isnan(dice.loc["scratch", "p_vs_scratch"])
+    assert dice.loc["better", "median_diff_vs_scratch"] == pytest.approx(0.05)
+    assert dice.loc["better", "diff_low"] == pytest.approx(0.05) and dice.loc["worse", "diff_high"] == pytest.approx(
+        -0.1
+    )
+    table = first_table(protocol_section((tmp_path / "leaderboard.md").read_text(), "frozen"))
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table[2:]}
+    assert cells["better"].endswith("▲") and cells["worse"].endswith("▼")
+    assert "▲" not in cells["equal"] + cells["scratch"] and "▼" not in cells["equal"] + cells["scratch"]
+
+
+def test_the_bootstrap_interval_of_a_cell_surrounds_its_mean_and_is_stratified_by_seed(tmp_path: Path) -> None:
+    records = [record("a", seed_index=0, scores=_twelve(0.0)), record("b", seed_index=1, scores=_twelve(0.2))]
+    write_runs(tmp_path, records)
+    row = pd.read_csv(write_leaderboard(tmp_path)[0]).query("metric == 'dice'").iloc[0]
+    # The mean of the seeds' means is (0.555 + 0.755) / 2 = 0.655. Resampling within each seed keeps their gap:
+    # each seed mean has SE 0.0345 / sqrt(12) = 0.00996 (sd of 12 values 0.01 apart), the cell sqrt(2) / 2 of that,
+    # 0.0070, so the 95% width is about 4 * 0.0070 = 0.028; pooling the 24 images (sd 0.105) would give ~0.084.
+    assert row["mean"] == pytest.approx(0.655)
+    assert row["boot_low"] < row["mean"] < row["boot_high"]
+    assert row["boot_high"] - row["boot_low"] < 0.035
+
+
+def test_friedman_is_reported_from_five_complete_columns_and_called_uninformative_below(tmp_path: Path) -> None:
+    tasks = ["t1", "t2", "t3", "t4", "t5"]
+    records = [
+        record(f"{v}{t}", v, task=t, scores=[base + 0.01 * i] * 4)
+        for v, base in (("a", 0.8), ("b", 0.6), ("c", 0.4))
+        for i, t in enumerate(tasks)
+    ]
+    markdown = markdown_of(tmp_path / "five", records)
+    # a always ranks 1, b 2, c 3 on 5 tasks: chi-square = 12 N / (k (k + 1)) * sum(R^2) - 3 N (k + 1)
+    #   = 12 * 5 / 12 * (1 + 4 + 9) - 3 * 5 * 4 = 70 - 60 = 10; CD = 2.343 * sqrt(3 * 4 / 30) = 1.48.
+    assert "Friedman test over 5 columns of 3 variants: chi-square 10.00, p = 0.00674" in markdown
+    assert "Nemenyi critical difference 1.48" in markdown
+    few = markdown_of(tmp_path / "four", [r for r in records if r.task != "t5"])
+    assert "Friedman test over 4 column(s) of 3 variants: not informative below 5 columns" in few
