@@ -24,7 +24,15 @@ from scipy import stats
 from ssl_bench.errors import DataError
 from ssl_bench.record import FailureRecord, MetricRecord, ResultRecord, read_failure, read_record
 from ssl_bench.results import write_atomic
-from ssl_bench.stats import PairedTest, bootstrap_interval, friedman, holm, paired_test
+from ssl_bench.stats import (
+    PairedTest,
+    bootstrap_interval,
+    friedman,
+    holm,
+    iqm_normalised,
+    paired_test,
+    probability_of_improvement,
+)
 
 #: The ``metric`` name under which tables show each protocol's own headline metric (Dice for segmentation,
 #: AUC for classification, or what a protocol plugin declares).
@@ -491,7 +499,36 @@ def _protocol_section(rows: pd.DataFrame, protocol: str) -> list[str]:
         if not headline:
             lines += [f"### `{protocol}`: {metric}", ""]
         lines += _metric_table(_rows_of(rows, metric), order, with_ranks=headline)
+        if headline:
+            lines += _aggregate_table(rows, order)
     return lines
+
+
+def _aggregate_table(rows: pd.DataFrame, order: pd.DataFrame) -> list[str]:
+    """Per variant over the columns every variant completed: the IQM of scratch-normalised headline scores
+    (no one easy task dominates it) and the probability of beating scratch on a random column."""
+    headline = _rows_of(rows, HEADLINE_METRIC)
+    board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
+    scratch = [v for v in board.index if set(headline.loc[headline["variant"] == v, "method"]) == {"scratch"}]
+    bounded = headline["higher_is_better"].astype(bool).all() and headline["mean"].between(0, 1).all()
+    if len(scratch) != 1 or board.empty or not bounded or (board.loc[scratch[0]] >= 1).any():
+        return []
+    reference = board.loc[scratch[0]].to_numpy()
+    body = [
+        [
+            _escape(variant),
+            f"{iqm_normalised(board.loc[variant].to_numpy(), reference):.3f}",
+            f"{probability_of_improvement(board.loc[variant].to_numpy(), reference):.2f}",
+        ]
+        for variant in _ordered_variants(order, board.index)
+        if variant != scratch[0]
+    ]
+    caption = (
+        f"Over the {board.shape[1]} column(s) every variant completed: the interquartile mean of "
+        "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect), and the share of columns "
+        "where the variant beats scratch (ties count half)."
+    )
+    return [caption, "", *_table(["variant", "IQM vs scratch", "P(beats scratch)"], body), ""]
 
 
 def _friedman_line(rows: pd.DataFrame) -> str:

@@ -712,3 +712,16 @@ def test_friedman_is_reported_from_five_complete_columns_and_called_uninformativ
     assert "Nemenyi critical difference 1.48" in markdown
     few = markdown_of(tmp_path / "four", [r for r in records if r.task != "t5"])
     assert "Friedman test over 4 column(s) of 3 variants: not informative below 5 columns" in few
+
+
+def test_the_aggregate_table_gives_the_iqm_of_scratch_normalised_scores_and_the_chance_to_beat_scratch(tmp_path):
+    # Four tasks; scratch scores 0.5 on each. Method m: 0.75, 0.5, 0.9, 0.6 -> normalised (s - 0.5) / 0.5 =
+    # 0.5, 0.0, 0.8, 0.2; the IQM (trim 25% each side of 4 values: the middle two, 0.2 and 0.5) is 0.35.
+    # m beats scratch on 3 tasks and ties on one: P = (3 + 0.5) / 4 = 0.875.
+    m_scores = {"t1": 0.75, "t2": 0.5, "t3": 0.9, "t4": 0.6}
+    records = [record(f"s{t}", "scratch", task=t, scores=[0.5] * 3) for t in m_scores]
+    records += [record(f"m{t}", "m", task=t, scores=[v] * 3) for t, v in m_scores.items()]
+    markdown = markdown_of(tmp_path, records)
+    section = protocol_section(markdown, "frozen")
+    assert "| m | 0.350 | 0.88 |" in section
+    assert "| variant | IQM vs scratch | P(beats scratch) |" in section
