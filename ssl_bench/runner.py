@@ -190,7 +190,8 @@ class _Planner:
     """Builds each job once, its upstream job first (memoised, so a shared upstream is one job)."""
 
     def __init__(self, config: RunConfig, registry: Registry, data: dict[str, TaskData]) -> None:
-        self.config, self.registry, self.data = config, registry, data
+        self.config, self.registry = config, registry
+        self.fingerprints = {name: task_data.fingerprint() for name, task_data in data.items()}  # hashed once
         self.jobs: dict[tuple, Job] = {}
 
     def job(self, pretraining: Pretraining, task: Task, protocol_name: str, fraction: float, seed_index: int) -> Job:
@@ -214,7 +215,7 @@ class _Planner:
             "task": task.name,
             "task_version": task.version,
             "task_plugin": self.registry.plugin_version("tasks", task.name),
-            "data": self.data[task.name].fingerprint(),
+            "data": self.fingerprints[task.name],
             "augmentation": {"flips": task.flips, "rotation_degrees": task.rotation_degrees},
             "protocol": {
                 "name": protocol_name,
