@@ -271,21 +271,18 @@ def _versus_scratch(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     test images: Wilcoxon signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median
     paired difference with its bootstrap 95% interval."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
+    compared_on = ["task", "protocol", "label_fraction", "metric", "profile", "encoder"]
+    scratch = summary[summary["method"] == "scratch"]
+    # The one scratch cell of each comparison; where there are several scratch variants, none is the reference.
+    references = {
+        key: tuple(rows.iloc[0][RUN_KEYS]) for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1
+    }
     found: dict[int, PairedTest] = {}
     for index, row in summary.iterrows():
-        reference = summary[
-            (summary["method"] == "scratch")
-            & (summary["task"] == row["task"])
-            & (summary["protocol"] == row["protocol"])
-            & (summary["label_fraction"] == row["label_fraction"])
-            & (summary["metric"] == row["metric"])
-            & (summary["profile"] == row["profile"])
-            & (summary["encoder"] == row["encoder"])
-        ]
-        if row["method"] == "scratch" or len(reference) != 1:
+        reference = references.get(tuple(row[compared_on]))
+        if row["method"] == "scratch" or reference is None:
             continue
-        mine = cells[tuple(row[key] for key in RUN_KEYS)]
-        theirs = cells[tuple(reference.iloc[0][key] for key in RUN_KEYS)]
+        mine, theirs = cells[tuple(row[RUN_KEYS])], cells[reference]
         if any(scores is None for scores in (*mine["images"], *theirs["images"])):
             continue  # a set-level metric (AUC) has no per-image pairs
         a, b = _seed_mean_images(mine), _seed_mean_images(theirs)

@@ -86,9 +86,6 @@ class Lock:
         self._thread.start()
         return True
 
-    def holder(self) -> Holder | None:
-        return read_holder(self.path)
-
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import torch
@@ -117,7 +117,7 @@ class Plan:
     jobs: list[Job]
     data: dict[str, TaskData]
 
-    @property
+    @cached_property  # asked for every job, again and again while workers poll
     def upstream_ids(self) -> set[str]:
         """Jobs whose selected model another job starts from: their model is kept on disk."""
         return {job.upstream.id for job in self.jobs if job.upstream is not None}

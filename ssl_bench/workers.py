@@ -59,11 +59,12 @@ def run_pool(
     for index, environment in enumerate(environments):
         with open(logs / f"worker-{index}.log", "w") as log:
             workers.append(subprocess.Popen(command, env={**os.environ, **environment}, stdout=log, stderr=log))
+    finished: set[str] = set()
     with tqdm(total=len(plan.jobs), desc="jobs", unit="job", disable=not progress) as bar:
         while any(worker.poll() is None for worker in workers):
-            bar.update(_finished(results, plan, since) - bar.n)
+            bar.update(_newly_finished(results, plan, since, finished))
             time.sleep(POLL_SECONDS)
-        bar.update(_finished(results, plan, since) - bar.n)
+        bar.update(_newly_finished(results, plan, since, finished))
     failed = [f for job in plan.jobs if (f := _failure(results, job.id, since)) and not job_is_done(results, job, plan)]
     broken = [index for index, worker in enumerate(workers) if worker.returncode not in (0, 1)]
     if broken:
@@ -73,8 +74,13 @@ def run_pool(
     return RunSummary(written, failed)
 
 
-def _finished(results: Path, plan: Plan, since: float) -> int:
-    return sum(job_is_done(results, job, plan) or _failure(results, job.id, since) is not None for job in plan.jobs)
+def _newly_finished(results: Path, plan: Plan, since: float, finished: set[str]) -> int:
+    """Add the jobs done or failed since the last look to ``finished`` (each file is read until it is); how many."""
+    before = len(finished)
+    for job in plan.jobs:
+        if job.id not in finished and (job_is_done(results, job, plan) or _failure(results, job.id, since)):
+            finished.add(job.id)
+    return len(finished) - before
 
 
 def _failure(results: Path, job_id: str, since: float) -> FailureRecord | None:
