@@ -2,7 +2,8 @@
 
 - Contracts: :class:`Method` (with :class:`Stage`), :class:`Task`, :class:`Pool`, :class:`Protocol` (with
   :class:`Context`, :class:`Outcome`, :class:`Scores`, :class:`Selection`, :class:`Metric`), and ``hookimpl``.
-- Data types: :class:`SegmentationSplit`, :class:`SegmentationData`, :class:`Availability`.
+- Data types: :class:`SegmentationSplit` (optionally with landmark points, named by :attr:`Task.landmarks`),
+  :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
   selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split, resized),
   per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`.
@@ -21,7 +22,7 @@ from ssl_bench.data.imageio import (
     resize_image,
     resize_mask,
 )
-from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus
+from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
 from ssl_bench.downstream import (
     CLASSIFICATION_METRICS,
@@ -50,6 +51,7 @@ from ssl_bench.transfer import SegmentationKind, resize_split, segmentation_spli
 
 __all__ = [
     "CLASSIFICATION_METRICS",
+    "FUNDUS_LANDMARKS",
     "IMAGE_SUFFIXES",
     "SEGMENTATION_METRICS",
     "Availability",

@@ -29,11 +29,17 @@ class Availability:
 
 @dataclass(frozen=True)
 class SegmentationSplit:
-    """Images ``uint8 (N, C, H, W)`` with binary masks ``bool (N, H, W)``, named by ``ids``."""
+    """Images ``uint8 (N, C, H, W)`` with binary masks ``bool (N, H, W)``, named by ``ids``.
+
+    ``landmarks``, for a task that declares :attr:`Task.landmarks` (L names), holds each image's points as
+    ``float32 (N, L, 2)`` in pixel ``(row, col)`` of the split's images (pixel centres at integers), NaN where
+    an image lacks that point; None for a task without landmarks.
+    """
 
     images: torch.Tensor
     masks: torch.Tensor
     ids: tuple[str, ...]
+    landmarks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -45,15 +51,23 @@ class SegmentationSplit:
             )
         if self.images.shape[0] != n:
             raise ValueError(f"{self.images.shape[0]} images but {n} ids")
+        landmarks = self.landmarks
+        if landmarks is not None and (
+            landmarks.dtype != torch.float32 or landmarks.ndim != 3 or landmarks.shape[::2] != (n, 2)
+        ):
+            raise ValueError(f"landmarks must be float32 ({n}, L, 2), got {landmarks.dtype} {tuple(landmarks.shape)}")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index: slice) -> SegmentationSplit:
-        return SegmentationSplit(self.images[index], self.masks[index], self.ids[index])
+        landmarks = None if self.landmarks is None else self.landmarks[index]
+        return SegmentationSplit(self.images[index], self.masks[index], self.ids[index], landmarks)
 
     def digest(self, hasher) -> None:
-        _digest_split(hasher, self.ids, self.images, self.masks)
+        # Landmarks join the digest only where present, so that tasks without them keep their fingerprints.
+        extra = () if self.landmarks is None else (self.landmarks,)
+        _digest_split(hasher, self.ids, self.images, self.masks, *extra)
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,11 @@ class SegmentationData:
 
     train: SegmentationSplit
     test: SegmentationSplit
+
+    def __post_init__(self) -> None:
+        counts = [None if split.landmarks is None else split.landmarks.shape[1] for split in (self.train, self.test)]
+        if counts[0] != counts[1]:
+            raise ValueError(f"train and test must carry the same landmarks, got {counts[0]} and {counts[1]} per image")
 
     def fingerprint(self) -> str:
         """A hash of the data as read (pixels, masks, ids and order of every split): part of every job's id."""
@@ -152,6 +171,9 @@ class Task(ABC):
     #: it found with; for a split that is not the owners' (LD's, a seeded one) these are that split's counts.
     #: None where the counts are not fixed (a user's folder).
     expected_counts: ClassVar[tuple[int, int] | None] = None
+    #: Segmentation only: the names of the landmark points every image's data carries
+    #: (:attr:`SegmentationSplit.landmarks`, in this order); empty for a task without landmarks.
+    landmarks: ClassVar[tuple[str, ...]] = ()
     #: Bump on any change to how the data is read. Jobs are also keyed by the data's content, so changed files
     #: re-run their jobs without a bump.
     version: ClassVar[str] = "1"

@@ -10,6 +10,7 @@ bubble) is on the image's right.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,18 +26,36 @@ MIN_SIZE = 32
 _STEP = 0.01
 # No fundus vessel is drawn thinner than this many pixels, so that the thinnest stay learnable.
 _MIN_VESSEL_PX = 1.0
+# The four temporal arcades: which way each turns around the macula, and its kind (artery 0, vein 1).
+_ARCADE_TURN = np.array([1.0, 1.0, -1.0, -1.0])
+_ARCADE_KIND = np.array([0, 1, 0, 1])
+# A branching is a landmark only where the branch is drawn for at least this many steps from its start.
+_VISIBLE_BRANCH_STEPS = 5
 
-_Sample = tuple[np.ndarray, dict[str, np.ndarray]]
-# (shape generator, pixel-noise generator, size) -> image (C, H, W) uint8 and masks (H, W) bool
+#: The fundus phantoms' landmarks: the disc and fovea centres, and where each temporal arcade first branches
+#: after leaving the disc (superior and inferior: above and below the disc in the image).
+FUNDUS_LANDMARKS = (
+    "optic disc centre",
+    "fovea",
+    "superior temporal artery, first branching",
+    "superior temporal vein, first branching",
+    "inferior temporal artery, first branching",
+    "inferior temporal vein, first branching",
+)
+
+_Sample = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]
+# (shape generator, pixel-noise generator, size) -> image (C, H, W) uint8, masks (H, W) bool, points (row, col)
 _Draw = Callable[[np.random.Generator, np.random.Generator, int], _Sample]
 
 
 @dataclass(frozen=True)
 class PhantomSet:
-    """Images ``uint8 (N, C, H, W)`` with named binary masks ``bool (N, H, W)``."""
+    """Images ``uint8 (N, C, H, W)`` with named binary masks ``bool (N, H, W)`` and named landmark points
+    ``float32 (N, 2)`` in pixel ``(row, col)`` (pixel centres at integers; NaN where an image lacks the point)."""
 
     images: np.ndarray
     masks: dict[str, np.ndarray]
+    landmarks: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -45,14 +64,21 @@ class PhantomSet:
         for name, mask in self.masks.items():
             if mask.dtype != np.bool_ or mask.shape != shape:
                 raise ValueError(f"mask {name!r} must be bool {shape}, got {mask.dtype} {mask.shape}")
+        for name, points in self.landmarks.items():
+            if points.dtype != np.float32 or points.shape != (shape[0], 2):
+                raise ValueError(
+                    f"landmark {name!r} must be float32 ({shape[0]}, 2), got {points.dtype} {points.shape}"
+                )
 
     def __len__(self) -> int:
         return len(self.images)
 
 
 def make_fundus(n: int, size: int, seed: int, start: int = 0) -> PhantomSet:
-    """``n`` RGB fundus photographs ``(n, 3, size, size)`` with masks ``"vessel"`` and ``"disc"``."""
-    return _make(_fundus, _Family(stream=0, channels=3, masks=("vessel", "disc")), n, size, seed, start)
+    """``n`` RGB fundus photographs ``(n, 3, size, size)`` with masks ``"vessel"`` and ``"disc"`` and the
+    landmarks :data:`FUNDUS_LANDMARKS`, exactly where the generator put them."""
+    family = _Family(stream=0, channels=3, masks=("vessel", "disc"), landmarks=FUNDUS_LANDMARKS)
+    return _make(_fundus, family, n, size, seed, start)
 
 
 def make_cxr(n: int, size: int, seed: int, start: int = 0) -> PhantomSet:
@@ -101,6 +127,7 @@ class _Family:
     stream: int  # keeps a fundus and a chest X-ray with the same (seed, index) unrelated
     channels: int
     masks: tuple[str, ...]
+    landmarks: tuple[str, ...] = ()
 
 
 def _make(draw: _Draw, family: _Family, n: int, size: int, seed: int, start: int) -> PhantomSet:
@@ -111,15 +138,18 @@ def _make(draw: _Draw, family: _Family, n: int, size: int, seed: int, start: int
         raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
     images = np.zeros((n, family.channels, size, size), np.uint8)
     masks = {name: np.zeros((n, size, size), bool) for name in family.masks}
+    landmarks = {name: np.zeros((n, 2), np.float32) for name in family.landmarks}
     for i in range(n):
         # Shapes and pixel noise come from separate streams: the noise draws depend on the size, and
         # sharing a stream would make the anatomy depend on it too.
         key = [seed, start + i, family.stream]
-        image, sample_masks = draw(np.random.default_rng([*key, 0]), np.random.default_rng([*key, 1]), size)
+        image, sample_masks, points = draw(np.random.default_rng([*key, 0]), np.random.default_rng([*key, 1]), size)
         images[i] = image
         for name in family.masks:
             masks[name][i] = sample_masks[name]
-    return PhantomSet(images, masks)
+        for name in family.landmarks:
+            landmarks[name][i] = points[name]
+    return PhantomSet(images, masks, landmarks)
 
 
 @lru_cache(maxsize=16)
@@ -222,6 +252,8 @@ class _Vessels:
     """``V`` polylines of ``K`` points: xy ``(V, K, 2)``, diameter and arc length ``(V, K)``, kind ``(V,)``.
 
     ``valid`` marks the drawn prefix of each polyline; ``kind`` picks the colour (fundus: artery 0, vein 1).
+    A branch records where it leaves its parent: the parent's index in its batch and the step along it
+    (``parent_step``); for roots both are None.
     """
 
     pos: np.ndarray
@@ -229,11 +261,13 @@ class _Vessels:
     arc: np.ndarray
     valid: np.ndarray
     kind: np.ndarray
+    parent: np.ndarray | None = None
+    parent_step: np.ndarray | None = None
 
     def clipped(self, keep: Callable[[np.ndarray], np.ndarray]) -> _Vessels:
         """Stop each polyline at its first point where ``keep(xy)`` is false."""
         valid = np.logical_and.accumulate(self.valid & keep(self.pos), axis=1)
-        return _Vessels(self.pos, self.width, self.arc, valid, self.kind)
+        return dataclasses.replace(self, valid=valid)
 
 
 @dataclass(frozen=True)
@@ -285,7 +319,7 @@ def _branch(rng: np.random.Generator, parents: _Vessels, rule: _Branching) -> _V
     direction = parents.pos[vessel, step + 1] - parents.pos[vessel, step - 1]
     heading = np.arctan2(direction[:, 1], direction[:, 0])
     heading += rng.choice([-1.0, 1.0], count) * rng.uniform(0.45, 1.15, count)
-    return _walk(
+    branches = _walk(
         rng,
         start=parents.pos[vessel, step],
         heading=heading,
@@ -295,6 +329,7 @@ def _branch(rng: np.random.Generator, parents: _Vessels, rule: _Branching) -> _V
         wiggle=rule.wiggle,
         bend=rng.normal(0, 0.8, count),
     )
+    return dataclasses.replace(branches, parent=vessel, parent_step=step)
 
 
 def _tree(
@@ -414,7 +449,33 @@ def _fundus(rng: np.random.Generator, noise: np.random.Generator, size: int) -> 
     fov_distance = np.sqrt(_squared_distance(size, eye.fov_centre)) - np.float32(eye.fov_radius)
     disc_distance = np.sqrt(_squared_distance(size, eye.disc, eye.disc_radii))
     image = _fundus_shading(rng, noise, eye, dark, fov_distance, disc_distance)
-    return image, {"vessel": inside & (fov_distance < 0), "disc": disc_distance <= 1}
+    # The arcades (the tree's first batch) start inside the field of view, so their branches are its third.
+    points = _fundus_landmarks(eye, branches=vessels[2], size=size)
+    return image, {"vessel": inside & (fov_distance < 0), "disc": disc_distance <= 1}, points
+
+
+def _fundus_landmarks(eye: _Eye, branches: _Vessels, size: int) -> dict[str, np.ndarray]:
+    """:data:`FUNDUS_LANDMARKS` in pixel ``(row, col)``; an arcade without a visible branching gets NaN.
+
+    An arcade turning ``t`` around the macula moves along ``t`` times the disc-macula axis turned by 90 degrees,
+    whose y is the axis's x: it runs above the disc (y down) where ``t`` and the axis's x differ in sign.
+    """
+    # Arcades 0, 1 (artery, vein) turn one way and 2, 3 the other: the first pair above the disc is superior.
+    order = (0, 1, 2, 3) if _ARCADE_TURN[0] * (eye.disc - eye.macula)[0] < 0 else (2, 3, 0, 1)
+    first = [_first_branching(branches, vessel) for vessel in order]
+    xy = [eye.disc, eye.macula, *first]
+    return {
+        name: _to_pixels(point, size)[::-1].astype(np.float32) for name, point in zip(FUNDUS_LANDMARKS, xy, strict=True)
+    }
+
+
+def _first_branching(branches: _Vessels, vessel: int) -> np.ndarray:
+    """Normalised xy where ``branches`` first leave their parent ``vessel`` with a visible branch; NaN if none does."""
+    visible = branches.valid[:, :_VISIBLE_BRANCH_STEPS].all(axis=1) & (branches.parent == vessel)
+    if not visible.any():
+        return np.full(2, np.nan)
+    steps = np.where(visible, branches.parent_step, np.iinfo(np.int64).max)
+    return branches.pos[int(np.argmin(steps)), 0]
 
 
 def _vessel_contrast(diameter_px: np.ndarray) -> np.ndarray:
@@ -439,7 +500,7 @@ def _arcades(rng: np.random.Generator, eye: _Eye) -> _Vessels:
     count = 4
     sweep = rng.uniform(2.0, 2.7, (count, 1))  # angle swept around the macula
     t = np.linspace(0.0, 2.7, int(np.ceil(2.7 * 1.3 * rho0 / _STEP)))[None, :]
-    turn = np.array([1.0, 1.0, -1.0, -1.0])[:, None]
+    turn = _ARCADE_TURN[:, None]
     # Irregularities of the arcade's radius at a few scales, zero at the disc where every vessel starts.
     wobble = sum(
         rng.uniform(0.0, 0.05 / j, (count, 1)) * np.sin(j * rng.uniform(1.5, 3.0, (count, 1)) * t) for j in (1, 2, 3, 6)
@@ -449,7 +510,7 @@ def _arcades(rng: np.random.Generator, eye: _Eye) -> _Vessels:
     pos = eye.macula + rho[..., None] * (np.cos(t)[..., None] * along + (turn * squash * np.sin(t))[..., None] * across)
     steps = np.sqrt((np.diff(pos, axis=1) ** 2).sum(-1))
     arc = np.concatenate([np.zeros((count, 1)), np.cumsum(steps, axis=1)], axis=1)
-    kind = np.array([0, 1, 0, 1])
+    kind = _ARCADE_KIND
     w0 = np.where(kind == 1, rng.uniform(0.027, 0.033, count), rng.uniform(0.021, 0.025, count))
     width = _taper(w0, arc, np.full(count, 2.0), rng.uniform(0.35, 0.5, count))
     return _Vessels(pos, width, arc, t <= sweep, kind)
@@ -582,7 +643,7 @@ def _cxr(rng: np.random.Generator, noise: np.random.Generator, size: int) -> _Sa
         - rng.uniform(0.34, 0.44) * air
         - _gastric_bubble(rng, u, v, base)
     )
-    return _radiograph(rng, noise, density)[None], {"lung": lungs & ~heart, "heart": heart}
+    return _radiograph(rng, noise, density)[None], {"lung": lungs & ~heart, "heart": heart}, {}
 
 
 def _chest_outlines(rng: np.random.Generator, pose: _Pose, size: int) -> tuple[np.ndarray, np.ndarray, float]:

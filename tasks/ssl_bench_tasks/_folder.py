@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ssl_bench.api import DataError, read_image
 from ssl_bench_tasks._files import image_files, seeded_split, split_counts
+from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 from ssl_bench_tasks._prepared import PreparedTask, Sample, XRayTask
 
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -49,6 +51,8 @@ class FolderSpec:
     citation: str = ""
     #: The official number of images, for the expected counts of the seeded split; None where not fixed.
     expected_total: int | None = None
+    #: Whether the masks are both lungs, so that the task carries lung apices and costophrenic angles as landmarks.
+    lung_landmarks: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.fullmatch(self.name):
@@ -56,6 +60,8 @@ class FolderSpec:
         wrong_type = [field.name for field in dataclasses.fields(self) if not self._has_its_type(field)]
         if wrong_type:
             raise DataError(f"folder task {self.name!r}: {', '.join(wrong_type)} must be text")
+        if type(self.lung_landmarks) is not bool:
+            raise DataError(f"folder task {self.name!r}: lung_landmarks must be true or false")
         if type(self.channels) is not int or self.channels not in (1, 3):
             raise DataError(f"folder task {self.name!r}: channels must be 1 or 3, got {self.channels!r}")
         if not self.folders or not all(isinstance(folder, str) and folder for folder in self.folders):
@@ -96,6 +102,8 @@ class FolderTask(PreparedTask):
             self.rotation_degrees = XRayTask.rotation_degrees
             self.label_fractions = XRayTask.label_fractions
         self.expected_counts = None if spec.expected_total is None else split_counts(spec.expected_total)
+        if spec.lung_landmarks:
+            self.landmarks = LUNG_LANDMARKS
         # 2: masks are read by read_user_mask (largest channel, {0, 1} or {0, 255}), no longer as grey.
         self.version = f"2-{spec.fingerprint()}"
 
@@ -113,3 +121,6 @@ class FolderTask(PreparedTask):
 
     def read_label_file(self, path: Path) -> np.ndarray:
         return read_user_mask(path, self.preparation.label_threshold)
+
+    def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor | None:
+        return lung_landmarks(masks) if self.spec.lung_landmarks else None

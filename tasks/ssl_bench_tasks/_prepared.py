@@ -29,6 +29,8 @@ Reading and preparing one sample:
    +16 px), applied to the image and its mask alike.
 5. Resize to ``size`` x ``size``: the image bilinearly, the mask bilinearly then re-binarised where it
    exceeds ``preparation.resize_threshold`` * 255 (LD: 0.3; 0.01 for HRF).
+6. A task with :attr:`~ssl_bench.api.Task.landmarks` derives their points from each split's prepared masks
+   (:meth:`PreparedTask.mask_landmarks`; :class:`LungLandmarks` for lung masks).
 
 Data that cannot be right is refused, with :class:`DataError`, before anything trains: a dataset folder that
 is present but incomplete (a file or folder missing, a split without images) is an error naming what is
@@ -67,6 +69,7 @@ from ssl_bench.api import (
     resize_image,
     resize_mask,
 )
+from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 
 #: The splits of every task, in :class:`SegmentationData`'s order.
 SPLITS = ("train", "test")
@@ -178,6 +181,11 @@ class PreparedTask(Task):
         """The label at ``path`` as ``bool (H, W)``: its first channel ``>= preparation.label_threshold``."""
         return read_maybe_gzipped(path, lambda plain: read_mask(plain, self.preparation.label_threshold))
 
+    def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor | None:
+        """The :attr:`landmarks` of each prepared mask ``bool (N, H, W)``, ``float32 (N, L, 2)``; None (the
+        default) for a task without landmarks."""
+        return None
+
     def dataset_folder(self, data_root: Path | None) -> Path | None:
         """Where the dataset is: the first of ``root_candidates`` that holds every one of ``root_markers``,
         else, of the named candidate folders that exist (an incomplete copy), the first with the most markers;
@@ -216,7 +224,7 @@ class PreparedTask(Task):
         files = [path for sample in _flat(samples) for path in (sample.image, *sample.labels) if path.is_file()]
         parameters = asdict(self.preparation)
         arrays = prepared_arrays(self.name, files, root, self.version, parameters, lambda: self._prepare(samples))
-        splits = {split: _split(arrays, split, samples) for split in SPLITS}
+        splits = {split: _split(arrays, split, samples, self.mask_landmarks) for split in SPLITS}
         for split in SPLITS:
             self._refuse_empty_masks(split, splits[split], samples[split])
         return SegmentationData(**splits)
@@ -330,6 +338,15 @@ class PreparedTask(Task):
         return merged
 
 
+class LungLandmarks:
+    """Mixin for a task whose masks are both lungs: lung apices and costophrenic angles as its landmarks."""
+
+    landmarks = LUNG_LANDMARKS
+
+    def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor:
+        return lung_landmarks(masks)
+
+
 class XRayTask(PreparedTask):
     """LD's chest X-ray protocol: one grey channel, no flips (LD's are commented out), rotation within 30
     degrees, label fractions 0.2 to 1.0."""
@@ -341,10 +358,16 @@ class XRayTask(PreparedTask):
     label_fractions = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-def _split(arrays: dict[str, np.ndarray], split: str, samples: dict[str, list[Sample]]) -> SegmentationSplit:
+def _split(
+    arrays: dict[str, np.ndarray],
+    split: str,
+    samples: dict[str, list[Sample]],
+    landmarks: Callable[[np.ndarray], torch.Tensor | None],
+) -> SegmentationSplit:
     ids = tuple(sample.id for sample in samples[split])
+    masks = arrays[f"{split}_masks"]
     return SegmentationSplit(
-        torch.from_numpy(arrays[f"{split}_images"]), torch.from_numpy(arrays[f"{split}_masks"]), ids
+        torch.from_numpy(arrays[f"{split}_images"]), torch.from_numpy(masks), ids, landmarks(masks)
     )
 
 

@@ -18,6 +18,7 @@ TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
     channels = 3               # 1 (grey) or 3 (RGB)
     target = "polyps"          # optional, like the keys below
     mask_suffix = "_mask"      # masks/<stem>_mask.png for images/<stem>.jpg; default ""
+    lung_landmarks = false     # true: masks are both lungs; lung apices and costophrenic angles become landmarks
     dataset = "My polyps"      # the name messages use; default the task's name
     description = "..."
     url = "..."
@@ -53,6 +54,7 @@ CXR_LUNGS = FolderSpec(
     modality="cxr",
     channels=1,
     target="lungs",
+    lung_landmarks=True,
     description="Lungs in 60 chest X-rays (30 Montgomery, 30 Shenzhen) at 512x512, read as a folder task",
     url="https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets",
     licence="NLM public release; Shenzhen masks CC BY-NC-SA 4.0",

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssl_bench.api import DataError, hookimpl
 from ssl_bench_tasks._files import image_files
-from ssl_bench_tasks._prepared import Preparation, Sample, XRayTask
+from ssl_bench_tasks._prepared import LungLandmarks, Preparation, Sample, XRayTask
 
 JSRT_URL = "http://db.jsrt.or.jp/eng.php"
 SCR_URL = "https://www.isi.uu.nl/Research/Databases/SCR/"
@@ -117,7 +117,7 @@ class _ScrTask(XRayTask):
         return read_jsrt(path)[..., None]
 
 
-class JsrtLung(_ScrTask):
+class JsrtLung(LungLandmarks, _ScrTask):
     name = "jsrt-lung"
     description = "JSRT chest X-rays, SCR lungs (left + right): 124 train (fold1) / 123 test (fold2), 512x512"
     target = "lungs (left + right)"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ssl_bench.api import hookimpl
 from ssl_bench_tasks._files import image_files, seeded_split, split_counts
-from ssl_bench_tasks._prepared import Sample, XRayTask
+from ssl_bench_tasks._prepared import LungLandmarks, Sample, XRayTask
 
 URL = "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets"
 CITATION = (
@@ -27,7 +27,7 @@ SHENZHEN_MASK_FOLDERS = ("mask", "masks")
 SHENZHEN_PREFIX = "CHNCXR_"
 
 
-class MontgomeryLung(XRayTask):
+class MontgomeryLung(LungLandmarks, XRayTask):
     name = "montgomery-lung"
     description = "Montgomery County chest X-rays: both lungs, 138 images, seeded 111 / 27 split, 512x512"
     target = "lungs (left + right)"
@@ -53,7 +53,7 @@ class MontgomeryLung(XRayTask):
         ]
 
 
-class ShenzhenLung(XRayTask):
+class ShenzhenLung(LungLandmarks, XRayTask):
     name = "shenzhen-lung"
     description = "Shenzhen chest X-rays: both lungs, the 566 images with masks, seeded 453 / 113 split, 512x512"
     target = "lungs"

@@ -2,15 +2,21 @@
 
 They need no download, so that a fresh install can run the whole benchmark. Labelled images and
 pool images come from different seeds: no image is both pretrained on and tested on.
+
+Landmarks: the fundus task carries the generator's own (disc and fovea centres, each temporal arcade's first
+branching: ``FUNDUS_LANDMARKS`` in :mod:`ssl_bench.data.phantoms`), exactly where it drew them; the lung task
+carries the lung apices and costophrenic angles derived from its lung masks (:mod:`ssl_bench_tasks._landmarks`).
 """
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ssl_bench.api import (
+    FUNDUS_LANDMARKS,
     PhantomSet,
     Pool,
     SegmentationData,
@@ -20,6 +26,7 @@ from ssl_bench.api import (
     make_cxr,
     make_fundus,
 )
+from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 
 IMAGE_SIZE = 128
 TRAIN_IMAGES = 24
@@ -29,12 +36,13 @@ LABELLED_SEED = 2021
 POOL_SEED = 1994
 
 
-def _split(phantoms: PhantomSet, target: str, start: int, prefix: str) -> SegmentationSplit:
+def _split(phantoms: PhantomSet, target: str, start: int, prefix: str, landmarks: torch.Tensor) -> SegmentationSplit:
     n = len(phantoms.images)
     return SegmentationSplit(
         torch.from_numpy(phantoms.images),
         torch.from_numpy(phantoms.masks[target]),
         tuple(f"{prefix}{start + i:03d}" for i in range(n)),
+        landmarks,
     )
 
 
@@ -48,8 +56,13 @@ class _SyntheticTask(Task):
         train = type(self).make(TRAIN_IMAGES, IMAGE_SIZE, LABELLED_SEED)
         test = type(self).make(TEST_IMAGES, IMAGE_SIZE, LABELLED_SEED, start=TRAIN_IMAGES)
         return SegmentationData(
-            train=_split(train, self.mask, 0, "train"), test=_split(test, self.mask, TRAIN_IMAGES, "test")
+            train=_split(train, self.mask, 0, "train", self.landmark_points(train)),
+            test=_split(test, self.mask, TRAIN_IMAGES, "test", self.landmark_points(test)),
         )
+
+    def landmark_points(self, phantoms: PhantomSet) -> torch.Tensor:
+        """The :attr:`landmarks` of each phantom, ``float32 (N, L, 2)`` in pixel ``(row, col)``."""
+        return torch.from_numpy(np.stack([phantoms.landmarks[name] for name in self.landmarks], axis=1))
 
 
 class SyntheticVessel(_SyntheticTask):
@@ -59,6 +72,7 @@ class SyntheticVessel(_SyntheticTask):
     channels = 3
     target = "retinal vessels"
     rotation_degrees = 180.0
+    landmarks = FUNDUS_LANDMARKS
     make = staticmethod(make_fundus)
     mask = "vessel"
 
@@ -71,8 +85,12 @@ class SyntheticLung(_SyntheticTask):
     target = "lungs"
     flips = False  # LD's X-ray protocol, like the real X-ray tasks
     rotation_degrees = 30.0
+    landmarks = LUNG_LANDMARKS
     make = staticmethod(make_cxr)
     mask = "lung"
+
+    def landmark_points(self, phantoms: PhantomSet) -> torch.Tensor:
+        return lung_landmarks(phantoms.masks[self.mask])
 
 
 class _SyntheticPool(Pool):
