@@ -1,10 +1,11 @@
 """Leaderboards built from the per-job result records alone.
 
 Every job writes ``<results>/runs/<job_id>/result.json`` (a :class:`ssl_bench.record.ResultRecord`). This module
-reads them back, reduces the per-image test scores to one score per seed, then to mean ± std over seeds, ranks
-the variants per protocol and writes ``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard.png`` next to
-``runs/``. A cell never averages runs that differ in anything that changes a number: variant (method, options,
-encoder), profile, pretraining pool (id and fingerprint), task, protocol and its settings, label fraction.
+reads them back, reduces the per-image test scores to one score per seed, then to mean ± std over seeds, compares
+and ranks the variants per protocol, and lays the result out as :class:`Section` s of :class:`Table` s that
+:func:`render_markdown` and the HTML report (:mod:`ssl_bench.report`) both render. A cell never averages runs
+that differ in anything that changes a number: variant (method, options, encoder), profile, pretraining pool (id
+and fingerprint), task, protocol and its settings, label fraction.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy import stats
 
 from ssl_bench.errors import DataError
 from ssl_bench.record import FailureRecord, MetricRecord, ResultRecord, read_failure, read_record
-from ssl_bench.results import write_atomic
 from ssl_bench.stats import (
+    FriedmanResult,
     PairedTest,
     bootstrap_interval,
     friedman,
     holm,
+    iqm_interval,
     iqm_normalised,
     paired_test,
     probability_of_improvement,
@@ -93,6 +94,8 @@ SUMMARY_COLUMNS = [
     "median_diff_vs_scratch",
     "diff_low",
     "diff_high",
+    "p_vs_best",
+    "median_diff_vs_best",
 ]
 #: Evidence against scratch counts at this Holm-adjusted p-value.
 SIGNIFICANCE = 0.05
@@ -124,6 +127,18 @@ def load_results(results_dir: Path) -> tuple[list[ResultRecord], list[str]]:
         except DataError as error:
             problems.append(str(error))
     return records, problems
+
+
+def load_all(results_dir: Path) -> tuple[list[ResultRecord], list[str], list[FailureRecord]]:
+    """The records, the files left out and the failures under ``results_dir``; an error if nothing finished."""
+    results, problems = load_results(results_dir)
+    if not results:
+        left_out = f" ({len(problems)} left out: {problems[0]})" if problems else ""
+        raise DataError(
+            f"no finished jobs under {results_dir / 'runs'} (no valid runs/*/result.json){left_out}; run the "
+            "benchmark first, or point to the results folder that holds runs/"
+        )
+    return results, problems, load_failures(results_dir)
 
 
 def load_failures(results_dir: Path) -> list[FailureRecord]:
@@ -254,7 +269,7 @@ def summary_table(results: list[ResultRecord], failures: Iterable[FailureRecord]
     """
     seeds = seed_table(results)
     rows = [_summarise(keys, group) for keys, group in seeds.groupby(RUN_KEYS, sort=False)]
-    summary = _versus_scratch(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds)
+    summary = _paired_comparisons(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds)
     summary = _with_failures(summary, seeds, failures, results)
     return _sort_runs(summary).reset_index(drop=True)
 
@@ -266,40 +281,65 @@ def _seed_mean_images(group: pd.DataFrame) -> dict[str, float]:
     return {i: float(np.mean([scores[i] for scores in per_seed])) for i in per_seed[0] if i in shared}
 
 
-def _versus_scratch(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Each cell against ``scratch`` (same task, protocol, fraction, metric, profile and encoder) on the same
-    test images: Wilcoxon signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median
-    paired difference with its bootstrap 95% interval."""
+def _paired_comparisons(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Each cell against ``scratch`` and against its column's best on the same test images: the Wilcoxon
+    signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median paired difference (with
+    its bootstrap 95% interval against scratch)."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
+    summary = summary.copy()
+    for reference, columns in (
+        ("scratch", {"median_difference": "median_diff_vs_scratch", "ci_low": "diff_low", "ci_high": "diff_high"}),
+        ("best", {"median_difference": "median_diff_vs_best"}),
+    ):
+        references = _scratch_references(summary) if reference == "scratch" else _best_references(summary)
+        found = _paired_tests(summary, cells, references)
+        for field, column in columns.items():
+            summary[column] = [getattr(found[i], field) if i in found else math.nan for i in summary.index]
+        summary[f"p_vs_{reference}"] = math.nan
+        for _, family in summary.loc[list(found)].groupby(["protocol", "metric"]) if found else []:
+            summary.loc[family.index, f"p_vs_{reference}"] = holm([found[i].p_value for i in family.index])
+    return summary
+
+
+def _scratch_references(summary: pd.DataFrame) -> dict[int, tuple]:
+    """Row index -> the cell of ``scratch`` with the same task, protocol, fraction, metric, profile and encoder
+    (none where there are several scratch variants to choose from)."""
     compared_on = ["task", "protocol", "label_fraction", "metric", "profile", "encoder"]
     scratch = summary[summary["method"] == "scratch"]
-    # The one scratch cell of each comparison; where there are several scratch variants, none is the reference.
     references = {
         key: tuple(rows.iloc[0][RUN_KEYS]) for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1
     }
-    found: dict[int, PairedTest] = {}
-    for index, row in summary.iterrows():
-        reference = references.get(tuple(row[compared_on]))
-        if row["method"] == "scratch" or reference is None:
+    return {
+        index: references[key]
+        for index, row in summary.iterrows()
+        if row["method"] != "scratch" and (key := tuple(row[compared_on])) in references
+    }
+
+
+def _best_references(summary: pd.DataFrame) -> dict[int, tuple]:
+    """Row index -> the best cell of its table column (same task, protocol, fraction and metric)."""
+    references = {}
+    for _, column in summary.groupby(["task", "protocol", "label_fraction", "metric"], sort=False):
+        signed = np.where(column["higher_is_better"].astype(bool), column["mean"], -column["mean"])
+        if np.isnan(signed).all():
             continue
-        mine, theirs = cells[tuple(row[RUN_KEYS])], cells[reference]
+        best = column.index[int(np.nanargmax(np.round(signed, _TIE_DECIMALS)))]
+        references |= {index: tuple(summary.loc[best, RUN_KEYS]) for index in column.index if index != best}
+    return references
+
+
+def _paired_tests(summary: pd.DataFrame, cells: dict[tuple, pd.DataFrame], references: dict[int, tuple]):
+    """Row index -> its paired test against its reference cell, where both have per-image scores to pair."""
+    found: dict[int, PairedTest] = {}
+    for index, reference in references.items():
+        mine, theirs = cells[tuple(summary.loc[index, RUN_KEYS])], cells[reference]
         if any(scores is None for scores in (*mine["images"], *theirs["images"])):
             continue  # a set-level metric (AUC) has no per-image pairs
         a, b = _seed_mean_images(mine), _seed_mean_images(theirs)
         shared = [i for i in a if i in b]
         if len(shared) >= 2 and not any(math.isnan(a[i]) or math.isnan(b[i]) for i in shared):
             found[index] = paired_test([a[i] for i in shared], [b[i] for i in shared])
-    summary = summary.copy()
-    for column, field in (
-        ("median_diff_vs_scratch", "median_difference"),
-        ("diff_low", "ci_low"),
-        ("diff_high", "ci_high"),
-    ):
-        summary[column] = [getattr(found[i], field) if i in found else math.nan for i in summary.index]
-    summary["p_vs_scratch"] = math.nan
-    for _, family in summary.loc[list(found)].groupby(["protocol", "metric"]) if found else []:
-        summary.loc[family.index, "p_vs_scratch"] = holm([found[i].p_value for i in family.index])
-    return summary
+    return found
 
 
 def _with_failures(
@@ -422,7 +462,7 @@ def ranks(summary: pd.DataFrame, metric: str = HEADLINE_METRIC) -> pd.DataFrame:
     return table.sort_values(["mean_rank", "wins", "variant"], ascending=[True, False, True]).reset_index(drop=True)
 
 
-def _rows_of(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+def rows_of(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows of ``metric``; ``HEADLINE_METRIC`` selects each protocol's headline metric."""
     return (
         summary[summary["headline"].astype(bool)] if metric == HEADLINE_METRIC else summary[summary["metric"] == metric]
@@ -431,13 +471,64 @@ def _rows_of(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _score_board(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Variants × (task, protocol, label_fraction) of mean scores signed so that higher is better; NaN if absent."""
-    rows = _rows_of(summary, metric)
+    rows = rows_of(summary, metric)
     signed = rows.assign(signed=np.where(rows["higher_is_better"].astype(bool), rows["mean"], -rows["mean"]))
     return signed.pivot(index="variant", columns=["task", "protocol", "label_fraction"], values="signed")
 
 
 # ---------------------------------------------------------------------------------------------
-# Markdown
+# What the tables show: one structure that the Markdown here and the HTML report both render
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text, the number it sorts by, whether it is its column's best, marks after the text and
+    a detail line (intervals, p-values) that the HTML report shows under it."""
+
+    text: str
+    value: float | None = None
+    bold: bool = False
+    marks: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    caption: str
+    header: list[str]
+    rows: list[list[Cell]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A headed part of the leaderboard: paragraphs (inline Markdown: `code`, **bold**) and tables, in order.
+    ``protocol`` names the protocol whose headline results the section holds, if any."""
+
+    title: str
+    blocks: list[str | Table]
+    level: int = 2
+    protocol: str | None = None
+
+
+def leaderboard_sections(
+    summary: pd.DataFrame, results: list[ResultRecord], failures: list[FailureRecord] = ()
+) -> list[Section]:
+    """The leaderboard's sections: per protocol its tables, then failed jobs and compute."""
+    seeds = seed_table(results)
+    sections = []
+    for protocol in protocols_of(summary):
+        sections += _protocol_sections(summary[summary["protocol"] == protocol], seeds, protocol)
+    if failures:
+        sections.append(_failures_section(failures))
+    return [*sections, _compute_section(summary)]
+
+
+def demo_banner(results: list[ResultRecord]) -> str | None:
+    """The warning that demo-profile results are a smoke test, if any result is one."""
+    if not any(result.profile == "demo" for result in results):
+        return None
+    synthetic = all(result.task_modality.startswith("synthetic") for result in results)
+    return _DEMO_BANNER.format(data=", synthetic data" if synthetic else "")
 
 
 def render_markdown(
@@ -447,31 +538,32 @@ def render_markdown(
     failures: list[FailureRecord] = (),
 ) -> str:
     """The leaderboard as Markdown: one table per protocol, failed jobs, a compute table and a footnote."""
-    profiles = {result.profile for result in results}
     lines = ["# ssl-bench leaderboard", ""]
-    if "demo" in profiles:
-        synthetic = all(result.task_modality.startswith("synthetic") for result in results)
-        lines += [_DEMO_BANNER.format(data=", synthetic data" if synthetic else ""), ""]
+    if banner := demo_banner(results):
+        lines += [banner, ""]
     if problems:
         lines += [f"{len(problems)} result file(s) left out:", "", *(f"- {problem}" for problem in problems), ""]
     if summary.empty:
         return "\n".join([*lines, "No results yet.", ""])
-    for protocol in _protocols(summary):
-        lines += _protocol_section(summary[summary["protocol"] == protocol], protocol)
-    if failures:
-        lines += ["## Failed jobs", "", "Each is in `runs/<job>/error.json` with its traceback.", ""]
-        header = ["job", "variant", "task", "protocol", "seed", "phase", "error"]
-        body = [
-            [f.job_id, _escape(f.variant), f.task, f.protocol, str(f.seed_index), f.phase, _escape(f.summary)]
-            for f in failures
-        ]
-        lines += [*_table(header, body), ""]
-    lines += _compute_section(summary)
-    lines += _footnote(summary, profiles)
+    for section in leaderboard_sections(summary, results, failures):
+        lines += [f"{'#' * section.level} {section.title}", ""]
+        for block in section.blocks:
+            lines += [block, ""] if isinstance(block, str) else [block.caption, "", *_markdown_table(block), ""]
+    lines += _footnote(summary, {result.profile for result in results})
     return "\n".join(lines)
 
 
-def _protocols(summary: pd.DataFrame) -> list[str]:
+def _markdown_table(table: Table) -> list[str]:
+    def text(cell: Cell) -> str:
+        shown = f"**{cell.text}**" if cell.bold else cell.text
+        return (shown + cell.marks).replace("|", "\\|")
+
+    separator = ["---", *(["---:"] * (len(table.header) - 1))]
+    body = [[text(cell) for cell in row] for row in table.rows]
+    return ["| " + " | ".join(cells) + " |" for cells in [table.header, separator, *body]]
+
+
+def protocols_of(summary: pd.DataFrame) -> list[str]:
     return sorted(summary["protocol"].unique(), key=_protocol_key)
 
 
@@ -480,60 +572,82 @@ def _metrics(summary: pd.DataFrame) -> list[str]:
     return [HEADLINE_METRIC, *sorted(set(summary.loc[~summary["headline"].astype(bool), "metric"]))]
 
 
-def _protocol_section(rows: pd.DataFrame, protocol: str) -> list[str]:
-    lines = [f"## `{protocol}`", ""]
+def _protocol_sections(rows: pd.DataFrame, seeds: pd.DataFrame, protocol: str) -> list[Section]:
+    blocks: list[str | Table] = []
     random = sorted(set(rows.loc[rows["random_encoder"].astype(bool), "variant"]))
     if random:
-        lines += [
+        blocks.append(
             f"{', '.join(f'`{v}`' for v in random)}: no pretraining, so here a frozen random encoder "
-            "(a baseline of what the head alone learns, not a pretraining result).",
-            "",
-        ]
+            "(a baseline of what the head alone learns, not a pretraining result)."
+        )
     order = ranks(rows, HEADLINE_METRIC)
-    lines += [_friedman_line(rows), ""]
-    for metric in _metrics(rows):
-        headline = metric == HEADLINE_METRIC
-        if not headline:
-            lines += [f"### `{protocol}`: {metric}", ""]
-        lines += _metric_table(_rows_of(rows, metric), order, with_ranks=headline)
-        if headline:
-            lines += _aggregate_table(rows, order)
-    return lines
+    blocks += [_friedman_line(rows), _metric_table(rows_of(rows, HEADLINE_METRIC), order, with_ranks=True)]
+    blocks += [table] if (table := _aggregate_table(rows, seeds, order)) else []
+    sections = [Section(f"`{protocol}`", blocks, protocol=protocol)]
+    for metric in _metrics(rows)[1:]:
+        table = _metric_table(rows_of(rows, metric), order, with_ranks=False)
+        sections.append(Section(f"`{protocol}`: {metric}", [table], level=3))
+    return sections
 
 
-def _aggregate_table(rows: pd.DataFrame, order: pd.DataFrame) -> list[str]:
+def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame) -> Table | None:
     """Per variant over the columns every variant completed: the IQM of scratch-normalised headline scores
-    (no one easy task dominates it) and the probability of beating scratch on a random column."""
-    headline = _rows_of(rows, HEADLINE_METRIC)
+    (no one easy task dominates it) with its bootstrap interval, and the probability of beating scratch on a
+    random column."""
+    headline = rows_of(rows, HEADLINE_METRIC)
     board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
     scratch = [v for v in board.index if set(headline.loc[headline["variant"] == v, "method"]) == {"scratch"}]
     bounded = headline["higher_is_better"].astype(bool).all() and headline["mean"].between(0, 1).all()
     if len(scratch) != 1 or board.empty or not bounded or (board.loc[scratch[0]] >= 1).any():
-        return []
+        return None
     reference = board.loc[scratch[0]].to_numpy()
-    body = [
-        [
-            _escape(variant),
-            f"{iqm_normalised(board.loc[variant].to_numpy(), reference):.3f}",
-            f"{probability_of_improvement(board.loc[variant].to_numpy(), reference):.2f}",
-        ]
-        for variant in _ordered_variants(order, board.index)
-        if variant != scratch[0]
-    ]
+    body = []
+    for variant in _ordered_variants(order, board.index):
+        if variant == scratch[0]:
+            continue
+        scores = board.loc[variant].to_numpy()
+        iqm = iqm_normalised(scores, reference)
+        low, high = _iqm_interval(seeds, variant, board.columns, reference)
+        improvement = probability_of_improvement(scores, reference)
+        interval = "" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+        body.append(
+            [
+                Cell(variant),
+                Cell(f"{iqm:.3f}", iqm),
+                Cell(interval, low if interval else None),
+                Cell(f"{improvement:.2f}", improvement),
+            ]
+        )
     caption = (
         f"Over the {board.shape[1]} column(s) every variant completed: the interquartile mean of "
-        "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect), and the share of columns "
-        "where the variant beats scratch (ties count half)."
+        "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect) with its 95% bootstrap interval "
+        "(test images redrawn within each seed and column), and the share of columns where the variant beats "
+        "scratch (ties count half)."
     )
-    return [caption, "", *_table(["variant", "IQM vs scratch", "P(beats scratch)"], body), ""]
+    return Table(caption, ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)"], body)
+
+
+def _iqm_interval(seeds: pd.DataFrame, variant: str, columns: pd.Index, reference: np.ndarray) -> tuple[float, float]:
+    headline = seeds[seeds["headline"].astype(bool) & (seeds["variant"] == variant)]
+    by_column = []
+    for task, protocol, fraction in columns:
+        cell = headline[
+            (headline["task"] == task) & (headline["protocol"] == protocol) & (headline["label_fraction"] == fraction)
+        ]
+        if any(scores is None for scores in cell["images"]):
+            return math.nan, math.nan  # a set-level metric (AUC) has no images to redraw
+        by_column.append([np.fromiter(scores.values(), dtype=float) for scores in cell["images"]])
+    if any(np.isnan(scores).any() for column in by_column for scores in column):
+        return math.nan, math.nan
+    return iqm_interval(by_column, reference)
 
 
 def _friedman_line(rows: pd.DataFrame) -> str:
     """The Friedman test and Nemenyi critical difference over the columns every variant completed."""
-    board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
-    if board.shape[0] < 2 or board.shape[1] < 1:
+    found = friedman_result(rows)
+    if found is None:
         return "Friedman test: needs two variants with a common completed column."
-    result = friedman(board.to_numpy())
+    result = found[1]
     if not result.informative:
         return (
             f"Friedman test over {result.n_tasks} column(s) of {result.n_methods} variants: not informative below "
@@ -546,26 +660,34 @@ def _friedman_line(rows: pd.DataFrame) -> str:
     )
 
 
-def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> list[str]:
-    columns = _task_columns(rows)
-    variants = _ordered_variants(order, rows["variant"])
+def friedman_result(rows: pd.DataFrame) -> tuple[list[str], FriedmanResult] | None:
+    """The Friedman test over one protocol's headline columns that every variant completed (None if fewer than
+    two variants share one), with the variants in the order of its mean ranks."""
+    board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
+    if board.shape[0] < 2 or board.shape[1] < 1:
+        return None
+    return list(board.index), friedman(board.to_numpy())
+
+
+def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> Table:
+    columns = task_columns(rows)
     by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
     best = {col: _best_mean(rows, *col) for col in columns}
     most_seeds = int(rows["n_seeds"].max()) if len(rows) else 0
-    header = ["variant", *(_column_label(*col) for col in columns)]
-    if with_ranks:
-        header += ["mean rank", "wins"]
+    header = ["variant", *(column_label(*col) for col in columns)]
+    header += ["mean rank", "wins"] if with_ranks else []
     ranked = order.set_index("variant")
     body = []
-    for variant in variants:
-        cells = [_escape(variant)]
+    for variant in _ordered_variants(order, rows["variant"]):
+        cells = [Cell(variant)]
         cells += [_score_cell(by_key.get((variant, *col)), best[col], most_seeds) for col in columns]
         if with_ranks and variant in ranked.index:
-            cells += [_format_number(ranked.at[variant, "mean_rank"], 2), str(ranked.at[variant, "wins"])]
+            rank = ranked.at[variant, "mean_rank"]
+            cells += [Cell(_format_number(rank, 2), rank), Cell(str(ranked.at[variant, "wins"]))]
         elif with_ranks:
-            cells += ["", ""]
+            cells += [Cell(""), Cell("")]
         body.append(cells)
-    return [_caption(rows), "", *_table(header, body), ""]
+    return Table(_caption(rows), header, body)
 
 
 def _caption(rows: pd.DataFrame) -> str:
@@ -574,18 +696,18 @@ def _caption(rows: pd.DataFrame) -> str:
         for metric, higher in zip(rows["metric"], rows["higher_is_better"].astype(bool), strict=True)
     }
     return (
-        f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold; ▲/▼ better/worse than scratch on "
-        f"the same test images (Wilcoxon signed-rank on per-image scores averaged over seeds, Holm-adjusted over "
-        f"the table, p < {SIGNIFICANCE})"
+        f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold; ▲/▼ better/worse than scratch and "
+        f"≈ not distinguishable from the column's best, on the same test images (Wilcoxon signed-rank on per-image "
+        f"scores averaged over seeds, Holm-adjusted over the table, p < {SIGNIFICANCE})"
     )
 
 
-def _task_columns(rows: pd.DataFrame) -> list[tuple[str, float]]:
+def task_columns(rows: pd.DataFrame) -> list[tuple[str, float]]:
     pairs = {(task, float(fraction)) for task, fraction in zip(rows["task"], rows["label_fraction"], strict=True)}
     return sorted(pairs, key=lambda pair: (pair[0], -pair[1]))
 
 
-def _column_label(task: str, fraction: float) -> str:
+def column_label(task: str, fraction: float) -> str:
     return task if fraction == 1.0 else f"{task}@{fraction:g}"
 
 
@@ -600,22 +722,39 @@ def _best_mean(rows: pd.DataFrame, task: str, fraction: float) -> float:
     return float(means.max() if column["higher_is_better"].astype(bool).all() else means.min())
 
 
-def _score_cell(row: Any, best: float, most_seeds: int) -> str:
-    """Mean (± std over seeds); a cell with fewer seeds than the table's others says how many it has."""
+def _score_cell(row: Any, best: float, most_seeds: int) -> Cell:
+    """Mean (± std over seeds) with its marks; a cell with fewer seeds than the table's others says how many."""
     if row is not None and row.n_seeds == 0 and row.n_failed:
-        return "failed"
+        return Cell("failed")
     if row is None or math.isnan(row.mean):
-        return "–"
+        return Cell("–")
     text = f"{row.mean:.3f}" if row.n_seeds < 2 else f"{row.mean:.3f} ± {row.std:.3f}"
-    text = f"**{text}**" if round(row.mean, _TIE_DECIMALS) == best else text
+    marks = ""
     if row.p_vs_scratch < SIGNIFICANCE:  # NaN (not tested) compares False
-        text += " ▲" if (row.median_diff_vs_scratch > 0) == bool(row.higher_is_better) else " ▼"
+        marks += " ▲" if (row.median_diff_vs_scratch > 0) == bool(row.higher_is_better) else " ▼"
+    bold = round(row.mean, _TIE_DECIMALS) == best
+    if row.p_vs_best >= SIGNIFICANCE and not bold:
+        marks += " ≈"
     if row.n_failed:
-        return f"{text} ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)"
-    return f"{text} ({row.n_seeds} of {most_seeds} seeds)" if row.n_seeds < most_seeds else text
+        marks += f" ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)"
+    elif row.n_seeds < most_seeds:
+        marks += f" ({row.n_seeds} of {most_seeds} seeds)"
+    details = [f"95% interval [{row.boot_low:.3f}, {row.boot_high:.3f}]"] if not math.isnan(row.boot_low) else []
+    details += [f"p vs scratch {row.p_vs_scratch:.2g}"] if not math.isnan(row.p_vs_scratch) else []
+    details += [f"p vs best {row.p_vs_best:.2g}"] if not math.isnan(row.p_vs_best) else []
+    return Cell(text, row.mean, bold, marks, "; ".join(details))
 
 
-def _compute_section(summary: pd.DataFrame) -> list[str]:
+def _failures_section(failures: list[FailureRecord]) -> Section:
+    header = ["job", "variant", "task", "protocol", "seed", "phase", "error"]
+    body = [
+        [Cell(str(v)) for v in (f.job_id, f.variant, f.task, f.protocol, f.seed_index, f.phase, f.summary)]
+        for f in failures
+    ]
+    return Section("Failed jobs", [Table("Each is in `runs/<job>/error.json` with its traceback.", header, body)])
+
+
+def _compute_section(summary: pd.DataFrame) -> Section:
     summary = summary[summary["n_seeds"] > 0]
     per_run = summary.drop_duplicates(["variant", "task", "protocol", "label_fraction"])
     grouped = per_run.groupby("variant")
@@ -623,21 +762,19 @@ def _compute_section(summary: pd.DataFrame) -> list[str]:
     body = []
     for variant in _ordered_variants(ranks(summary, HEADLINE_METRIC), summary["variant"]):
         group = grouped.get_group(variant)
-        body.append(
-            [
-                _escape(variant),
-                _format_number(group["pretrain_seconds"].mean(), 1),
-                _format_number(group["pretrain_images_per_second"].mean(), 1),
-                _format_number(group["protocol_seconds"].mean(), 1),
-                _format_number(group["peak_memory_mb"].max(), 0),
-            ]
-        )
+        values = [
+            (group["pretrain_seconds"].mean(), 1),
+            (group["pretrain_images_per_second"].mean(), 1),
+            (group["protocol_seconds"].mean(), 1),
+            (group["peak_memory_mb"].max(), 0),
+        ]
+        body.append([Cell(variant), *(Cell(_format_number(value, digits), value) for value, digits in values)])
     intro = (
         "Mean per job over tasks, protocols and seeds (a job is one protocol run; the pretraining is shared by "
         "all of a variant's jobs on one modality); peak memory is the largest over jobs. Blank: not recorded "
         "or not applicable (e.g. no pretraining)."
     )
-    return ["## Compute", "", intro, "", *_table(header, body), ""]
+    return Section("Compute", [Table(intro, header, body)])
 
 
 def _footnote(summary: pd.DataFrame, profiles: set[str]) -> list[str]:
@@ -648,98 +785,15 @@ def _footnote(summary: pd.DataFrame, profiles: set[str]) -> list[str]:
         "",
         f"Statistics. Each cell summarises {seeds}: the score of a seed is its mean over the test "
         "images; cells show the mean over seeds ± their std (ddof=1), or the mean alone for one "
-        "seed. `leaderboard.csv` adds n_seeds, a t-based 95% CI (mean ± t(0.975, n−1)·std/√n) "
-        "and image_std, the std over test images (ddof=0, as in LD-style tables) averaged over "
-        "seeds. Mean rank and wins count only the columns (task, label fraction) that every variant "
-        "in the table completed; rank 1 is best and ties share the average rank. "
-        f"Profiles: {', '.join(sorted(profiles)) or 'unknown'}.",
+        "seed. `leaderboard.csv` adds n_seeds, a t-based 95% CI (mean ± t(0.975, n−1)·std/√n), "
+        "a 95% bootstrap interval over test images stratified by seed (boot_low, boot_high), the "
+        "paired comparisons against scratch and the column's best, and image_std, the std over test "
+        "images (ddof=0, as in LD-style tables) averaged over seeds. Mean rank and wins count only the "
+        "columns (task, label fraction) that every variant in the table completed; rank 1 is best and "
+        f"ties share the average rank. Profiles: {', '.join(sorted(profiles)) or 'unknown'}.",
         "",
     ]
 
 
 def _format_number(value: float, decimals: int) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.{decimals}f}"
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _table(header: list[str], body: list[list[str]]) -> list[str]:
-    separator = ["---", *(["---:"] * (len(header) - 1))]
-    return ["| " + " | ".join(cells) + " |" for cells in [header, separator, *body]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Figure
-
-
-def plot_leaderboard(summary: pd.DataFrame, profiles: set[str]) -> Figure:
-    """Grouped bars of the mean headline metric per task and variant, one panel per protocol (Agg canvas)."""
-    headline = _rows_of(summary, HEADLINE_METRIC)
-    protocols = _protocols(headline) or ["none"]
-    n_columns = max(len(_task_columns(headline)), 1)
-    n_variants = max(headline["variant"].nunique(), 1)
-    width = min(max(6.5, 0.35 * n_columns * (n_variants + 1) + 1.5), 16.0)
-    fig = Figure(figsize=(width, 3.2 * len(protocols) + 1.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(protocols), 1, squeeze=False)[:, 0]
-    order = _ordered_variants(ranks(headline, HEADLINE_METRIC), headline["variant"])
-    for ax, protocol in zip(axes, protocols, strict=True):
-        _plot_protocol(ax, headline[headline["protocol"] == protocol], protocol, order)
-    if order:
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(order), 4))
-    title = "ssl-bench: mean headline metric over seeds\n(error bars: std over seeds)"
-    if "demo" in profiles:
-        title += "\nDEMO PROFILE: smoke test, not evidence"
-    fig.suptitle(title)
-    return fig
-
-
-def _plot_protocol(ax: Any, rows: pd.DataFrame, protocol: str, variants: list[str]) -> None:
-    columns = _task_columns(rows)
-    by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
-    bar_width = 0.8 / max(len(variants), 1)
-    positions = np.arange(len(columns), dtype=float)
-    for i, variant in enumerate(variants):
-        found = [by_key.get((variant, *col)) for col in columns]
-        means = np.array([r.mean if r is not None else math.nan for r in found])
-        stds = np.array([r.std if r is not None else math.nan for r in found])
-        x = positions - 0.4 + bar_width * (i + 0.5)
-        ax.bar(x, np.nan_to_num(means), bar_width, label=variant, color=f"C{i % 10}")
-        shown = np.isfinite(means) & np.isfinite(stds)
-        if shown.any():
-            ax.errorbar(x[shown], means[shown], yerr=stds[shown], fmt="none", ecolor="black", capsize=3)
-    ax.set_xticks(positions, [_column_label(*col) for col in columns], rotation=20, ha="right")
-    if rows["higher_is_better"].astype(bool).all() and rows["mean"].between(0, 1).all():
-        ax.set_ylim(0.0, 1.0)
-    ax.set_ylabel(" / ".join(sorted(set(rows["metric"]))))
-    ax.set_title(f"{protocol}")
-    ax.grid(axis="y", alpha=0.3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_leaderboard(results_dir: Path) -> tuple[Path, Path, Path]:
-    """Write ``leaderboard.csv``, ``.md`` and ``.png`` under ``results_dir``; return their paths."""
-    results_dir = Path(results_dir)
-    results, problems = load_results(results_dir)
-    failures = load_failures(results_dir)
-    if not results:
-        left_out = f" ({len(problems)} left out: {problems[0]})" if problems else ""
-        raise DataError(
-            f"no finished jobs under {results_dir / 'runs'} (no valid runs/*/result.json){left_out}; run the "
-            "benchmark first, or point to the results folder that holds runs/"
-        )
-    summary = summary_table(results, failures)
-    profiles = {result.profile for result in results}
-    csv_path = results_dir / "leaderboard.csv"
-    md_path = results_dir / "leaderboard.md"
-    png_path = results_dir / "leaderboard.png"
-    write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
-    write_atomic(md_path, lambda f: f.write(render_markdown(summary, results, problems, failures).encode("utf-8")))
-    figure = plot_leaderboard(summary, profiles)
-    write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
-    return csv_path, md_path, png_path

@@ -187,11 +187,46 @@ def iqm_normalised(scores: ArrayLike, scratch: ArrayLike) -> float:
     scratch, 1 a perfect score. The IQM is rliable's: ``scipy.stats.trim_mean(x, 0.25)``, the mean of the middle 50%.
     """
     scores, scratch = _vector(scores, "scores"), _vector(scratch, "scratch")
-    if len(scores) != len(scratch):
-        raise ValueError(f"scores and scratch need one value per task each, got {len(scores)} and {len(scratch)}")
+    _check_reference(scratch, len(scores))
+    return float(sps.trim_mean((scores - scratch) / (1 - scratch), 0.25))
+
+
+def iqm_interval(
+    scores_by_task: Sequence[Sequence[ArrayLike]],
+    scratch: ArrayLike,
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`iqm_normalised`, stratified by task and seed.
+
+    ``scores_by_task[t][s]`` holds the per-image scores of seed ``s`` on task ``t``; ``scratch[t]`` is the fixed
+    reference of task ``t``. Each resample redraws the images within every seed of every task (as
+    :func:`bootstrap_interval` does for one cell), so that one seed per task still has an honest interval; the
+    statistic is the IQM over tasks of the normalised mean over seeds.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    scratch = _vector(scratch, "scratch")
+    _check_reference(scratch, len(scores_by_task))
+    if not all(scores_by_task):
+        raise ValueError("every task needs the scores of at least one seed")
+    rng = np.random.default_rng(seed)
+    task_means = np.stack(
+        [
+            np.mean([_resampled(_vector(scores, f"scores of task {t}"), np.mean, resamples, rng) for scores in task], 0)
+            for t, task in enumerate(scores_by_task)
+        ]
+    )  # (tasks, resamples)
+    normalised = (task_means - scratch[:, None]) / (1 - scratch[:, None])
+    return _percentile_interval(sps.trim_mean(normalised, 0.25, axis=0), level)
+
+
+def _check_reference(scratch: NDArray[np.float64], n_tasks: int) -> None:
+    if len(scratch) != n_tasks:
+        raise ValueError(f"scores and scratch need one entry per task each, got {n_tasks} and {len(scratch)}")
     if np.any(scratch >= 1):
         raise ValueError("scratch scores must be below 1 to normalise against")
-    return float(sps.trim_mean((scores - scratch) / (1 - scratch), 0.25))
 
 
 def probability_of_improvement(a: ArrayLike, b: ArrayLike) -> float:

@@ -16,7 +16,6 @@ from ssl_bench.leaderboard import (
     render_markdown,
     seed_table,
     summary_table,
-    write_leaderboard,
 )
 from ssl_bench.protocol import Selection
 from ssl_bench.record import (
@@ -27,6 +26,7 @@ from ssl_bench.record import (
     ResultRecord,
     write_record,
 )
+from ssl_bench.report import write_leaderboard
 
 T_975_DF1 = 12.7062047  # Student t quantile 0.975 with 1 degree of freedom, from tables
 DEFAULT_COMPUTE = {
@@ -452,10 +452,11 @@ def test_markdown_bolds_the_lowest_of_a_lower_is_better_metric(tmp_path: Path) -
     assert first_table(section) == [
         "| variant | t1 | t2 | mean rank | wins |",
         "| --- | ---: | ---: | ---: | ---: |",
-        "| b | 5.000 | **2.000** | 1.75 | 1 |",
-        "| a | **3.000** | 9.000 | 2.00 | 1 |",
-        "| c | 5.000 | 4.000 | 2.25 | 0 |",
+        "| b | 5.000 ≈ | **2.000** | 1.75 | 1 |",
+        "| a | **3.000** | 9.000 ≈ | 2.00 | 1 |",
+        "| c | 5.000 ≈ | 4.000 ≈ | 2.25 | 0 |",
     ]
+    # ≈: two images (hd95 value ± 1 each) cannot tell a cell from its column's best, the exact Wilcoxon p is 0.5.
 
 
 # --- markdown ----------------------------------------------------------------------------------
@@ -632,7 +633,7 @@ def test_old_schema_and_truncated_files_are_left_out_and_listed(tmp_path: Path) 
     # the valid records still make the tables: frozen simclr now has one seed (0.6), finetune both (0.65 ± 0.071)
     assert first_table(protocol_section(markdown, "frozen"))[2:] == [
         "| simclr | **0.600** | 1.00 | 1 |",
-        "| scratch | 0.500 | 2.00 | 0 |",
+        "| scratch | 0.500 ≈ | 2.00 | 0 |",  # too few images to tell it from the best
     ]
     assert "| simclr | **0.650 ± 0.071** | 1.00 | 1 |" in protocol_section(markdown, "finetune")
 
@@ -684,6 +685,13 @@ def test_a_method_better_on_every_image_is_marked_and_an_equal_one_is_not(tmp_pa
     cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table[2:]}
     assert cells["better"].endswith("▲") and cells["worse"].endswith("▼")
     assert "▲" not in cells["equal"] + cells["scratch"] and "▼" not in cells["equal"] + cells["scratch"]
+    # Against the column's best ("better"): each other variant is lower on all 12 images, p = 2 / 2**12, and
+    # Holm over 3 equal p-values gives 3 times that to each; so none of them is marked as tied with the best.
+    assert math.isnan(dice.loc["better", "p_vs_best"])
+    for variant, difference in (("scratch", -0.05), ("equal", -0.05), ("worse", -0.15)):
+        assert dice.loc[variant, "p_vs_best"] == pytest.approx(3 * 2 / 2**12)
+        assert dice.loc[variant, "median_diff_vs_best"] == pytest.approx(difference)
+    assert "≈" not in "".join(cells.values())
 
 
 def test_the_bootstrap_interval_of_a_cell_surrounds_its_mean_and_is_stratified_by_seed(tmp_path: Path) -> None:
@@ -723,5 +731,6 @@ def test_the_aggregate_table_gives_the_iqm_of_scratch_normalised_scores_and_the_
     records += [record(f"m{t}", "m", task=t, scores=[v] * 3) for t, v in m_scores.items()]
     markdown = markdown_of(tmp_path, records)
     section = protocol_section(markdown, "frozen")
-    assert "| m | 0.350 | 0.88 |" in section
-    assert "| variant | IQM vs scratch | P(beats scratch) |" in section
+    # Every image of a cell scores alike, so no bootstrap resample moves the IQM: its interval is the point.
+    assert "| m | 0.350 | [0.350, 0.350] | 0.88 |" in section
+    assert "| variant | IQM vs scratch | IQM 95% interval | P(beats scratch) |" in section

@@ -8,6 +8,7 @@ from ssl_bench.stats import (
     bootstrap_interval,
     friedman,
     holm,
+    iqm_interval,
     iqm_normalised,
     nemenyi_q,
     paired_test,
@@ -233,8 +234,47 @@ def test_iqm_normalised_on_a_hand_example() -> None:
 def test_iqm_normalised_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="below 1"):
         iqm_normalised([0.9, 1.0], [0.5, 1.0])
-    with pytest.raises(ValueError, match="one value per task"):
+    with pytest.raises(ValueError, match="one entry per task"):
         iqm_normalised([0.9, 0.8], [0.5])
+
+
+def test_iqm_interval_collapses_when_no_image_varies() -> None:
+    # Each seed scores every image alike, so no resample can move a task's mean: the interval is the point IQM.
+    # The two seeds of task 0 differ (0.8 and 0.6): pooling their images would move the mean, stratifying cannot.
+    scores = [[[0.8] * 5, [0.6] * 7], [[0.4] * 6], [[0.9] * 4], [[0.2] * 3]]
+    scratch = [0.5, 0.2, 0.6, 0.0]
+    # Normalised means: (0.7-0.5)/0.5 = 0.4, 0.25, 0.75, 0.2 -> sorted 0.2 | 0.25, 0.4 | 0.75 -> IQM 0.325.
+    low, high = iqm_interval(scores, scratch)
+    assert low == pytest.approx(0.325) and high == pytest.approx(0.325)
+
+
+def test_iqm_interval_holds_the_point_value_and_narrows_with_more_images() -> None:
+    rng = np.random.default_rng(3)
+    scratch = np.array([0.5, 0.4, 0.6, 0.3])
+
+    def width(n_images: int) -> float:
+        scores = [[np.clip(rng.normal(m + 0.1, 0.1, n_images), 0, 1)] for m in scratch]
+        point = iqm_normalised([task[0].mean() for task in scores], scratch)
+        low, high = iqm_interval(scores, scratch)
+        assert low < point < high
+        return high - low
+
+    assert width(400) < 0.5 * width(25)
+
+
+def test_iqm_interval_is_deterministic_given_the_seed() -> None:
+    scores = [[np.linspace(0.5, 0.9, 10)], [np.linspace(0.2, 0.6, 10)]]
+    assert iqm_interval(scores, [0.4, 0.3], seed=1) == iqm_interval(scores, [0.4, 0.3], seed=1)
+    assert iqm_interval(scores, [0.4, 0.3], seed=1) != iqm_interval(scores, [0.4, 0.3], seed=2)
+
+
+def test_iqm_interval_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="one entry per task"):
+        iqm_interval([[[0.5, 0.6]]], [0.2, 0.3])
+    with pytest.raises(ValueError, match="at least one seed"):
+        iqm_interval([[[0.5, 0.6]], []], [0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        iqm_interval([[[0.5, math.nan]]], [0.2])
 
 
 def test_probability_of_improvement_with_a_tie() -> None:
