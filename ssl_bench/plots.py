@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ssl_bench.leaderboard import HEADLINE_METRIC, column_label, protocols_of, rows_of, task_columns
 from ssl_bench.stats import FriedmanResult
@@ -85,6 +86,7 @@ def _dot_panel(ax, cell: pd.DataFrame, styles: dict[str, Style]) -> None:
         ax.plot(row.mean, y, marker=style.marker, color=style.colour, markersize=6, linestyle="none")
     ax.set_yticks(range(len(ordered)), list(ordered["variant"]), fontsize=8)
     ax.set_xlabel(f"{'/'.join(sorted(set(cell['metric'])))} ({'higher' if higher else 'lower'} is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.grid(axis="x", alpha=0.3)
     ax.margins(y=0.08)
 
@@ -114,7 +116,7 @@ def cd_diagram(variants: list[str], result: FriedmanResult, styles: dict[str, St
         ax.plot([rank, rank, end], [0, y, y], color=colour, linewidth=1.2)
         label = f"{name} ({rank:.2f})"
         ax.text(end, y, label, ha="right" if left else "left", va="center", fontsize=8, color="black")
-    for depth, (start, stop) in enumerate(_cliques(ranks, result.critical_difference)):
+    for depth, (start, stop) in enumerate(critical_difference_groups(ranks, result.critical_difference)):
         y = -0.12 - 0.07 * depth
         ax.plot([ranks[start] - 0.03, ranks[stop] + 0.03], [y, y], color="black", linewidth=3)
     cd = result.critical_difference
@@ -124,7 +126,7 @@ def cd_diagram(variants: list[str], result: FriedmanResult, styles: dict[str, St
     return figure
 
 
-def _cliques(ranks: np.ndarray, critical_difference: float) -> list[tuple[int, int]]:
+def critical_difference_groups(ranks: np.ndarray, critical_difference: float) -> list[tuple[int, int]]:
     """Maximal runs (start, stop) of sorted mean ranks that all lie within the critical difference of each other."""
     runs = []
     for start in range(len(ranks)):
@@ -154,7 +156,10 @@ def fraction_curves(summary: pd.DataFrame, styles: dict[str, Style] | None = Non
         for variant, line in rows.sort_values("label_fraction").groupby("variant", sort=True):
             style = styles[variant]
             ax.plot(line["label_fraction"], line["mean"], marker=style.marker, color=style.colour, label=variant)
+        fractions = sorted(set(rows["label_fraction"]))
         ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{fraction:g}" for fraction in fractions])
+        ax.minorticks_off()
         ax.set_xlabel("label fraction")
         ax.set_ylabel("/".join(sorted(set(rows["metric"]))))
         ax.set_title(f"{protocol}: {task}", fontsize=9)

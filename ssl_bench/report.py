@@ -136,7 +136,7 @@ def _jobs(results: list[ResultRecord]) -> str:
     for r in sorted(results, key=lambda r: (r.protocol.label, r.task, r.variant, r.label_fraction, r.seed_index)):
         scores = r.metrics[r.headline_metric]
         score = scores.value if scores.value is not None else _mean(scores.per_image)
-        link = f'<a href="../runs/{html.escape(r.job_id)}/result.json">{html.escape(r.job_id)}</a>'
+        link = f'<td><a href="../runs/{html.escape(r.job_id)}/result.json">{html.escape(r.job_id)}</a></td>'
         cells = [Cell(r.variant), Cell(r.task), Cell(r.protocol.label), Cell(f"{r.label_fraction:g}", r.label_fraction)]
         cells += [Cell(str(r.seed_index), r.seed_index), Cell(r.headline_metric), Cell(f"{score:.3f}", score)]
         rows.append([link, *(_cell(cell) for cell in cells), _cell(Cell(r.finished))])
@@ -152,8 +152,13 @@ def _mean(values: list[float | None]) -> float:
 def _section(section: Section, anchor: str) -> str:
     level = min(section.level, 6)
     parts = [f'<h{level} id="{anchor}">{_inline(section.title)}</h{level}>']
+    tables = 0
     for block in section.blocks:
-        parts.append(f"<p>{_inline(block)}</p>" if isinstance(block, str) else _table(block, anchor))
+        if isinstance(block, str):
+            parts.append(f"<p>{_inline(block)}</p>")
+            continue
+        tables += 1
+        parts.append(_table(block, anchor if tables == 1 else f"{anchor}-{tables}"))
     return "\n".join(parts)
 
 
