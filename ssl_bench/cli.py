@@ -135,7 +135,7 @@ def run(
 ) -> None:
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.config import read_config_file, resolve_config
-    from ssl_bench.leaderboard import write_leaderboard
+    from ssl_bench.report import write_leaderboard, write_report
     from ssl_bench.runner import Executor, build_plan, resolve_device
     from ssl_bench.workers import run_pool, slots
 
@@ -172,13 +172,17 @@ def run(
             )
             summary = executor.run(plan)
         finished = any(resolved.results.glob("runs/*/result.json"))
-        paths = write_leaderboard(resolved.results) if finished or not summary.failed else ()
+        paths = (
+            (*write_leaderboard(resolved.results), write_report(resolved.results))
+            if finished or not summary.failed
+            else ()
+        )
     except SslBenchError as error:
         raise _fail(error) from None
     except KeyboardInterrupt:
         typer.secho("interrupted: run the same command again to resume; nothing finished is lost", err=True)
         raise typer.Exit(code=130) from None
-    boards = f"; leaderboards: {', '.join(map(str, paths))}" if paths else "; no job finished, so no leaderboard"
+    boards = f"; wrote {', '.join(map(str, paths))}" if paths else "; no job finished, so no leaderboard"
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s{boards}")
     if summary.failed:
         typer.secho(f"{len(summary.failed)} job(s) failed (their error.json says why):", fg="red", err=True)
@@ -192,10 +196,23 @@ def run(
 @app.command()
 def leaderboard(results: ResultsOption = Path("results")) -> None:
     """Rebuild the leaderboards from the stored result files alone."""
-    from ssl_bench.leaderboard import write_leaderboard
+    from ssl_bench.report import write_leaderboard
 
     try:
         paths = write_leaderboard(results)
+    except SslBenchError as error:
+        raise _fail(error) from None
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def report(results: ResultsOption = Path("results")) -> None:
+    """Write the leaderboards and the self-contained HTML report (report/index.html) from the stored results."""
+    from ssl_bench.report import write_leaderboard, write_report
+
+    try:
+        paths = (*write_leaderboard(results), write_report(results))
     except SslBenchError as error:
         raise _fail(error) from None
     for path in paths:
