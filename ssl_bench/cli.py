@@ -126,18 +126,28 @@ def run(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML run configuration; flags override it.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="inline (this process), local (a pool: --workers/--gpus) or slurm (job arrays) [inline]."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine, sharing the CPU cores.")] = 1,
     gpus: Annotated[
         str | None, typer.Option(help="One worker per GPU, e.g. 0,1,2,3 (each pinned with CUDA_VISIBLE_DEVICES).")
     ] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition [the cluster's default].")] = None,
+    slurm_gpus_per_job: Annotated[int | None, typer.Option(help="GPUs per SLURM array task [0].")] = None,
+    slurm_time_minutes: Annotated[
+        int | None, typer.Option(help="Time limit per array task; one that reaches it is requeued and resumes [240].")
+    ] = None,
+    slurm_array_parallelism: Annotated[int | None, typer.Option(help="Array tasks running at once [16].")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed job, with its traceback.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Run jobs that failed before (error.json) again.")] = False,
 ) -> None:
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.config import read_config_file, resolve_config
+    from ssl_bench.executors import create_executor
     from ssl_bench.report import write_leaderboard, write_report
-    from ssl_bench.runner import Executor, build_plan, resolve_device
-    from ssl_bench.workers import run_pool, slots
+    from ssl_bench.runner import build_plan
 
     if not (all_ or method or task or config):
         raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
@@ -158,19 +168,25 @@ def run(
             "overwrite": overwrite,
             "label_fractions": label_fraction,
             "protocols": protocol,
+            "executor": executor or ("local" if workers > 1 or gpus else None),
+            "slurm": {
+                "partition": slurm_partition,
+                "gpus_per_job": slurm_gpus_per_job,
+                "time_minutes": slurm_time_minutes,
+                "array_parallelism": slurm_array_parallelism,
+            },
         }
         resolved = resolve_config(file_values, overrides, registry)
-        plan = build_plan(resolved, registry, echo=typer.echo)
-        if workers > 1 or gpus:
-            environments = slots(workers, [gpu.strip() for gpu in gpus.split(",")] if gpus else None)
-            typer.echo(f"{len(plan.jobs)} jobs planned for {len(environments)} workers (logs: {resolved.results}/logs)")
-            summary = run_pool(resolved, plan, environments, retry_failed=retry_failed, progress=progress)
-        else:
-            device = resolve_device(resolved.device)
-            executor = Executor(
-                resolved, device, progress=progress, echo=typer.echo, fail_fast=fail_fast, retry_failed=retry_failed
-            )
-            summary = executor.run(plan)
+        plan_executor = create_executor(
+            resolved,
+            workers=workers,
+            gpus=[gpu.strip() for gpu in gpus.split(",")] if gpus else None,
+            progress=progress,
+            echo=typer.echo,
+            fail_fast=fail_fast,
+            retry_failed=retry_failed,
+        )
+        summary = plan_executor.run(build_plan(resolved, registry, echo=typer.echo))
         finished = any(resolved.results.glob("runs/*/result.json"))
         paths = (
             (*write_leaderboard(resolved.results), write_report(resolved.results))

@@ -7,6 +7,7 @@ data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
 protocols = ["frozen", "finetune"]             # absent: every protocol, on the tasks it serves
+executor = "slurm"          # inline (the default), local or slurm
 
 [methods.scratch]           # absent [methods]: every method, default options
 [methods.simclr]
@@ -17,6 +18,12 @@ lr = 0.01                   # a changed setting names the protocol's variant: li
 
 [pools]                     # a folder of unlabelled images per modality
 fundus = "~/data/eyepacs"
+
+[slurm]                     # the slurm executor's array tasks; flags --slurm-partition etc. override them
+partition = "gpu"           # absent: the cluster's default partition
+gpus_per_job = 1
+time_minutes = 240          # per array task; one that runs out is requeued and resumes from its checkpoints
+array_parallelism = 16      # array tasks running at once, per array
 """
 
 from __future__ import annotations
@@ -41,6 +48,18 @@ else:
 
 DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE_POLICIES = ("never", "missing", "always")
+EXECUTORS = ("inline", "local", "slurm")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The size and place of each SLURM array task (``[slurm]`` in the config file, ``--slurm-*`` flags)."""
+
+    #: None: the cluster's default partition
+    partition: str | None = None
+    gpus_per_job: int = 0
+    time_minutes: int = 240
+    array_parallelism: int = 16
 
 
 @dataclass(frozen=True)
@@ -60,10 +79,15 @@ class RunConfig:
     pools: dict[str, str] = field(default_factory=dict)
     #: protocol name -> settings overrides; None: every registered protocol with its profile's settings
     protocols: dict[str, dict[str, object]] | None = None
+    executor: str = "inline"
+    #: None: no [slurm] table nor --slurm-* flag was given (the slurm executor then uses the defaults)
+    slurm: SlurmSettings | None = None
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+        if self.slurm is not None:
+            values["slurm"] = {k: v for k, v in values["slurm"].items() if v is not None}
         if self.tasks is not None:
             values["tasks"] = list(self.tasks)
         if self.label_fractions is not None:
@@ -150,6 +174,25 @@ def _results_folder(value: object) -> Path:
     return path
 
 
+def _slurm(file_table: object, flags: dict[str, object]) -> SlurmSettings | None:
+    """The [slurm] table of the config file with the --slurm-* flags (those not None) over it."""
+    flags = {key: value for key, value in flags.items() if value is not None}
+    if file_table is None and not flags:
+        return None
+    if file_table is not None and not isinstance(file_table, dict):
+        raise ConfigError(f'slurm must be a [slurm] table of settings, e.g. partition = "gpu"; got {file_table!r}.')
+    typed = _typed_values("[slurm]", SlurmSettings(), {**(file_table or {}), **flags})
+    settings = SlurmSettings(**typed)
+    if settings.partition is not None and not (isinstance(settings.partition, str) and settings.partition):
+        raise ConfigError(
+            f"partition of [slurm] must be a partition's name (sinfo lists them); got {settings.partition!r}."
+        )
+    for key, least in (("gpus_per_job", 0), ("time_minutes", 1), ("array_parallelism", 1)):
+        if getattr(settings, key) < least:
+            raise ConfigError(f"{key} of [slurm] must be at least {least}; got {getattr(settings, key)}.")
+    return settings
+
+
 def _encoder(name: str) -> str:
     try:
         create_encoder(name)  # fails fast on an unknown name, with close matches
@@ -159,7 +202,10 @@ def _encoder(name: str) -> str:
 
 
 def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> RunConfig:
-    """Merge a config file's values with command-line overrides (those not None) and validate them."""
+    """Merge a config file's values with command-line overrides (those not None) and validate them.
+
+    ``overrides["slurm"]``, a dict of settings, is merged into the file's [slurm] table rather than replacing it.
+    """
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     known = {f.name for f in dataclasses.fields(RunConfig)}
     if unknown := sorted(set(values) - known):
@@ -181,6 +227,8 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),
         pools=_pools(values.get("pools", {})),
         protocols=_protocols(values.get("protocols"), registry),
+        executor=_choice("executor", values.get("executor", "inline"), EXECUTORS),
+        slurm=_slurm(file_values.get("slurm"), overrides.get("slurm") or {}),
     )
 
 
