@@ -96,6 +96,8 @@ SUMMARY_COLUMNS = [
     "diff_high",
     "p_vs_best",
     "median_diff_vs_best",
+    "best_diff_low",
+    "best_diff_high",
 ]
 #: Evidence against scratch counts at this Holm-adjusted p-value.
 SIGNIFICANCE = 0.05
@@ -283,13 +285,13 @@ def _seed_mean_images(group: pd.DataFrame) -> dict[str, float]:
 
 def _paired_comparisons(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     """Each cell against ``scratch`` and against its column's best on the same test images: the Wilcoxon
-    signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median paired difference (with
-    its bootstrap 95% interval against scratch)."""
+    signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median paired difference with
+    its bootstrap 95% interval."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
     summary = summary.copy()
     for reference, columns in (
         ("scratch", {"median_difference": "median_diff_vs_scratch", "ci_low": "diff_low", "ci_high": "diff_high"}),
-        ("best", {"median_difference": "median_diff_vs_best"}),
+        ("best", {"median_difference": "median_diff_vs_best", "ci_low": "best_diff_low", "ci_high": "best_diff_high"}),
     ):
         references = _scratch_references(summary) if reference == "scratch" else _best_references(summary)
         found = _paired_tests(summary, cells, references)
@@ -583,6 +585,7 @@ def _protocol_sections(rows: pd.DataFrame, seeds: pd.DataFrame, protocol: str) -
     order = ranks(rows, HEADLINE_METRIC)
     blocks += [_friedman_line(rows), _metric_table(rows_of(rows, HEADLINE_METRIC), order, with_ranks=True)]
     blocks += [table] if (table := _aggregate_table(rows, seeds, order)) else []
+    blocks += [table] if (table := _pairwise_table(rows, order)) else []
     sections = [Section(f"`{protocol}`", blocks, protocol=protocol)]
     for metric in _metrics(rows)[1:]:
         table = _metric_table(rows_of(rows, metric), order, with_ranks=False)
@@ -625,6 +628,23 @@ def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFram
         "scratch (ties count half)."
     )
     return Table(caption, ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)"], body)
+
+
+def _pairwise_table(rows: pd.DataFrame, order: pd.DataFrame) -> Table | None:
+    """P(row beats column) on a random column of the headline table, over the columns every variant completed."""
+    board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
+    if board.shape[0] < 2 or board.empty:
+        return None
+    variants = _ordered_variants(order, board.index)
+    body = []
+    for a in variants:
+        chances = [probability_of_improvement(board.loc[a], board.loc[b]) if a != b else math.nan for b in variants]
+        body.append([Cell(a), *(Cell("" if math.isnan(p) else f"{p:.2f}", p) for p in chances)])
+    caption = (
+        f"The chance that the row's variant beats the column's on a random one of the {board.shape[1]} column(s) "
+        "every variant completed (ties count half)."
+    )
+    return Table(caption, ["beats →", *variants], body)
 
 
 def _iqm_interval(seeds: pd.DataFrame, variant: str, columns: pd.Index, reference: np.ndarray) -> tuple[float, float]:

@@ -606,6 +606,9 @@ def test_a_method_better_on_every_image_is_marked_and_an_equal_one_is_not(tmp_pa
     for variant, difference in (("scratch", -0.05), ("equal", -0.05), ("worse", -0.15)):
         assert dice.loc[variant, "p_vs_best"] == pytest.approx(3 * 2 / 2**12)
         assert dice.loc[variant, "median_diff_vs_best"] == pytest.approx(difference)
+        # Every image differs by the same amount, so the bootstrap interval of the median is that amount.
+        assert dice.loc[variant, "best_diff_low"] == pytest.approx(difference)
+        assert dice.loc[variant, "best_diff_high"] == pytest.approx(difference)
     assert "≈" not in "".join(cells.values())
 
 
@@ -648,4 +651,7 @@ def test_the_aggregate_table_gives_the_iqm_of_scratch_normalised_scores_and_the_
     section = protocol_section(markdown, "frozen")
     # Every image of a cell scores alike, so no bootstrap resample moves the IQM: its interval is the point.
     assert "| m | 0.350 | [0.350, 0.350] | 0.88 |" in section
+    # Pairwise: m beats scratch with 0.875 as above, so scratch beats m with 1 - 0.875 (2 decimals, half to even).
+    assert "| beats → | m | scratch |" in section
+    assert "| m |  | 0.88 |" in section and "| scratch | 0.12 |  |" in section
     assert "| variant | IQM vs scratch | IQM 95% interval | P(beats scratch) |" in section
