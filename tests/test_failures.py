@@ -2,6 +2,7 @@
 one results folder without ever training the same pretraining twice."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -47,10 +48,23 @@ class Raising(Diverging):
         raise RuntimeError("a bug in the plugin")
 
 
+class Slow(Diverging):
+    name = "sbtest-slow"
+    description = "takes a second per step, long enough to be stopped"
+
+    def training_step(self, model, images, stage, generator):
+        import time
+
+        print("stepping", flush=True)
+        time.sleep(1.0)
+        return model(images).mean()
+
+
 @hookimpl
 def ssl_bench_register_methods(register):
     register(Diverging)
     register(Raising)
+    register(Slow)
 """
 
 
@@ -125,6 +139,24 @@ def test_the_command_exits_non_zero_naming_failed_jobs_and_the_leaderboard_marks
     finetune = markdown[markdown.index("## `finetune`") :]
     assert "| sbtest-nan | failed |" in finetune and "| scratch |" in finetune
     assert "## Failed jobs" in markdown and "TrainingError: sbtest-nan: the loss became nan" in markdown
+
+
+def test_a_sigterm_mid_pretraining_says_how_to_resume_and_leaves_nothing_half_written(failing_methods, tmp_path):
+    command = [sys.executable, "-m", "ssl_bench", "run", "-m", "sbtest-slow", "-t", "synthetic-lung", "-p", "frozen"]
+    command += ["--results", str(tmp_path), "--no-progress"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = ""
+    for line in run.stdout:  # wait until it is inside a training step
+        output += line
+        if line.startswith("stepping"):
+            break
+    run.send_signal(signal.SIGTERM)  # what a scheduler sends on preemption
+    output += run.communicate(timeout=120)[0]
+    assert run.returncode == 130, output
+    assert "interrupted: run the same command again to resume; nothing finished is lost" in output
+    assert "Traceback" not in output
+    assert not list(tmp_path.glob("runs/*/result.json")) and not list(tmp_path.glob("**/*.tmp"))
+    assert not list(tmp_path.glob("**/lock"))  # released on the way out, so a resume need not wait for it
 
 
 @pytest.mark.slow
