@@ -1,6 +1,9 @@
 """``ssl-bench check PLUGIN``: a plugin author's contract test, a few steps on built-in data on the CPU.
 
-Every random number is seeded: the losses and scores it prints are the same on every call.
+A method trains every one of its stages in turn (each starting from the previous one, as in a run) for
+``steps`` steps each, with every loss read: a loss that turns non-finite after a few steps, or a later stage
+that breaks, fails the check. Every random number is seeded: the losses and scores it prints are the same on
+every call.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ssl_bench.protocol import Context, Outcome, Protocol
 from ssl_bench.task import ClassificationData, ClassificationSplit, SegmentationData, SegmentationSplit, Task
 
 CHECK_SIZE = 32
-CHECK_STEPS = 2
+#: Steps per stage unless told otherwise: enough to catch a loss that diverges soon, seconds per method.
+CHECK_STEPS = 10
 #: Settings fields shrunk for the check wherever a protocol's settings have them.
 _TINY_SETTINGS = {"image_size": CHECK_SIZE, "epochs": 1, "batch_size": 4, "max_train_images": None}
 
@@ -57,25 +61,29 @@ def _seeded_encoder(channels: int) -> torch.nn.Module:
         return create_encoder(VGG16_BN_TINY, in_chans=channels)
 
 
-def _steps(method: Method, stage: Stage, channels: int) -> str:
+def _steps(method: Method, stages: list[Stage], channels: int, steps: int) -> str:
     encoder = _seeded_encoder(channels)
     pool = _phantom_pool(channels)
     extras = method.pool_extras(pool.images)
     trainer = Trainer(method, encoder, pool, torch.device("cpu"), seed=0, extras=extras)
-    model, optimizer, _ = trainer.build(0, stage, None)
-    model.train()
-    before = [p.detach().clone() for p in encoder.parameters()]
-    losses = [
-        trainer.read_loss(trainer.step(model, optimizer, stage, step, CHECK_STEPS), stage, step)
-        for step in range(CHECK_STEPS)
-    ]
-    if all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True)):
-        raise PluginError("the encoder's weights did not change: does the loss reach model.encoder?")
+    model, reports = None, []
+    for index, stage in enumerate(stages):
+        model, optimizer, _ = trainer.build(index, stage, model)
+        model.train()
+        before = [p.detach().clone() for p in encoder.parameters()]
+        losses = [
+            trainer.read_loss(trainer.step(model, optimizer, stage, step, steps), stage, step) for step in range(steps)
+        ]
+        if all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True)):
+            raise PluginError(
+                f"stage {stage.name}: the encoder's weights did not change: does the loss reach model.encoder?"
+            )
+        reports.append(f"{stage.name} loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     create_encoder(VGG16_BN_TINY, in_chans=channels).load_state_dict(encoder.state_dict(), strict=True)
-    return "losses " + ", ".join(f"{loss:.4f}" for loss in losses)
+    return ", ".join(reports)
 
 
-def _check_method(cls: type[Method]) -> list[CheckItem]:
+def _check_method(cls: type[Method], steps: int) -> list[CheckItem]:
     prefix = f"method {cls.name}"
     items = [_run(f"{prefix}: instantiates with default options", lambda: repr(cls().options))]
     if not items[0].ok:
@@ -85,12 +93,12 @@ def _check_method(cls: type[Method]) -> list[CheckItem]:
     items.append(_run(f"{prefix}: stages() gives a list of Stage per profile", lambda: _stages(method)))
     if not stages:
         return [*items, CheckItem(f"{prefix}: training steps", "skip", "no pretraining stages")]
-    tiny = dataclasses.replace(stages[0], batch_size=4, image_size=CHECK_SIZE)
+    tiny = [dataclasses.replace(stage, batch_size=4, image_size=CHECK_SIZE) for stage in stages]
     for channels in (3, 1):
         items.append(
             _run(
-                f"{prefix}: {CHECK_STEPS} steps on {channels}-channel images, encoder updated and exported",
-                lambda channels=channels: _steps(method, tiny, channels),
+                f"{prefix}: {steps} steps of each stage on {channels}-channel images, encoder updated and exported",
+                lambda channels=channels: _steps(method, tiny, channels, steps),
             )
         )
     return items
@@ -234,8 +242,10 @@ def _metadata(task: Task) -> str:
     return f"modality {task.modality}, {task.channels} channels, target {task.target}"
 
 
-def check_plugin(registry: Registry, plugin: str, data_root=None) -> list[CheckItem]:
-    """Exercise every method and task that ``plugin`` registered; one item per contract clause."""
+def check_plugin(registry: Registry, plugin: str, data_root=None, steps: int | None = None) -> list[CheckItem]:
+    """Exercise every method and task that ``plugin`` registered (``steps`` per method stage, default
+    :data:`CHECK_STEPS`); one item per contract clause."""
+    steps = steps or CHECK_STEPS
     info = next((p for p in registry.plugins if p.name == plugin), None)
     if info is None:
         names = ", ".join(p.name for p in registry.plugins)
@@ -249,7 +259,7 @@ def check_plugin(registry: Registry, plugin: str, data_root=None) -> list[CheckI
         )
     ]
     for name in info.registered["methods"]:
-        items += _check_method(registry.methods[name])
+        items += _check_method(registry.methods[name], steps)
     for name in info.registered["tasks"]:
         items += _check_task(registry, registry.tasks[name], data_root)
     for name in info.registered["protocols"]:

@@ -270,12 +270,18 @@ def status(results: ResultsOption = Path("results")) -> None:
 def check(
     plugin: Annotated[str, typer.Argument(help="Entry-point name of the plugin (see `ssl-bench plugins`).")],
     data_root: DataRootOption = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Steps of each pretraining stage [default: 10]; more catch a loss that diverges later."
+        ),
+    ] = None,
 ) -> None:
     """Run a plugin's methods, tasks and protocols briefly on built-in data and report each contract item."""
     from ssl_bench.check import check_plugin
 
     try:
-        items = check_plugin(_registry(), plugin, data_root)
+        items = check_plugin(_registry(), plugin, data_root, steps)
     except SslBenchError as error:
         raise _fail(error) from None
     marks = {

@@ -152,7 +152,7 @@ def test_leaderboard_without_results_says_what_to_do(tmp_path):
 def test_check_passes_the_example_plugin_and_names_unknown_ones(example_plugin):
     result = invoke("check", "denoise")
     assert result.exit_code == 0, result.output
-    assert "PASS  method denoise: 2 steps on 1-channel images" in result.output
+    assert "PASS  method denoise: 10 steps of each stage on 1-channel images" in result.output
     assert "0 failed, 0 not tested" in result.output
     unknown = runner.invoke(app, ["check", "nope"])
     assert unknown.exit_code == 2 and "no plugin named 'nope'" in unknown.output
@@ -182,8 +182,38 @@ def test_check_reports_a_broken_method(site):
     write_distribution(site, "sbtest-frozen", "1.0", {"frozen": "sbtest_frozen"})
     result = runner.invoke(app, ["check", "frozen"])
     assert result.exit_code == 1
-    assert "FAIL  method sbtest-frozen: 2 steps on 3-channel images" in result.output
+    assert "FAIL  method sbtest-frozen: 10 steps of each stage on 3-channel images" in result.output
     assert "did not change" in result.output
+
+
+def test_check_trains_every_stage_and_catches_a_loss_that_diverges_after_a_few_steps(site):
+    from conftest import write_distribution
+
+    (site / "sbtest_late.py").write_text(
+        "from ssl_bench.api import Method, Stage, UNet, hookimpl\n"
+        "class Late(Method):\n"
+        "    name = 'sbtest-late'\n"
+        "    description = 'its second stage diverges at its sixth step'\n"
+        "    def stages(self, profile):\n"
+        "        return [Stage('first', 1, 1, 4, 32, 1e-3), Stage('second', 1, 1, 4, 32, 1e-3)]\n"
+        "    def build_model(self, encoder, stage, channels):\n"
+        "        self.steps = 0\n"
+        "        return UNet(encoder)\n"
+        "    def training_step(self, model, images, stage, generator):\n"
+        "        self.steps += 1\n"
+        "        late = stage.name == 'second' and self.steps > 5\n"
+        "        return model(images).mean() * (float('nan') if late else 1.0)\n"
+        "@hookimpl\n"
+        "def ssl_bench_register_methods(register):\n"
+        "    register(Late)\n"
+    )
+    write_distribution(site, "sbtest-late", "1.0", {"late": "sbtest_late"})
+    result = runner.invoke(app, ["check", "late"])
+    assert result.exit_code == 1
+    assert "the loss became nan by step 5 of second" in result.output
+    short = runner.invoke(app, ["check", "late", "--steps", "5"])  # the old 2-step check missed it
+    assert short.exit_code == 0, short.output
+    assert "first loss" in short.output and "second loss" in short.output
 
 
 @pytest.mark.parametrize("size", [96])
