@@ -136,6 +136,8 @@ def run(
     ] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="SLURM partition [the cluster's default].")] = None,
     slurm_gpus_per_job: Annotated[int | None, typer.Option(help="GPUs per SLURM array task [0].")] = None,
+    slurm_cpus_per_job: Annotated[int | None, typer.Option(help="CPUs per array task [the cluster's default].")] = None,
+    slurm_mem_gb: Annotated[int | None, typer.Option(help="GB of memory per array task [the default].")] = None,
     slurm_time_minutes: Annotated[
         int | None, typer.Option(help="Time limit per array task; one that reaches it is requeued and resumes [240].")
     ] = None,
@@ -172,6 +174,8 @@ def run(
             "slurm": {
                 "partition": slurm_partition,
                 "gpus_per_job": slurm_gpus_per_job,
+                "cpus_per_job": slurm_cpus_per_job,
+                "mem_gb": slurm_mem_gb,
                 "time_minutes": slurm_time_minutes,
                 "array_parallelism": slurm_array_parallelism,
             },

@@ -22,6 +22,8 @@ fundus = "~/data/eyepacs"
 [slurm]                     # the slurm executor's array tasks; flags --slurm-partition etc. override them
 partition = "gpu"           # absent: the cluster's default partition
 gpus_per_job = 1
+cpus_per_job = 8            # absent or 0: the cluster's default; torch uses as many threads
+mem_gb = 32                 # absent or 0: the cluster's default
 time_minutes = 240          # per array task; one that runs out is requeued and resumes from its checkpoints
 array_parallelism = 16      # array tasks running at once, per array
 """
@@ -58,6 +60,9 @@ class SlurmSettings:
     #: None: the cluster's default partition
     partition: str | None = None
     gpus_per_job: int = 0
+    #: 0: the cluster's default (cpus_per_job, mem_gb)
+    cpus_per_job: int = 0
+    mem_gb: int = 0
     time_minutes: int = 240
     array_parallelism: int = 16
 
@@ -187,7 +192,8 @@ def _slurm(file_table: object, flags: dict[str, object]) -> SlurmSettings | None
         raise ConfigError(
             f"partition of [slurm] must be a partition's name (sinfo lists them); got {settings.partition!r}."
         )
-    for key, least in (("gpus_per_job", 0), ("time_minutes", 1), ("array_parallelism", 1)):
+    minimums = {"gpus_per_job": 0, "cpus_per_job": 0, "mem_gb": 0, "time_minutes": 1, "array_parallelism": 1}
+    for key, least in minimums.items():
         if getattr(settings, key) < least:
             raise ConfigError(f"{key} of [slurm] must be at least {least}; got {getattr(settings, key)}.")
     return settings

@@ -6,6 +6,7 @@ with the reason; under ``CI=true`` they fail, since ``.ci/run`` installs both.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.executors import create_executor
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_record
+from ssl_bench.results import pretrain_dir
 from ssl_bench.runner import build_plan
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -57,10 +59,25 @@ class Tinier(Tiny):
         return model(images).abs().mean()
 
 
+class Sleepy(Tiny):
+    name = "sbtest-sleepy"
+    description = "twelve steps of half a second: long enough to be preempted"
+
+    def stages(self, profile):
+        return [Stage("only", epochs=1, steps_per_epoch=12, batch_size=4, image_size=32, lr=1e-3)]
+
+    def training_step(self, model, images, stage, generator):
+        import time
+
+        time.sleep(0.5)
+        return super().training_step(model, images, stage, generator)
+
+
 @hookimpl
 def ssl_bench_register_methods(register):
     register(Tiny)
     register(Tinier)
+    register(Sleepy)
 """
 
 #: Two pretrained methods, one task, frozen then finetune (a chain): 2 pretrainings, 4 jobs in 2 chains.
@@ -72,6 +89,15 @@ tasks = ["synthetic-vessel"]
 epochs = 1
 image_size = 32
 [protocols.finetune]
+epochs = 1
+image_size = 32
+"""
+
+#: One pretraining long enough to be preempted in its middle, and one job after it.
+SLEEPY_RUN = """
+tasks = ["synthetic-vessel"]
+[methods.sbtest-sleepy]
+[protocols.frozen]
 epochs = 1
 image_size = 32
 """
@@ -192,9 +218,9 @@ def tiny_methods(site):
     sys.modules.pop("sbtest_tiny", None)
 
 
-def _tiny_config(tmp_path: Path, results: str, **overrides):
+def _tiny_config(tmp_path: Path, results: str, run: str = TINY_RUN, **overrides):
     path = tmp_path / "run.toml"
-    path.write_text(TINY_RUN)
+    path.write_text(run)
     return resolve_config(read_config_file(path), {"results": str(tmp_path / results), **overrides}, get_registry())
 
 
@@ -208,14 +234,17 @@ def _scontrol(job_id: str) -> str:
 
 @pytest.mark.slow
 def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_methods, tmp_path):
-    config = _tiny_config(tmp_path, "slurm", executor="slurm", slurm={"time_minutes": 20})
+    slurm = {"time_minutes": 20, "cpus_per_job": 2, "mem_gb": 1}  # 2 CPUs: the threads that inline uses here
+    config = _tiny_config(tmp_path, "slurm", executor="slurm", slurm=slurm)
     plan = build_plan(config, get_registry())
     executor = create_executor(config, progress=False, echo=lambda line: None)
     arrays = executor.submit(plan)
     assert (len(arrays.pretrainings), len(arrays.transfers)) == (2, 2)
     pretrain_id, transfer_id = arrays.ids
     assert [job.job_id for job in arrays.pretrainings] == [f"{pretrain_id}_0", f"{pretrain_id}_1"]
-    assert f"Dependency=afterok:{pretrain_id}_*" in _scontrol(transfer_id)
+    transfer = _scontrol(transfer_id)
+    assert f"Dependency=afterok:{pretrain_id}_*" in transfer
+    assert "MinCPUsNode=2" in transfer and "MinMemoryNode=1G" in transfer
     summary = executor.wait(plan, arrays)
     assert len(summary.written) == 4 and not summary.failed
 
@@ -227,6 +256,36 @@ def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_me
     assert sorted(logs) == sorted(f"{job.job_id}_0_log.out" for job in arrays.pretrainings + arrays.transfers)
     pretrained = [name for name, text in logs.items() if "pretraining sbtest-" in text]
     assert sorted(pretrained) == [f"{pretrain_id}_0_0_log.out", f"{pretrain_id}_1_0_log.out"]
+
+
+@pytest.mark.slow
+def test_a_preempted_pretraining_is_requeued_and_resumes_its_checkpoint(slurm, tiny_methods, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_BENCH_CHECKPOINT_SECONDS", "0")  # sbatch passes it on: a checkpoint after every step
+    config = _tiny_config(tmp_path, "slurm", SLEEPY_RUN, executor="slurm", slurm={"time_minutes": 20})
+    plan = build_plan(config, get_registry())
+    executor = create_executor(config, progress=False, echo=lambda line: None)
+    arrays = executor.submit(plan)
+    folder = pretrain_dir(config.results, plan.jobs[0].pretraining.id)
+    deadline = time.monotonic() + 120
+    while not (folder / "state.pt").exists():  # some steps done and checkpointed
+        assert time.monotonic() < deadline, "the pretraining never wrote a checkpoint"
+        time.sleep(0.2)
+    # What SLURM sends ahead of a preemption or the time limit; submitit checkpoints the task and requeues it.
+    task = arrays.pretrainings[0].job_id
+    subprocess.run(["scancel", "--signal=USR2", task], check=True)
+    while "Reason=BeginTime" not in (state := _scontrol(task)):
+        assert time.monotonic() < deadline, f"the task was not requeued: {state}"
+        time.sleep(0.2)
+    assert "Restarts=1" in state
+    # SLURM holds a requeued job back for two minutes; the test need not wait for that.
+    subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
+    summary = executor.wait(plan, arrays)
+    assert len(summary.written) == 1 and not summary.failed
+    assert 0 < json.loads((folder / "pretraining.json").read_text())["resumed_from_step"] < 12
+
+    inline = _tiny_config(tmp_path, "inline", SLEEPY_RUN)
+    create_executor(inline, progress=False, echo=lambda line: None).run(build_plan(inline, get_registry()))
+    assert _metrics(tmp_path / "slurm") == _metrics(tmp_path / "inline")
 
 
 def test_a_partition_that_does_not_exist_is_a_clear_error(slurm, tiny_methods, tmp_path):
@@ -242,7 +301,7 @@ def test_slurm_settings_come_from_the_config_file_with_flags_over_them(tmp_path)
     path.write_text('executor = "slurm"\n[methods.scratch]\n[slurm]\npartition = "gpu"\ntime_minutes = 30\n')
     config = resolve_config(read_config_file(path), {"slurm": {"time_minutes": 90, "partition": None}}, get_registry())
     assert config.executor == "slurm"
-    assert config.slurm == SlurmSettings(partition="gpu", gpus_per_job=0, time_minutes=90, array_parallelism=16)
+    assert config.slurm == SlurmSettings(partition="gpu", time_minutes=90)
     # What the workers read back is the same configuration.
     (tmp_path / "saved.toml").write_text(config.to_toml())
     assert resolve_config(read_config_file(tmp_path / "saved.toml"), {}, get_registry()) == config
@@ -255,6 +314,7 @@ def test_slurm_settings_come_from_the_config_file_with_flags_over_them(tmp_path)
         ({"partiton": "gpu"}, r"\[slurm\] has no option 'partiton'; its options: partition"),
         ({"gpus_per_job": "one"}, r"option gpus_per_job of \[slurm\] must be int; got 'one'"),
         ({"time_minutes": 0}, r"time_minutes of \[slurm\] must be at least 1; got 0"),
+        ({"mem_gb": -1}, r"mem_gb of \[slurm\] must be at least 0; got -1"),
         ({"partition": ""}, r"partition of \[slurm\] must be a partition's name"),
         ("gpu", r"slurm must be a \[slurm\] table"),
     ],

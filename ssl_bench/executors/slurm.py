@@ -15,12 +15,15 @@ does; ``ssl-bench status`` shows the same from any machine.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ssl_bench.config import RunConfig, SlurmSettings, read_config_file, resolve_config
 from ssl_bench.errors import ConfigError, DataError
@@ -46,6 +49,8 @@ class _ArrayTask(submitit.helpers.Checkpointable):
         self.config_path = config_path
 
     def _plan(self, *, retry_failed: bool = False) -> tuple[Executor, Plan]:
+        if cpus := os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would otherwise use every core of the node
+            torch.set_num_threads(int(cpus))
         registry = get_registry()
         config = resolve_config(read_config_file(self.config_path), {"overwrite": "missing"}, registry)
         executor = Executor(config, resolve_device(config.device), progress=False, retry_failed=retry_failed)
@@ -161,6 +166,8 @@ class SlurmArrays:
             partition=self.settings.partition,
             time=self.settings.time_minutes,
             gpus_per_node=self.settings.gpus_per_job or None,
+            cpus_per_task=self.settings.cpus_per_job or None,
+            mem=f"{self.settings.mem_gb}G" if self.settings.mem_gb else None,
             array_parallelism=self.settings.array_parallelism,
             dependency=dependency,
         )
