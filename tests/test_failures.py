@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ssl_bench.cli import app
 from ssl_bench.config import read_config_file, resolve_config
-from ssl_bench.errors import TrainingError
+from ssl_bench.errors import ConfigError, TrainingError
+from ssl_bench.executors.local import slots
 from ssl_bench.locks import Lock
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_failure, read_record
@@ -185,6 +186,15 @@ def test_two_workers_on_one_results_folder_never_train_the_same_pretraining(tmp_
     assert sum("pretraining simclr (" in log for log in logs) == 1, logs
     pooled = {r.job_id: r for r in (read_record(path) for path in (tmp_path / "pool").glob("runs/*/result.json"))}
     assert {k: r.metrics for k, r in pooled.items()} == {k: r.metrics for k, r in two.items()}
+
+
+def test_each_gpu_worker_sees_only_its_gpu_and_cpu_workers_share_the_cores(monkeypatch):
+    assert slots(1, ["0", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "3"}]
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert slots(4, None) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
+    assert slots(16, None) == [{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}] * 16
+    with pytest.raises(ConfigError, match="--workers must be at least 1, got 0"):
+        slots(0, None)
 
 
 def test_status_reports_done_running_failed_and_pending_jobs(failing_methods, tmp_path):
