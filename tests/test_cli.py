@@ -1,6 +1,8 @@
 """Every CLI command, with its output and side effects."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from conftest import shared_data
@@ -263,3 +265,12 @@ def test_a_results_path_that_is_a_file_is_a_clear_error(tmp_path):
     a_file.write_text("")
     result = runner.invoke(app, ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(a_file)])
     assert result.exit_code == 2 and "is a file, not a folder" in result.output and "Traceback" not in result.output
+
+
+def test_a_results_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    # Root may write anywhere, so the permission that a user lacks is denied through os.access here.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    result = runner.invoke(app, ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(tmp_path / "new")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"results folder {tmp_path / 'new'} cannot be written here ({tmp_path} is not writable)" in result.output
