@@ -8,6 +8,8 @@
   selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split, resized),
   per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
+- LD's region clustering (``ld`` and ``shape-guided``): :func:`cluster_assignment`, :func:`region_features`,
+  :func:`local_discrimination_loss`, :func:`entropy_loss`, :func:`l2_normalize`.
 - Batched tensor augmentations (``augment``), image reading and LD preprocessing helpers, phantoms.
 """
 
@@ -22,7 +24,7 @@ from ssl_bench.data.imageio import (
     resize_image,
     resize_mask,
 )
-from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_cxr, make_fundus
+from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_angiogram, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
 from ssl_bench.downstream import (
     CLASSIFICATION_METRICS,
@@ -37,6 +39,15 @@ from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Scores, Selection
+from ssl_bench.regions import (
+    NORM_EPS,
+    at_least_fp32,
+    cluster_assignment,
+    entropy_loss,
+    l2_normalize,
+    local_discrimination_loss,
+    region_features,
+)
 from ssl_bench.task import (
     Availability,
     ClassificationData,
@@ -53,6 +64,7 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "FUNDUS_LANDMARKS",
     "IMAGE_SUFFIXES",
+    "NORM_EPS",
     "SEGMENTATION_METRICS",
     "Availability",
     "ClassificationData",
@@ -80,21 +92,28 @@ __all__ = [
     "Task",
     "TrainingError",
     "UNet",
+    "at_least_fp32",
     "augment",
+    "cluster_assignment",
     "create_encoder",
     "crop",
     "dice_per_image",
+    "entropy_loss",
     "fit",
     "fresh_model",
     "fundus_roi_box",
     "hookimpl",
     "iou_per_image",
+    "l2_normalize",
+    "local_discrimination_loss",
+    "make_angiogram",
     "make_cxr",
     "make_fundus",
     "normalize",
     "prepared_arrays",
     "read_image",
     "read_mask",
+    "region_features",
     "resize_image",
     "resize_mask",
     "resize_split",

@@ -71,6 +71,8 @@ class Context:
     ``pretrained`` is False for a method without pretraining (``scratch``): its encoder is a random init.
     ``start`` is the selected model state of the protocol this one continues from, else None. ``workdir`` is
     this job's own folder, for checkpoints that let an interrupted job resume (None: no checkpoints).
+    ``shapes``, for a protocol that :attr:`~Protocol.uses_shapes`, is the task's shape prior: the training masks
+    ``bool (M, H, W)`` of its :attr:`~ssl_bench.task.Task.shape_source`; else None.
     """
 
     encoder: Encoder
@@ -84,6 +86,7 @@ class Context:
     start: dict[str, torch.Tensor] | None = None
     progress: bool = False
     workdir: Path | None = None
+    shapes: torch.Tensor | None = None
 
 
 class Protocol(ABC):
@@ -97,6 +100,9 @@ class Protocol(ABC):
     frozen_encoder: ClassVar[bool] = True
     #: Bump on any change that alters results: cached jobs of other versions are never reused.
     version: ClassVar[str] = "1"
+    #: Whether the protocol needs its task's shape prior (:attr:`Context.shapes`): it then serves only tasks that
+    #: name a :attr:`~ssl_bench.task.Task.shape_source`, and its jobs' ids hash that source's data.
+    uses_shapes: ClassVar[bool] = False
 
     @abstractmethod
     def settings(self, profile: str, task: Task) -> object:
@@ -115,7 +121,7 @@ class Protocol(ABC):
         """Train, select on validation data only, and score on the test split."""
 
     def serves(self, task: Task) -> bool:
-        return task.kind in self.task_kinds
+        return task.kind in self.task_kinds and (task.shape_source is not None or not self.uses_shapes)
 
 
 def changed_settings(settings: object, base: object) -> dict[str, object]:

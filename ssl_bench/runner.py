@@ -169,7 +169,8 @@ def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
 def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str], None]) -> list[Task]:
     """The run's tasks whose data is there. A task named in the run that cannot run is an error, not a skip."""
     tasks = []
-    for name in config.tasks if config.tasks is not None else registry.tasks:
+    default = [name for name, task in registry.tasks.items() if task.default_run]
+    for name in config.tasks if config.tasks is not None else default:
         task = registry.task(name)
         availability = task.availability(config.data_root)
         if availability.ok:
@@ -184,6 +185,33 @@ def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str]
 def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
     names = config.protocols if config.protocols is not None else registry.protocols
     return {name: registry.protocol(name)() for name in names}
+
+
+def _load_shape_sources(
+    tasks: list[Task],
+    protocols: dict[str, Protocol],
+    config: RunConfig,
+    registry: Registry,
+    data: dict[str, TaskData],
+    echo: Callable[[str], None],
+) -> None:
+    """Adds to ``data`` the shape source of each task that a protocol using shapes serves; where that source's
+    data is absent, says which protocols are left out on the task (its other protocols still run)."""
+    for task in tasks:
+        using = [name for name, protocol in protocols.items() if protocol.uses_shapes and protocol.serves(task)]
+        if not using or task.shape_source in data:
+            continue
+        source = registry.task(task.shape_source)
+        if source.kind != "segmentation":
+            raise ConfigError(f"task {task.name}'s shape source {source.name} is a {source.kind} task, not masks")
+        availability = source.availability(config.data_root)
+        if availability.ok:
+            data[source.name] = source.load(config.data_root)
+        else:
+            echo(
+                f"leaving out {', '.join(using)} on {task.name}: its shape source {source.name} cannot run: "
+                f"{availability.reason}"
+            )
 
 
 class _Planner:
@@ -230,17 +258,27 @@ class _Planner:
             "profile": self.config.profile,
             "ssl_bench": ssl_bench.__version__,
         }
+        if protocol.uses_shapes:  # the shapes steer training: other shapes, another job
+            source = task.shape_source
+            spec["shapes"] = {
+                "task": source,
+                "task_version": self.registry.task(source).version,
+                "task_plugin": self.registry.plugin_version("tasks", source),
+                "data": self.fingerprints[source],
+            }
         job = Job(digest(spec), spec, pretraining, task, protocol, settings, fraction, seed_index, upstream)
         self.jobs[key] = job
         return job
 
 
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
-    """Every job of the run, each after the job it continues from; tasks whose data is absent are left out."""
+    """Every job of the run, each after the job it continues from; tasks whose data is absent are left out, and so
+    are protocols using shapes on a task whose shape source's data is absent."""
     methods = [make_method(registry, name, options) for name, options in config.methods.items()]
     tasks = _available_tasks(config, registry, echo)
     data = {task.name: task.load(config.data_root) for task in tasks}
     protocols = _protocols(config, registry)
+    _load_shape_sources(tasks, protocols, config, registry, data, echo)
     planner = _Planner(config, registry, data)
     pools: dict[str, PreparedPool] = {}
     for method in methods:
@@ -250,7 +288,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                 for fraction in label_fractions(config, task):
                     check_label_fraction(task, data[task.name], fraction)
                     for name, protocol in protocols.items():
-                        if protocol.serves(task):
+                        if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
                             planner.job(pretraining, task, name, fraction, seed_index)
     # Insertion order already puts every upstream job before the jobs that continue from it.
     return Plan(list(planner.jobs.values()), data)
@@ -518,6 +556,7 @@ class Executor:
             start=start,
             progress=self.progress,
             workdir=result_path(self.config.results, job.id).parent,
+            shapes=plan.data[job.task.shape_source].train.masks if job.protocol.uses_shapes else None,
         )
 
     def run_job(self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: dict) -> Path:

@@ -169,6 +169,12 @@ class Task(ABC):
     #: Segmentation only: the names of the landmark points every image's data carries
     #: (:attr:`SegmentationSplit.landmarks`, in this order); empty for a task without landmarks.
     landmarks: ClassVar[tuple[str, ...]] = ()
+    #: Segmentation only: the registered task whose training masks are this task's shape prior (masks of the same
+    #: structure from elsewhere, for the ``shape-guided`` protocol), or None.
+    shape_source: ClassVar[str | None] = None
+    #: Whether runs that name no tasks (``--all``) include this task; False for a task kept only as another's
+    #: shape source (it still runs when named).
+    default_run: ClassVar[bool] = True
     #: Bump on any change to how the data is read. Jobs are also keyed by the data's content, so changed files
     #: re-run their jobs without a bump.
     version: ClassVar[str] = "1"

@@ -1,4 +1,4 @@
-"""Deterministic synthetic fundus photographs and chest X-rays with segmentation masks.
+"""Deterministic synthetic fundus photographs, chest X-rays and angiograms with segmentation masks.
 
 These phantoms are the benchmark's built-in data: no download, any size. Anatomy is drawn in normalised
 coordinates (x and y in [-1, 1], x to the right, y down), so every size shows the same picture, and image
@@ -84,6 +84,13 @@ def make_fundus(n: int, size: int, seed: int, start: int = 0) -> PhantomSet:
 def make_cxr(n: int, size: int, seed: int, start: int = 0) -> PhantomSet:
     """``n`` grey chest X-rays ``(n, 1, size, size)`` with masks ``"lung"`` (heart excluded) and ``"heart"``."""
     return _make(_cxr, _Family(stream=1, channels=1, masks=("lung", "heart")), n, size, seed, start)
+
+
+def make_angiogram(n: int, size: int, seed: int, start: int = 0) -> PhantomSet:
+    """``n`` grey en-face angiograms ``(n, 1, size, size)`` (OCTA-like: bright vessels on a dark speckled
+    background) with mask ``"vessel"``: trees that enter from the border and branch over three generations,
+    with no field of view, disc or macula. A vessel family of its own, the fundus phantoms' shape prior."""
+    return _make(_angiogram, _Family(stream=2, channels=1, masks=("vessel",)), n, size, seed, start)
 
 
 def save_preview(path: Path, size: int = 128, n: int = 6, seed: int = 0) -> Path:
@@ -578,6 +585,34 @@ def _paint_disc(rng: np.random.Generator, eye: _Eye, image: np.ndarray, disc_dis
     colour = (disc + (_colour(1.0, 0.97, 0.85) - disc) * cup) * rng.uniform(1.0, 1.2)
     alpha = rng.uniform(0.88, 1.0) * rim
     return image + (colour - image) * alpha
+
+
+# ----------------------------------------------------------------------------------------------------
+# Angiograms: vessel trees entering from the border, denser and more branched than the fundus phantoms'
+
+_ANGIOGRAM_GENERATIONS = (
+    _Branching(spacing=0.25, min_arc=0.1, width_ratio=(0.6, 0.85), length=(0.3, 0.7), wiggle=1.6),
+    _Branching(spacing=0.25, min_arc=0.04, width_ratio=(0.6, 0.85), length=(0.15, 0.4), wiggle=1.6),
+    _Branching(spacing=0.3, min_arc=0.03, width_ratio=(0.6, 0.85), length=(0.08, 0.2), wiggle=1.6),
+)
+
+
+def _angiogram(rng: np.random.Generator, noise: np.random.Generator, size: int) -> _Sample:
+    roots = int(rng.integers(2, 4))
+    # Each root enters at a random point of a random side, heading roughly towards the centre.
+    side = rng.integers(0, 4, roots)
+    along = rng.uniform(-0.8, 0.8, roots)
+    start = np.stack([np.choose(side, [along, along, -0.99, 0.99]), np.choose(side, [-0.99, 0.99, along, along])], -1)
+    heading = np.arctan2(-start[:, 1], -start[:, 0]) + rng.uniform(-0.5, 0.5, roots)
+    trunks = _walk(
+        rng, start, heading, rng.uniform(1.2, 2.0, roots), rng.uniform(0.02, 0.03, roots), np.zeros(roots, int), 1.2
+    )
+    vessels = _tree(rng, [trunks], lambda xy: (np.abs(xy) < 1).all(-1), list(_ANGIOGRAM_GENERATIONS))
+    dark, inside = _render_tubes(vessels, size, kinds=1, min_px=_MIN_VESSEL_PX, contrast=np.ones_like)
+    background = rng.uniform(0.08, 0.18) * (1 + 0.3 * _low_frequency(rng, size, terms=3, max_freq=3.0))
+    image = background + rng.uniform(0.55, 0.8) * dark[0]
+    image *= 1 + 0.25 * noise.standard_normal(image.shape).astype(np.float32)  # speckle
+    return _to_uint8(image)[None], {"vessel": inside}, {}
 
 
 # ----------------------------------------------------------------------------------------------------

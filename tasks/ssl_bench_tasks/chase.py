@@ -39,6 +39,7 @@ class ChaseVessel(PreparedTask):
     root_candidates = ("CHASE_DB1", "CHASEDB1", "")
     root_markers = ("Image_01L.jpg",)
     preparation = FUNDUS
+    shape_source = "drive-vessel"  # the paper's shape-guided vessels, here guided by the other fundus set's masks
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         ids = [f"Image_{child:02d}{eye}" for child in SPLIT_CHILDREN[split] for eye in "LR"]

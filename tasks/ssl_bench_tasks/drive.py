@@ -42,6 +42,7 @@ class DriveVessel(PreparedTask):
     root_candidates = ("DRIVE", "")
     root_markers = ("training", "test")
     preparation = FUNDUS
+    shape_source = "chase-vessel"  # the paper's shape-guided vessels, here guided by the other fundus set's masks
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         folder = root / _FOLDER[split]

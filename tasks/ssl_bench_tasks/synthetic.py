@@ -1,4 +1,5 @@
-"""Built-in synthetic phantoms: fundus vessels and chest X-ray lungs, with their unlabelled pools.
+"""Built-in synthetic phantoms: fundus vessels and chest X-ray lungs, with their unlabelled pools, and angiogram
+vessels, the fundus vessels' shape prior.
 
 They need no download, so that a fresh install can run the whole benchmark. Labelled images and
 pool images come from different seeds: no image is both pretrained on and tested on.
@@ -6,6 +7,10 @@ pool images come from different seeds: no image is both pretrained on and tested
 Landmarks: the fundus task carries the generator's own (disc and fovea centres, each temporal arcade's first
 branching: ``FUNDUS_LANDMARKS`` in :mod:`ssl_bench.data.phantoms`), exactly where it drew them; the lung task
 carries the lung apices and costophrenic angles derived from its lung masks (:mod:`ssl_bench_tasks._landmarks`).
+
+Shapes: ``synthetic-vessel``'s shape prior (``shape-guided``) is the training masks of ``synthetic-angiogram``, a
+different vessel family (trees entering from the border, denser branching, no field of view), so that the prior
+is never a mask of the target's images. Runs leave that task out unless it is named.
 """
 
 from collections.abc import Callable
@@ -23,6 +28,7 @@ from ssl_bench.api import (
     SegmentationSplit,
     Task,
     hookimpl,
+    make_angiogram,
     make_cxr,
     make_fundus,
 )
@@ -36,7 +42,9 @@ LABELLED_SEED = 2021
 POOL_SEED = 1994
 
 
-def _split(phantoms: PhantomSet, target: str, start: int, prefix: str, landmarks: torch.Tensor) -> SegmentationSplit:
+def _split(
+    phantoms: PhantomSet, target: str, start: int, prefix: str, landmarks: torch.Tensor | None
+) -> SegmentationSplit:
     n = len(phantoms.images)
     return SegmentationSplit(
         torch.from_numpy(phantoms.images),
@@ -60,8 +68,10 @@ class _SyntheticTask(Task):
             test=_split(test, self.mask, TRAIN_IMAGES, "test", self.landmark_points(test)),
         )
 
-    def landmark_points(self, phantoms: PhantomSet) -> torch.Tensor:
-        """The :attr:`landmarks` of each phantom, ``float32 (N, L, 2)`` in pixel ``(row, col)``."""
+    def landmark_points(self, phantoms: PhantomSet) -> torch.Tensor | None:
+        """The :attr:`landmarks` of each phantom, ``float32 (N, L, 2)`` in pixel ``(row, col)``; None without any."""
+        if not self.landmarks:
+            return None
         return torch.from_numpy(np.stack([phantoms.landmarks[name] for name in self.landmarks], axis=1))
 
 
@@ -73,7 +83,19 @@ class SyntheticVessel(_SyntheticTask):
     target = "retinal vessels"
     rotation_degrees = 180.0
     landmarks = FUNDUS_LANDMARKS
+    shape_source = "synthetic-angiogram"
     make = staticmethod(make_fundus)
+    mask = "vessel"
+
+
+class SyntheticAngiogram(_SyntheticTask):
+    name = "synthetic-angiogram"
+    description = "Vessel segmentation on synthetic grey OCTA-like angiograms (built in; synthetic-vessel's shapes)."
+    modality = "synthetic-angiogram"
+    channels = 1
+    target = "vessels"
+    default_run = False  # kept as synthetic-vessel's shape source: --all leaves it out
+    make = staticmethod(make_angiogram)
     mask = "vessel"
 
 
@@ -120,6 +142,7 @@ class SyntheticCxrPool(_SyntheticPool):
 def ssl_bench_register_tasks(register):
     register(SyntheticVessel())
     register(SyntheticLung())
+    register(SyntheticAngiogram())
 
 
 @hookimpl
