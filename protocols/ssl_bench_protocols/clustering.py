@@ -194,8 +194,8 @@ def foreground_clusters(clusters: Tensor, masks: Tensor, count: int) -> tuple[Te
     return match_clusters(sizes, overlaps, int(masks.sum()))
 
 
-def _scores(predicted: Tensor, test: SegmentationSplit) -> dict[str, Scores]:
-    """Per-image Dice and IoU of the binary ``predicted`` masks ``(N, H, W)``."""
+def mask_scores(predicted: Tensor, test: SegmentationSplit) -> dict[str, Scores]:
+    """Per-image Dice and IoU of the ``predicted`` masks ``(N, H, W)`` (binary, or probabilities taken at 0.5)."""
     predicted, masks, ids = predicted.unsqueeze(1).float(), test.masks.unsqueeze(1).float(), tuple(test.ids)
     return {
         "dice": Scores(per_image=tuple(dice_per_image(predicted, masks).tolist()), ids=ids),
@@ -229,7 +229,7 @@ class Clustering(Protocol):
         foreground, val_dice = foreground_clusters(assign(encoder, head, val), val.masks, context.settings.clusters)
         predicted = foreground.to(context.device)[assign(encoder, head, test)]
         return Outcome(
-            scores=_scores(predicted, test),
+            scores=mask_scores(predicted, test),
             selection=Selection(epoch=None, val_loss=1 - val_dice, val_loss_name="1 - validation dice"),
             seconds=perf_counter() - start,
         )
