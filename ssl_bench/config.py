@@ -6,7 +6,7 @@ encoder = "vgg16_bn_tiny"   # or any timm model name
 data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
-protocols = ["frozen", "finetune"]             # absent: every protocol, on the tasks it serves
+protocols = ["frozen", "finetune"]             # absent: every protocol but experimental ones
 executor = "slurm"          # inline (the default), local or slurm
 
 [methods.scratch]           # absent [methods]: every method, default options

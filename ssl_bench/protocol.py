@@ -103,6 +103,9 @@ class Protocol(ABC):
     #: Whether the protocol needs its task's shape prior (:attr:`Context.shapes`): it then serves only tasks that
     #: name a :attr:`~ssl_bench.task.Task.shape_source`, and its jobs' ids hash that source's data.
     uses_shapes: ClassVar[bool] = False
+    #: Whether runs that name no protocols (``--all``) include this one; False for an experimental protocol whose
+    #: scores are not yet evidence (it still runs when named with ``-p``).
+    default_run: ClassVar[bool] = True
 
     @abstractmethod
     def settings(self, profile: str, task: Task) -> object:

@@ -183,7 +183,8 @@ def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str]
 
 
 def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
-    names = config.protocols if config.protocols is not None else registry.protocols
+    default = [name for name, protocol in registry.protocols.items() if protocol.default_run]
+    names = config.protocols if config.protocols is not None else default
     return {name: registry.protocol(name)() for name in names}
 
 

@@ -163,6 +163,13 @@ def test_only_tasks_with_a_shape_source_are_served_and_all_leaves_the_source_out
     }
 
 
+def test_a_run_that_names_no_protocols_leaves_the_experimental_protocol_out(tmp_path):
+    named = {job.protocol.name for job in plan(tmp_path / "named", tasks=["synthetic-vessel"]).jobs}
+    default = {job.protocol.name for job in plan(tmp_path / "all", tasks=["synthetic-vessel"], protocols="all").jobs}
+    assert "shape-guided" in named and "shape-guided" not in default
+    assert {"frozen", "finetune", "linear-seg", "clustering"} <= default
+
+
 def test_the_shapes_fingerprint_is_part_of_the_job_id(tmp_path, monkeypatch):
     source = get_registry().task("synthetic-angiogram")
     before = {job.protocol.name: job for job in plan(tmp_path, tasks=["synthetic-vessel"]).jobs}

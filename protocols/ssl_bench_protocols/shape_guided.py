@@ -255,6 +255,7 @@ class ShapeGuided(Protocol):
     task_kinds = ("segmentation",)
     frozen_encoder = True
     uses_shapes = True
+    default_run = False  # channel 0 does not yet find the vessels reliably: named runs only, until it does
 
     def settings(self, profile: str, task: Task) -> ShapeGuidedSettings:
         # The supervised protocols' input size and batch size; standard_settings also rejects an unknown profile.
