@@ -76,6 +76,9 @@ class Compute:
     pretrain_views_per_second: float | None = None
     pretrain_source_images: int | None = None
     pretrain_peak_memory_mb: float | None = None
+    #: torch's CPU threads: on the CPU the float sums' order, and so the last digits of every result, depend on it
+    torch_threads: int | None = None
+    pretrain_torch_threads: int | None = None
 
 
 @dataclass(frozen=True)

@@ -532,6 +532,7 @@ class Executor:
                 "val_losses": outcome.val_losses,
                 "selected_epoch": outcome.selected_epoch,
                 "device": self.device.type,
+                "torch_threads": torch.get_num_threads(),
             },
         )
         # The record is the marker of a finished pretraining; what only resuming needed goes after it.
@@ -621,6 +622,8 @@ class Executor:
                 pretrain_views_per_second=pretrain.get("views_per_second"),
                 pretrain_source_images=pretrain.get("source_images"),
                 pretrain_peak_memory_mb=pretrain.get("peak_memory_mb"),
+                torch_threads=torch.get_num_threads(),
+                pretrain_torch_threads=pretrain.get("torch_threads"),
             ),
             versions={
                 **_versions(),

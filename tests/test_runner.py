@@ -203,6 +203,8 @@ def test_pretraining_is_cached_and_shared(tmp_path):
     record = json.loads((folders[0] / "pretraining.json").read_text())
     assert record["source_images"] == 2 * 10 * 16 and record["resumed_from_step"] == 0
     assert results[0].compute.pretrain_images_per_second == record["images_per_second"]
+    assert results[0].compute.pretrain_torch_threads == record["torch_threads"] == torch.get_num_threads()
+    assert results[0].compute.torch_threads == torch.get_num_threads()
     assert not (folders[0] / "state.pt").exists()
     # Nothing left to do: a second run computes nothing, and "never" refuses to touch existing results.
     assert _run(config) == []
