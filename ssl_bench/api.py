@@ -6,7 +6,7 @@
   :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
   selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split, resized),
-  per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`.
+  per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`, :func:`require_whole_numbers` for settings.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - LD's region clustering (``ld`` and ``shape-guided``): :func:`cluster_assignment`, :func:`region_features`,
   :func:`local_discrimination_loss`, :func:`entropy_loss`, :func:`l2_normalize`.
@@ -33,7 +33,7 @@ from ssl_bench.downstream import (
     supervised_metrics,
     supervised_transfer,
 )
-from ssl_bench.errors import ConfigError, DataError, TrainingError
+from ssl_bench.errors import ConfigError, DataError, TrainingError, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
@@ -114,6 +114,7 @@ __all__ = [
     "read_image",
     "read_mask",
     "region_features",
+    "require_whole_numbers",
     "resize_image",
     "resize_mask",
     "resize_split",

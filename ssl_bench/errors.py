@@ -19,3 +19,12 @@ class PluginError(SslBenchError):
 
 class TrainingError(SslBenchError):
     """Training diverged (a NaN or infinite loss) or cannot go on with the data it was given."""
+
+
+def require_whole_numbers(settings: object, least: dict[str, int], owner: str) -> None:
+    """Raises :class:`ConfigError` for the first field of ``settings`` named in ``least`` that is not a whole
+    number at least its bound; ``owner`` names the settings in the message ("clustering setting ...")."""
+    for name, bound in least.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < bound:
+            raise ConfigError(f"{owner} setting {name} must be a whole number >= {bound}, got {value!r}")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ssl_bench.errors import ConfigError, TrainingError
+from ssl_bench.errors import ConfigError, TrainingError, require_whole_numbers
 from ssl_bench.method import PROFILES
 from ssl_bench.protocol import Scores
 from ssl_bench.results import checkpoint_seconds, save_torch
@@ -44,9 +44,7 @@ class SupervisedSettings:
     max_train_images: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"protocol setting {name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        require_whole_numbers(self, {"image_size": 1, "epochs": 1, "batch_size": 1}, "protocol")
         if not self.lr > 0:
             raise ConfigError(f"protocol setting lr must be > 0, got {self.lr!r}")
 

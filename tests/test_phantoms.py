@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus, save_preview
+from ssl_bench.data.phantoms import PhantomSet, make_angiogram, make_cxr, make_fundus, save_preview
 
 SIZE = 128
 COUNT = 10
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 Maker = Callable[..., PhantomSet]
-FAMILIES = [(make_fundus, 3, {"vessel", "disc"}), (make_cxr, 1, {"lung", "heart"})]
+FAMILIES = [(make_fundus, 3, {"vessel", "disc"}), (make_cxr, 1, {"lung", "heart"}), (make_angiogram, 1, {"vessel"})]
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,11 @@ def fundus() -> PhantomSet:
 @pytest.fixture(scope="module")
 def cxr() -> PhantomSet:
     return make_cxr(COUNT, SIZE, seed=7)
+
+
+@pytest.fixture(scope="module")
+def angiogram() -> PhantomSet:
+    return make_angiogram(COUNT, SIZE, seed=7)
 
 
 def field_of_view(images: np.ndarray) -> np.ndarray:
@@ -109,7 +114,7 @@ def test_the_same_picture_at_every_size(make: Maker, name: str) -> None:
     assert (np.abs(shrunk - small.images).mean(axis=(1, 2, 3)) < 7).all()
 
 
-@pytest.mark.parametrize("make", [make_fundus, make_cxr])
+@pytest.mark.parametrize("make", [make_fundus, make_cxr, make_angiogram])
 @pytest.mark.parametrize(("args", "message"), [((-1, 64, 0), "n"), ((1, 16, 0), "size"), ((1, 64, -3), "seed")])
 def test_invalid_arguments_are_refused(make: Maker, args: tuple[int, int, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -246,3 +251,27 @@ def test_save_preview_writes_a_png_grid(tmp_path: Path) -> None:
     # One column per sample, four rows (two families, images and overlays), each panel at least size px.
     assert width >= n * size and height >= 4 * size
     assert pixels.std() > 20
+
+
+# ----------------------------------------------------------------------------------------------------
+# Angiograms (the fundus phantoms' shape source)
+
+
+def test_angiogram_vessels_cover_a_few_percent(angiogram: PhantomSet) -> None:
+    fraction = angiogram.masks["vessel"].mean(axis=(1, 2))
+    assert ((fraction > 0.02) & (fraction < 0.12)).all(), fraction
+
+
+def test_angiogram_vessels_are_bright_on_a_dark_background(angiogram: PhantomSet) -> None:
+    for image, vessels in zip(angiogram.images[:, 0].astype(float), angiogram.masks["vessel"], strict=True):
+        around = ndimage.binary_dilation(vessels, iterations=3) & ~vessels
+        assert image[vessels].mean() > 2 * image[around].mean()
+
+
+def test_angiogram_trees_enter_from_the_border(angiogram: PhantomSet) -> None:
+    border = np.zeros((SIZE, SIZE), bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    for vessels in angiogram.masks["vessel"]:
+        labels, _ = ndimage.label(vessels, EIGHT_CONNECTED)
+        touching = np.setdiff1d(np.unique(labels[border & vessels]), [0])
+        assert np.isin(labels[vessels], touching).mean() > 0.9

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.api import (
-    ConfigError,
     Context,
     Encoder,
     FeatureInfo,
@@ -51,6 +50,7 @@ from ssl_bench.api import (
     hookimpl,
     iou_per_image,
     normalize,
+    require_whole_numbers,
     segmentation_splits,
     standard_settings,
     supervised_metrics,
@@ -73,10 +73,8 @@ class ClusteringSettings:
     pixels_per_image: int
 
     def __post_init__(self) -> None:
-        for name, least in (("image_size", 1), ("clusters", 2), ("iterations", 1), ("pixels_per_image", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < least:
-                raise ConfigError(f"clustering setting {name} must be a whole number >= {least}, got {value!r}")
+        least = {"image_size": 1, "clusters": 2, "iterations": 1, "pixels_per_image": 1}
+        require_whole_numbers(self, least, "clustering")
 
 
 def kmeans_plus_plus(points: Tensor, clusters: int, generator: torch.Generator) -> Tensor:

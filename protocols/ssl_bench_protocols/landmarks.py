@@ -57,6 +57,7 @@ from ssl_bench.api import (
     Task,
     hookimpl,
     normalize,
+    require_whole_numbers,
     standard_settings,
 )
 
@@ -79,10 +80,7 @@ class LandmarkSettings:
     sigma: float
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "templates"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"landmark setting {name} must be a whole number >= 1, got {value!r}")
+        require_whole_numbers(self, {"image_size": 1, "templates": 1}, "landmark")
         if not isinstance(self.sigma, (int, float)) or not self.sigma >= 0:
             raise ConfigError(f"landmark setting sigma must be a number >= 0 (pixels), got {self.sigma!r}")
 
