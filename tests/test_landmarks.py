@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_data
+from fakes import NoiseEncoder, seeded_context
 from ssl_bench_protocols.landmarks import (
     Landmarks,
     LandmarkSettings,
@@ -25,7 +26,6 @@ from typer.testing import CliRunner
 from ssl_bench.api import (
     FUNDUS_LANDMARKS,
     ConfigError,
-    Context,
     DataError,
     Encoder,
     FeatureInfo,
@@ -36,7 +36,6 @@ from ssl_bench.api import (
 )
 from ssl_bench.cli import app
 
-CPU = torch.device("cpu")
 NAN = float("nan")
 # Half a pixel's diagonal: the furthest a point can lie from the nearest pixel centre.
 HALF_PIXEL_DIAGONAL = math.sqrt(0.5)
@@ -242,20 +241,6 @@ class CoordinateEncoder(Encoder):
         return [coordinate_features(x.shape[-1]).expand(len(x), -1, -1, -1)]
 
 
-class RandomEncoder(Encoder):
-    """Features of fresh noise at every call: they say nothing about where a pixel is."""
-
-    in_chans = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.feature_info = [FeatureInfo(16, 1)]
-        self.generator = torch.Generator().manual_seed(0)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.randn(len(x), 16, *x.shape[-2:], generator=self.generator)]
-
-
 class Fundus(Task):
     name = "fundus-landmarks"
     description = "fundus phantoms with their landmarks"
@@ -283,17 +268,7 @@ def same_phantom_data(copies: tuple[int, int]) -> SegmentationData:
 
 def run_protocol(protocol, encoder: Encoder, data: SegmentationData, size: int = 96):
     settings = LandmarkSettings(image_size=size, templates=2, sigma=protocol.settings("demo", Fundus()).sigma)
-    context = Context(
-        encoder=encoder,
-        data=data,
-        task=Fundus(),
-        settings=settings,
-        label_fraction=1.0,
-        generator=torch.Generator().manual_seed(0),
-        device=CPU,
-        pretrained=True,
-    )
-    return protocol.run(context)
+    return protocol.run(seeded_context(encoder, data, Fundus(), settings))
 
 
 @pytest.mark.parametrize("protocol", [Landmarks(), LandmarksNearest()], ids=lambda p: p.name)
@@ -305,7 +280,7 @@ def test_protocol_with_coordinate_features_localises_to_the_pixel_and_random_fea
     assert outcome.scores["radial_error_px"].ids == ("test0", "test1")
     assert max(errors) <= HALF_PIXEL_DIAGONAL * 128 / 96 + 1e-4
     assert outcome.scores["success_2pct"].per_image == (1.0, 1.0)
-    random = run_protocol(protocol, RandomEncoder(), data).scores
+    random = run_protocol(protocol, NoiseEncoder(), data).scores
     assert min(random["radial_error_px"].per_image) > 10 and max(random["success_2pct"].per_image) < 0.5
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fakes import CPU, NoiseEncoder, mean_dice, seeded_context
 from ssl_bench_protocols._multiscale import MultiScaleLinear
 from ssl_bench_protocols.clustering import (
     Clustering,
@@ -35,7 +36,6 @@ from ssl_bench.api import (
 )
 from ssl_bench.transfer import SegmentationKind
 
-CPU = torch.device("cpu")
 SIZE = 32
 
 
@@ -91,17 +91,6 @@ class ImagePyramid(Identity):
         return [x, F.avg_pool2d(x, 2)]
 
 
-class Noise(Identity):
-    """Features that say nothing about the image: fresh noise (from a fixed seed) on every call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.noise = torch.Generator().manual_seed(7)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.randn(x.shape, generator=self.noise)]
-
-
 def vgg() -> Encoder:
     torch.manual_seed(123)  # the same random encoder in every test; the context's generator drives the rest
     return create_encoder(in_chans=3)
@@ -110,21 +99,7 @@ def vgg() -> Encoder:
 def context(protocol, encoder: Encoder, seed: int = 0, **overrides) -> Context:
     task = Squares()
     settings = dataclasses.replace(protocol.settings("demo", task), image_size=SIZE, **overrides)
-    return Context(
-        encoder=encoder,
-        data=DATA,
-        task=task,
-        settings=settings,
-        label_fraction=1.0,
-        generator=torch.Generator().manual_seed(seed),
-        device=CPU,
-        pretrained=False,
-    )
-
-
-def mean_dice(outcome) -> float:
-    scores = outcome.scores["dice"].per_image
-    return sum(scores) / len(scores)
+    return seeded_context(encoder, DATA, task, settings, seed, pretrained=False)
 
 
 # --- Matching clusters to the foreground ---------------------------------------------------------------------------
@@ -285,7 +260,7 @@ def test_linear_seg_trains_the_probe_only():
 
 def test_linear_seg_learns_a_mask_its_features_reveal():
     assert mean_dice(LinearSeg().run(context(LinearSeg(), ImagePyramid(), epochs=30, lr=5e-2))) > 0.95
-    assert mean_dice(LinearSeg().run(context(LinearSeg(), Noise(), epochs=30, lr=5e-2))) < 0.6
+    assert mean_dice(LinearSeg().run(context(LinearSeg(), NoiseEncoder(channels=3, seed=7), epochs=30, lr=5e-2))) < 0.6
 
 
 # --- Both protocols end to end ---------------------------------------------------------------------------------------
@@ -327,7 +302,7 @@ def test_clustering_selection_is_one_minus_validation_dice():
 
 def test_clustering_finds_the_foreground_of_informative_features_only():
     assert mean_dice(Clustering().run(context(Clustering(), Identity()))) > 0.95
-    assert mean_dice(Clustering().run(context(Clustering(), Noise()))) < 0.6
+    assert mean_dice(Clustering().run(context(Clustering(), NoiseEncoder(channels=3, seed=7)))) < 0.6
 
 
 def test_clustering_settings_reject_a_single_cluster():

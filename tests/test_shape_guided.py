@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from fakes import NoiseEncoder, mean_dice, seeded_context
 from ssl_bench_protocols import shape_guided
 from ssl_bench_protocols.clustering import mask_scores
 from ssl_bench_protocols.shape_guided import ShapeGuided
@@ -15,7 +16,6 @@ from typer.testing import CliRunner
 from ssl_bench.api import (
     Availability,
     ConfigError,
-    Context,
     Encoder,
     FeatureInfo,
     SegmentationData,
@@ -26,8 +26,7 @@ from ssl_bench.config import resolve_config
 from ssl_bench.plugins import get_registry
 from ssl_bench.runner import build_plan
 
-CPU = torch.device("cpu")
-# Channel 0 must find most vessel pixels: 0.8 is far above any map without vessel features (the vessel share of
+# The picked cluster must hold most vessel pixels: 0.8 is far above any map without vessel features (the vessel share of
 # a phantom is about 8%, so a map that marks every pixel scores Dice about 0.15).
 GOOD_DICE = 0.8
 
@@ -62,20 +61,6 @@ class MaskEncoder(Encoder):
         return [torch.cat([bright, 1 - bright], dim=1)]
 
 
-class RandomEncoder(Encoder):
-    """Fresh noise at every call: nothing in it says where a vessel is."""
-
-    in_chans = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.feature_info = [FeatureInfo(16, 1)]
-        self.generator = torch.Generator().manual_seed(0)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.randn(len(x), 16, *x.shape[-2:], generator=self.generator)]
-
-
 @pytest.fixture(scope="module")
 def phantoms():
     """synthetic-vessel's data, the same as images that show the masks, and its shapes (synthetic-angiogram's)."""
@@ -90,26 +75,10 @@ def phantoms():
     return data, SegmentationData(drawn(data.train), drawn(data.test)), shapes
 
 
-def run(encoder: Encoder, data: SegmentationData, shapes: torch.Tensor, seed: int = 0, **changes):
+def run(encoder: Encoder, data: SegmentationData, shapes: torch.Tensor | None, seed: int = 0, **changes):
     task = get_registry().task("synthetic-vessel")
     settings = dataclasses.replace(ShapeGuided().settings("demo", task), **changes)
-    context = Context(
-        encoder=encoder,
-        data=data,
-        task=task,
-        settings=settings,
-        label_fraction=1.0,
-        generator=torch.Generator().manual_seed(seed),
-        device=CPU,
-        pretrained=True,
-        shapes=shapes,
-    )
-    return ShapeGuided().run(context)
-
-
-def mean_dice(outcome) -> float:
-    values = outcome.scores["dice"].per_image
-    return sum(values) / len(values)
+    return ShapeGuided().run(seeded_context(encoder, data, task, settings, seed, shapes=shapes))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -146,7 +115,7 @@ def test_target_training_masks_are_never_used_and_runs_are_deterministic(phantom
     garbage = SegmentationSplit(data.train.images, ~data.train.masks, data.train.ids)
     for seed, train in ((0, data.train), (0, garbage), (1, data.train)):
         # A fresh RandomEncoder per run: its features are the same in every run.
-        run(RandomEncoder(), SegmentationData(train, data.test), shapes, seed=seed, epochs=2)
+        run(NoiseEncoder(), SegmentationData(train, data.test), shapes, seed=seed, epochs=2)
     assert torch.equal(maps[0], maps[1]) and not torch.equal(maps[0], maps[2])
 
 
@@ -164,7 +133,7 @@ def test_settings_are_validated():
 def test_a_run_without_shapes_says_what_is_missing(phantoms):
     data, _, _ = phantoms
     with pytest.raises(ConfigError, match=r"shape-guided needs shape masks .* for synthetic-vessel"):
-        run(RandomEncoder(), data, None, epochs=1)
+        run(NoiseEncoder(), data, None, epochs=1)
 
 
 # ----------------------------------------------------------------------------------------------------
