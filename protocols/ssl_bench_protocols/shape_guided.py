@@ -9,11 +9,11 @@ the same way, and the discriminator does not train the head: it picks the cluste
 pretraining gave the target structure features of its own, that a shape prior can pick out without a label.
 
 Why the discriminator picks rather than trains: on features that are the vessel mask itself (phantoms,
-``tests/test_shape_guided.py``) the head's clusters hold the vessels (Dice 0.86-0.88 in three seeds of three), but
-an adversarial loss on a light head over frozen features is an unstable game: from the start (the paper's
-recipe, with an R1 penalty) channel 0 stayed empty in two seeds of three; after the clustering, as a refinement
-(weight 5 or 0.5), it dragged the vessel cluster from Dice 0.86-0.88 down to 0.22-0.79 in two seeds of three.
-Picking is stable and keeps what the features hold.
+``tests/test_shape_guided.py``) the picked cluster scores test Dice 0.85-0.88 in three seeds of three, but an
+adversarial loss on a light head over frozen features is an unstable game: from the start (the paper's recipe,
+with an R1 penalty) channel 0 stayed empty in two seeds of three; as a refinement after the clustering (weight 5)
+it lowered the picked cluster's Dice from 0.88 to 0.79 and from 0.86 to 0.22 in two seeds of three. Picking is
+stable and keeps what the features hold.
 
 Data. Every training image of the task, unlabelled (the label fraction changes nothing: every fraction gives the
 same scores; target masks are read only to score the test split). The shapes are the training masks of the
@@ -38,8 +38,8 @@ is the prediction; the test split is scored on it. No target label is read, so t
 
 Metrics: per-image Dice (the headline) and IoU at 0.5 of the picked cluster on the test split, at the working size.
 
-Settings. ``demo``: 96 px, 8 clusters, 40 epochs of batches of 4, Adam 1e-3, 200 critic steps: under a minute per
-job on a CPU core. ``paper``/``matched``: 512 px (LD's transfer size), 8 clusters, 100 epochs (LD's transfer
+Settings. ``demo``: 96 px, 8 clusters, 40 epochs of batches of 4, Adam 1e-3, 200 critic steps: about a minute
+per job on a CPU core. ``paper``/``matched``: 512 px (LD's transfer size), 8 clusters, 100 epochs (LD's transfer
 epochs) of the task's paper batch size (LD: 2), Adam 1e-3, 500 critic steps.
 """
 
