@@ -20,7 +20,7 @@ from ssl_bench_protocols.landmarks import (
     radial_scores,
     sample_descriptors,
 )
-from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
+from ssl_bench_tasks._landmarks import DISC_LANDMARKS, LUNG_LANDMARKS, disc_landmarks, lung_landmarks
 from typer.testing import CliRunner
 
 from ssl_bench.api import (
@@ -114,6 +114,25 @@ def test_a_mask_with_one_lung_has_no_lung_landmarks():
     mask = np.zeros((1, 8, 8), bool)
     mask[0, 2:6, 1:4] = True
     assert lung_landmarks(mask).isnan().all()
+
+
+HAND_DRAWN_DISC = [
+    "..........",
+    "...###....",
+    "..#####...",
+    "..#####...",
+    "...###....",
+    "........#.",
+]
+
+
+def test_disc_centre_from_a_hand_drawn_mask_ignores_a_stray_pixel():
+    mask = np.array([[char == "#" for char in row] for row in HAND_DRAWN_DISC])
+    points = disc_landmarks(np.stack([mask, np.zeros_like(mask)]))
+    assert points.dtype == torch.float32 and points.shape == (2, len(DISC_LANDMARKS), 2)
+    # The disc's 16 pixels: rows 1 and 4 hold 3 each, rows 2 and 3 hold 5; columns symmetric about 4.
+    assert points[0, 0].tolist() == [2.5, 4.0]
+    assert points[1].isnan().all()  # an empty mask has no disc
 
 
 def test_fundus_phantom_landmarks_are_where_the_generator_drew_them():

@@ -260,6 +260,10 @@ def test_drishti_disc_and_cup_from_the_doubled_layout(tmp_path: Path) -> None:
     assert disc.train.ids[0] == "drishtiGS_036" and disc.test.ids[:2] == ("drishtiGS_029", "drishtiGS_072")
     expect_left_half(disc.test.masks)
     expect_top_half(cup.train.masks)
+    # The disc's centre is the landmark: the centroid of columns 0 to HALF - 1 of every row.
+    side = disc.test.masks.shape[-1]
+    assert disc.test.landmarks.shape == (51, 1, 2) and cup.train.landmarks is None
+    assert disc.test.landmarks[:, 0].tolist() == [[(side - 1) / 2, (HALF - 1) / 2]] * 51
 
 
 def test_idrid_missing_exudate_file_gives_an_empty_mask(tmp_path: Path) -> None:

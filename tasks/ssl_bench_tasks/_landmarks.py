@@ -1,6 +1,10 @@
-"""Landmarks derived from lung masks, for the one-shot localisation protocols: lung apices and costophrenic angles.
+"""Landmarks derived from masks, for the one-shot localisation protocols: lung apices and costophrenic angles
+from lung masks, the optic disc's centre from disc masks.
 
-The rule, per image. The mask's two largest 8-connected regions are the lungs (a mask with fewer than two gets
+Disc: the centroid of the mask's largest 8-connected region (stray pixels of an annotation do not move it); an
+empty mask gets NaN.
+
+Lungs, per image. The mask's two largest 8-connected regions are the lungs (a mask with fewer than two gets
 NaN for every point); the one whose centroid lies left in the image is the patient's right lung (radiological
 convention). Each landmark is the mean position of the lung's pixels that lie furthest in one direction:
 
@@ -17,11 +21,26 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+#: The disc landmark of :func:`disc_landmarks`.
+DISC_LANDMARKS = ("optic disc centre",)
 #: The lung landmarks, in the order :func:`lung_landmarks` gives them; sides are the patient's.
 LUNG_LANDMARKS = ("right lung apex", "right costophrenic angle", "left lung apex", "left costophrenic angle")
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 _UP = (-1, 0)
+
+
+def disc_landmarks(masks: np.ndarray) -> torch.Tensor:
+    """:data:`DISC_LANDMARKS` of each disc mask ``bool (N, H, W)``, ``float32 (N, 1, 2)``."""
+    return torch.from_numpy(np.stack([_disc_centre(mask) for mask in masks]).astype(np.float32))
+
+
+def _disc_centre(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    if count == 0:
+        return np.full((1, 2), np.nan)
+    largest = np.bincount(labels.ravel())[1:].argmax() + 1
+    return np.argwhere(labels == largest).mean(axis=0, keepdims=True)
 
 
 def lung_landmarks(masks: np.ndarray) -> torch.Tensor:

@@ -30,7 +30,8 @@ Reading and preparing one sample:
 5. Resize to ``size`` x ``size``: the image bilinearly, the mask bilinearly then re-binarised where it
    exceeds ``preparation.resize_threshold`` * 255 (LD: 0.3; 0.01 for HRF).
 6. A task with :attr:`~ssl_bench.api.Task.landmarks` derives their points from each split's prepared masks
-   (:meth:`PreparedTask.mask_landmarks`; :class:`LungLandmarks` for lung masks).
+   (:meth:`PreparedTask.mask_landmarks`; :class:`LungLandmarks` for lung masks, :class:`DiscLandmarks` for
+   optic disc masks).
 
 Data that cannot be right is refused, with :class:`DataError`, before anything trains: a dataset folder that
 is present but incomplete (a file or folder missing, a split without images) is an error naming what is
@@ -69,7 +70,7 @@ from ssl_bench.api import (
     resize_image,
     resize_mask,
 )
-from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
+from ssl_bench_tasks._landmarks import DISC_LANDMARKS, LUNG_LANDMARKS, disc_landmarks, lung_landmarks
 
 #: The splits of every task, in :class:`SegmentationData`'s order.
 SPLITS = ("train", "test")
@@ -345,6 +346,15 @@ class LungLandmarks:
 
     def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor:
         return lung_landmarks(masks)
+
+
+class DiscLandmarks:
+    """Mixin for a task whose masks are the optic disc: its centre as the landmark."""
+
+    landmarks = DISC_LANDMARKS
+
+    def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor:
+        return disc_landmarks(masks)
 
 
 class XRayTask(PreparedTask):

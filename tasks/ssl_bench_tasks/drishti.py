@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ssl_bench.api import hookimpl
-from ssl_bench_tasks._prepared import Preparation, PreparedTask, Sample, ld_order
+from ssl_bench_tasks._prepared import DiscLandmarks, Preparation, PreparedTask, Sample, ld_order
 
 URL = "http://cvit.iiit.ac.in/projects/mip/drishti-gs/mip-dataset2/Home.php"
 _TRAINING_NUMBERS = (
@@ -69,7 +69,7 @@ class _DrishtiTask(PreparedTask):
         ]
 
 
-class DrishtiDisc(_DrishtiTask):
+class DrishtiDisc(DiscLandmarks, _DrishtiTask):
     name = "drishti-disc"
     description = "Drishti-GS1 optic disc (soft maps > 127): 50 train / 51 test fundus images at 512x512"
     target = "optic disc"

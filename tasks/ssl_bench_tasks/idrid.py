@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ssl_bench.api import hookimpl
-from ssl_bench_tasks._prepared import Preparation, PreparedTask, Sample, ld_order
+from ssl_bench_tasks._prepared import DiscLandmarks, Preparation, PreparedTask, Sample, ld_order
 
 URL = "https://idrid.grand-challenge.org/"
 SPLIT_IDS = {
@@ -62,7 +62,7 @@ class _IdridTask(PreparedTask):
         ]
 
 
-class IdridDisc(_IdridTask):
+class IdridDisc(DiscLandmarks, _IdridTask):
     name = "idrid-disc"
     description = "IDRiD optic disc: 54 train / 27 test fundus images at 512x512"
     target = "optic disc"
