@@ -144,6 +144,9 @@ def run(
     slurm_array_parallelism: Annotated[int | None, typer.Option(help="Array tasks running at once [16].")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first failed job, with its traceback.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Run jobs that failed before (error.json) again.")] = False,
+    report: Annotated[
+        bool, typer.Option(help="Write the leaderboards and the report at the end (`ssl-bench report` also does).")
+    ] = True,
 ) -> None:
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.config import read_config_file, resolve_config
@@ -194,7 +197,7 @@ def run(
         finished = any(resolved.results.glob("runs/*/result.json"))
         paths = (
             (*write_leaderboard(resolved.results), write_report(resolved.results))
-            if finished or not summary.failed
+            if report and (finished or not summary.failed)
             else ()
         )
     except SslBenchError as error:
@@ -202,7 +205,10 @@ def run(
     except KeyboardInterrupt:
         typer.secho("interrupted: run the same command again to resume; nothing finished is lost", err=True)
         raise typer.Exit(code=130) from None
-    boards = f"; wrote {', '.join(map(str, paths))}" if paths else "; no job finished, so no leaderboard"
+    if not report:
+        boards = ""
+    else:
+        boards = f"; wrote {', '.join(map(str, paths))}" if paths else "; no job finished, so no leaderboard"
     typer.echo(f"finished in {time.perf_counter() - started:.0f} s{boards}")
     if summary.failed:
         typer.secho(f"{len(summary.failed)} job(s) failed (their error.json says why):", fg="red", err=True)

@@ -138,6 +138,17 @@ def test_a_failed_plugin_is_named_at_the_start_of_a_run(site, tmp_path):
     )
 
 
+def test_no_report_runs_the_jobs_and_writes_no_leaderboard(tmp_path):
+    args = ["run", "-m", "scratch", "-t", "synthetic-lung", "-p", "clustering", "--results", str(tmp_path)]
+    quiet = invoke(*args, "--no-report")
+    assert quiet.exit_code == 0, quiet.output
+    assert len(list(tmp_path.glob("runs/*/result.json"))) == 1
+    assert not (tmp_path / "leaderboard.csv").exists() and not (tmp_path / "report").exists()
+    assert "wrote" not in quiet.output
+    assert invoke("report", "--results", str(tmp_path)).exit_code == 0  # written later, from the same records
+    assert (tmp_path / "report" / "index.html").exists()
+
+
 def test_list_protocols():
     result = invoke("list", "protocols")
     assert result.exit_code == 0 and "methods:" not in result.output

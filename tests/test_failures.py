@@ -184,6 +184,8 @@ def test_two_workers_on_one_results_folder_never_train_the_same_pretraining(tmp_
     assert "3 jobs planned for 2 workers" in pool.output
     logs = [(tmp_path / "pool" / "logs" / f"worker-{i}.log").read_text() for i in range(2)]
     assert sum("pretraining simclr (" in log for log in logs) == 1, logs
+    # Only the parent writes the leaderboards, once the workers are done.
+    assert not any("leaderboard" in log for log in logs) and (tmp_path / "pool" / "leaderboard.csv").exists()
     pooled = {r.job_id: r for r in (read_record(path) for path in (tmp_path / "pool").glob("runs/*/result.json"))}
     assert {k: r.metrics for k, r in pooled.items()} == {k: r.metrics for k, r in two.items()}
 

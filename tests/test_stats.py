@@ -51,6 +51,20 @@ def test_a_better_on_every_image_is_significant() -> None:
     assert 0 < result.ci_low <= result.median_difference <= result.ci_high
 
 
+def test_few_pairs_with_ties_and_a_zero_get_the_exact_p_value() -> None:
+    # Differences [0.5, 0.5, 1, 2, 0]: the zero dropped, ranks 1.5, 1.5, 3, 4, all positive (T+ = 10). Of the 16
+    # sign flips only all-positive reaches 10, so p = 2 * 1/16.
+    b = np.array([0.1, 0.2, 0.0, 0.0, 0.3])
+    assert paired_test(b + np.array([0.5, 0.5, 1.0, 2.0, 0.0]), b).p_value == pytest.approx(0.125)
+
+
+def test_few_pairs_with_ties_and_zeros_match_scipys_permutation_test() -> None:
+    # 11 pairs with ties and zeros: scipy enumerates every sign flip too (slowly), so the values must agree.
+    a = np.array([0.5, 0.6, 0.6, 0.7, 0.2, 0.9, 0.4, 0.4, 0.3, 0.8, 0.1])
+    b = np.array([0.5, 0.4, 0.5, 0.6, 0.2, 0.7, 0.5, 0.3, 0.5, 0.6, 0.0])
+    assert paired_test(a, b).p_value == pytest.approx(sps.wilcoxon(a, b, zero_method="wilcox").pvalue, rel=1e-12)
+
+
 def test_wilcoxon_p_value_matches_scipy() -> None:
     rng = np.random.default_rng(3)
     a = rng.uniform(0.5, 0.9, 60)

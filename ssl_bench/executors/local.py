@@ -51,7 +51,8 @@ class LocalPool:
         self.echo(f"{len(plan.jobs)} jobs planned for {len(self.environments)} workers (logs: {logs})")
         watch = Watch(self.config.results, plan, retry_failed=self.retry_failed)
         command = [sys.executable, "-m", "ssl_bench", "run", "--config", str(config_path), "--executor", "inline"]
-        command += ["--no-progress", "--overwrite", "missing", "--results", str(self.config.results)]
+        # The workers only run jobs: this process writes the leaderboards once, when they have all finished.
+        command += ["--no-progress", "--no-report", "--overwrite", "missing", "--results", str(self.config.results)]
         command += ["--retry-failed"] if self.retry_failed else []
         workers = []
         for index, environment in enumerate(self.environments):
