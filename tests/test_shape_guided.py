@@ -103,7 +103,7 @@ def test_the_critic_picks_the_cluster_that_looks_like_the_shapes():
     for i in range(10):
         shapes[i, 0, :, (2 + 3 * i) % size] = 1.0
         shapes[i, 0, (5 + 2 * i) % size, :] = 1.0
-    settings = dataclasses.replace(ShapeGuided().settings("demo", get_registry().task("synthetic-vessel")), lr=1e-3)
+    settings = ShapeGuided().settings("demo", get_registry().task("synthetic-vessel"))
     critic = shape_guided.train_critic(maps, shapes, settings, generator)
     assert int(shape_guided.realness(critic, maps).argmax()) == 0
 
