@@ -24,15 +24,18 @@ from scipy import stats
 from ssl_bench.errors import DataError
 from ssl_bench.record import FailureRecord, MetricRecord, ResultRecord, read_failure, read_record
 from ssl_bench.stats import (
+    MIN_COLUMNS,
+    MIN_SEEDS,
     FriedmanResult,
-    PairedTest,
+    SeedComparison,
     bootstrap_interval,
     friedman,
     holm,
     iqm_interval,
     iqm_normalised,
-    paired_test,
     probability_of_improvement,
+    probability_of_improvement_interval,
+    seed_comparison,
 )
 
 #: The ``metric`` name under which tables show each protocol's own headline metric (Dice for segmentation,
@@ -63,6 +66,7 @@ SEED_COLUMNS = [
     "encoder",
     "unix_time",
     "job_id",
+    "encoder_digest",
     "images",
 ]
 SUMMARY_COLUMNS = [
@@ -88,19 +92,29 @@ SUMMARY_COLUMNS = [
     "random_encoder",
     "encoder",
     "n_failed",
-    "boot_low",
-    "boot_high",
-    "p_vs_scratch",
-    "median_diff_vs_scratch",
+    "single_encoder",
+    "image_low",
+    "image_high",
+    "diff_vs_scratch",
     "diff_low",
     "diff_high",
-    "p_vs_best",
-    "median_diff_vs_best",
+    "p_vs_scratch",
+    "claim_vs_scratch",
+    "diff_vs_best",
     "best_diff_low",
     "best_diff_high",
+    "p_vs_best",
+    "claim_vs_best",
 ]
-#: Evidence against scratch counts at this Holm-adjusted p-value.
+#: A claim counts at this Holm-adjusted p-value.
 SIGNIFICANCE = 0.05
+#: What a comparison with scratch or the column's best can say (the ``claim_vs_*`` columns).
+BETTER, WORSE, NOT_DISTINGUISHABLE = "better", "worse", "not distinguishable"
+TOO_FEW_SEEDS, UNTESTABLE = "too few seeds", "untestable"
+_COMPARISON_COLUMNS = {
+    "scratch": ("diff_vs_scratch", "diff_low", "diff_high", "p_vs_scratch", "claim_vs_scratch"),
+    "best": ("diff_vs_best", "best_diff_low", "best_diff_high", "p_vs_best", "claim_vs_best"),
+}
 RANK_COLUMNS = ["variant", "mean_rank", "wins", "n_columns"]
 # Means of the same scores summed in another order can differ in the last bits; compare rounded
 # values so that such means still count as ties.
@@ -219,6 +233,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "encoder": result.encoder,
         "unix_time": result.unix_time,
         "job_id": result.job_id,
+        "encoder_digest": result.encoder_digest,
     }
     rows = []
     for metric, scores in result.metrics.items():
@@ -271,77 +286,77 @@ def summary_table(results: list[ResultRecord], failures: Iterable[FailureRecord]
     """
     seeds = seed_table(results)
     rows = [_summarise(keys, group) for keys, group in seeds.groupby(RUN_KEYS, sort=False)]
-    summary = _paired_comparisons(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds)
+    summary = _seed_comparisons(pd.DataFrame(rows, columns=SUMMARY_COLUMNS), seeds)
     summary = _with_failures(summary, seeds, failures, results)
     return _sort_runs(summary).reset_index(drop=True)
 
 
-def _seed_mean_images(group: pd.DataFrame) -> dict[str, float]:
-    """Per-image scores averaged over a cell's seeds, for the images every seed scored."""
-    per_seed = list(group["images"])
-    shared = set.intersection(*(set(scores) for scores in per_seed))
-    return {i: float(np.mean([scores[i] for scores in per_seed])) for i in per_seed[0] if i in shared}
-
-
-def _paired_comparisons(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
-    """Each cell against ``scratch`` and against its column's best on the same test images: the Wilcoxon
-    signed-rank p-value, Holm-adjusted over each (protocol, metric) table, and the median paired difference with
-    its bootstrap 95% interval."""
+def _seed_comparisons(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+    """Each cell against ``scratch`` and against its column's best, with training seeds as the replicates
+    (:func:`ssl_bench.stats.seed_comparison`): the difference of means with its 95% interval, the p-value
+    Holm-adjusted over the variant's own columns of each (protocol, metric) table, and the claim it supports."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
     summary = summary.copy()
-    for reference, columns in (
-        ("scratch", {"median_difference": "median_diff_vs_scratch", "ci_low": "diff_low", "ci_high": "diff_high"}),
-        ("best", {"median_difference": "median_diff_vs_best", "ci_low": "best_diff_low", "ci_high": "best_diff_high"}),
-    ):
-        references = _scratch_references(summary) if reference == "scratch" else _best_references(summary)
-        found = _paired_tests(summary, cells, references)
-        for field, column in columns.items():
-            summary[column] = [getattr(found[i], field) if i in found else math.nan for i in summary.index]
-        summary[f"p_vs_{reference}"] = math.nan
-        for _, family in summary.loc[list(found)].groupby(["protocol", "metric"]) if found else []:
-            summary.loc[family.index, f"p_vs_{reference}"] = holm([found[i].p_value for i in family.index])
+    for reference, references in (("scratch", _scratch_references(summary)), ("best", _best_references(summary))):
+        difference, low, high, p_value, claim = _COMPARISON_COLUMNS[reference]
+        found = {index: _compare(cells, summary.loc[index], summary.loc[other]) for index, other in references.items()}
+        for column, field in ((difference, "difference"), (low, "ci_low"), (high, "ci_high")):
+            summary[column] = [getattr(found.get(i), field, math.nan) for i in summary.index]
+        tested = [i for i, found_i in found.items() if found_i is not None and not math.isnan(found_i.p_value)]
+        summary[p_value] = math.nan
+        for _, family in summary.loc[tested].groupby(["variant", "protocol", "metric"]) if tested else []:
+            summary.loc[family.index, p_value] = holm([found[i].p_value for i in family.index])
+        summary[claim] = [
+            _claim(found[i], summary.at[i, p_value], summary.at[i, "higher_is_better"]) if i in found else ""
+            for i in summary.index
+        ]
     return summary
 
 
-def _scratch_references(summary: pd.DataFrame) -> dict[int, tuple]:
-    """Row index -> the cell of ``scratch`` with the same task, protocol, fraction, metric, profile and encoder
+def _compare(cells: dict[tuple, pd.DataFrame], row: pd.Series, reference: pd.Series) -> SeedComparison | None:
+    """``row``'s cell against ``reference``'s over their seeds; None where the seeds cannot support a claim."""
+    mine, theirs = cells[tuple(row[RUN_KEYS])], cells[tuple(reference[RUN_KEYS])]
+    return seed_comparison(
+        mine["score"].to_numpy(dtype=float),
+        theirs["score"].to_numpy(dtype=float),
+        a_single_encoder=bool(row["single_encoder"]),
+        b_single_encoder=bool(reference["single_encoder"]),
+    )
+
+
+def _claim(comparison: SeedComparison | None, adjusted_p: float, higher_is_better: bool) -> str:
+    if comparison is None:
+        return TOO_FEW_SEEDS
+    if math.isnan(adjusted_p):
+        return UNTESTABLE
+    if adjusted_p >= SIGNIFICANCE:
+        return NOT_DISTINGUISHABLE
+    return BETTER if (comparison.difference > 0) == bool(higher_is_better) else WORSE
+
+
+def _scratch_references(summary: pd.DataFrame) -> dict[int, int]:
+    """Row index -> the row of ``scratch`` with the same task, protocol, fraction, metric, profile and encoder
     (none where there are several scratch variants to choose from)."""
     compared_on = ["task", "protocol", "label_fraction", "metric", "profile", "encoder"]
-    scratch = summary[summary["method"] == "scratch"]
-    references = {
-        key: tuple(rows.iloc[0][RUN_KEYS]) for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1
-    }
+    scratch = summary[(summary["method"] == "scratch") & (summary["n_seeds"] > 0)]
+    references = {key: rows.index[0] for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1}
     return {
         index: references[key]
         for index, row in summary.iterrows()
-        if row["method"] != "scratch" and (key := tuple(row[compared_on])) in references
+        if row["method"] != "scratch" and row["n_seeds"] > 0 and (key := tuple(row[compared_on])) in references
     }
 
 
-def _best_references(summary: pd.DataFrame) -> dict[int, tuple]:
-    """Row index -> the best cell of its table column (same task, protocol, fraction and metric)."""
+def _best_references(summary: pd.DataFrame) -> dict[int, int]:
+    """Row index -> the row of its table column's best mean (same task, protocol, fraction and metric)."""
     references = {}
     for _, column in summary.groupby(["task", "protocol", "label_fraction", "metric"], sort=False):
         signed = np.where(column["higher_is_better"].astype(bool), column["mean"], -column["mean"])
         if np.isnan(signed).all():
             continue
         best = column.index[int(np.nanargmax(np.round(signed, _TIE_DECIMALS)))]
-        references |= {index: tuple(summary.loc[best, RUN_KEYS]) for index in column.index if index != best}
+        references |= {index: best for index in column.index if index != best and column.at[index, "n_seeds"] > 0}
     return references
-
-
-def _paired_tests(summary: pd.DataFrame, cells: dict[tuple, pd.DataFrame], references: dict[int, tuple]):
-    """Row index -> its paired test against its reference cell, where both have per-image scores to pair."""
-    found: dict[int, PairedTest] = {}
-    for index, reference in references.items():
-        mine, theirs = cells[tuple(summary.loc[index, RUN_KEYS])], cells[reference]
-        if any(scores is None for scores in (*mine["images"], *theirs["images"])):
-            continue  # a set-level metric (AUC) has no per-image pairs
-        a, b = _seed_mean_images(mine), _seed_mean_images(theirs)
-        shared = [i for i in a if i in b]
-        if len(shared) >= 2 and not any(math.isnan(a[i]) or math.isnan(b[i]) for i in shared):
-            found[index] = paired_test([a[i] for i in shared], [b[i] for i in shared])
-    return found
 
 
 def _with_failures(
@@ -399,12 +414,19 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "random_encoder": bool(group["random_encoder"].all()),
         "encoder": _join_unique(group["encoder"]),
         "n_failed": 0,
-        **dict(zip(("boot_low", "boot_high"), _bootstrap(group["images"]), strict=True)),
+        "single_encoder": _single_encoder(group["encoder_digest"]),
+        **dict(zip(("image_low", "image_high"), _bootstrap(group["images"]), strict=True)),
     }
 
 
+def _single_encoder(digests: pd.Series) -> bool:
+    """Whether every seed of a cell received the same encoder weights (a checkpoint): known from 2 seeds on."""
+    return len(digests) >= 2 and digests.notna().all() and digests.nunique() == 1
+
+
 def _bootstrap(images: pd.Series) -> tuple[float, float]:
-    """The 95% interval of the cell's mean from a bootstrap over test images stratified by seed."""
+    """The 95% interval of the cell's mean from a bootstrap over test images stratified by seed: how precisely the
+    test set measures these trained models, not how another training run would score."""
     if any(scores is None for scores in images):
         return math.nan, math.nan
     per_seed = [np.fromiter(scores.values(), dtype=float) for scores in images]
@@ -515,14 +537,81 @@ class Section:
 def leaderboard_sections(
     summary: pd.DataFrame, results: list[ResultRecord], failures: list[FailureRecord] = ()
 ) -> list[Section]:
-    """The leaderboard's sections: per protocol its tables, then failed jobs and compute."""
+    """The leaderboard's sections: what it found, per protocol its tables, then failed jobs and compute."""
     seeds = seed_table(results)
-    sections = []
+    sections = [findings_section(summary)]
     for protocol in protocols_of(summary):
         sections += _protocol_sections(summary[summary["protocol"] == protocol], seeds, protocol)
     if failures:
         sections.append(_failures_section(failures))
     return [*sections, _compute_section(summary)]
+
+
+def findings_section(summary: pd.DataFrame) -> Section:
+    """Per protocol: the ranking (with its critical difference where informative) and every claim against scratch
+    with its seeds and test images, or one honest line when there is none."""
+    blocks: list[str | Table] = []
+    for protocol in protocols_of(summary):
+        rows = rows_of(summary[summary["protocol"] == protocol], HEADLINE_METRIC)
+        blocks.append(_ranking_line(rows, protocol))
+        claims = rows[rows["claim_vs_scratch"].isin([BETTER, WORSE])]
+        blocks.append(_claims_table(claims) if len(claims) else _no_claim_line(rows))
+    return Section("Findings", blocks)
+
+
+def _ranking_line(rows: pd.DataFrame, protocol: str) -> str:
+    metrics = ", ".join(sorted(set(rows["metric"])))
+    order = ranks(rows, HEADLINE_METRIC).dropna(subset=["mean_rank"])
+    if order.empty:
+        return f"**`{protocol}`** ({metrics}): no column that every variant completed, so no ranking."
+    n_columns = int(order["n_columns"].iloc[0])
+    ranking = ", ".join(f"`{r.variant}` {r.mean_rank:.2f}" for r in order.itertuples(index=False))
+    line = f"**`{protocol}`** ({metrics}), mean rank over {n_columns} column(s): {ranking}."
+    found = friedman_result(rows)
+    if found is None or not found[1].informative:
+        return f"{line} A critical difference needs {MIN_COLUMNS} columns: the order is not a finding."
+    result, top = found[1], float(order["mean_rank"].iloc[0])
+    tied = [f"`{r.variant}`" for r in order.itertuples(index=False) if r.mean_rank - top < result.critical_difference]
+    return (
+        f"{line} Friedman p = {result.p_value:.3g}; within the critical difference ({result.critical_difference:.2f})"
+        f" of the best: {', '.join(tied)}."
+    )
+
+
+def _claims_table(claims: pd.DataFrame) -> Table:
+    body = []
+    for row in claims.itertuples(index=False):
+        sign = "▲" if row.claim_vs_scratch == BETTER else "▼"
+        body.append(
+            [
+                Cell(f"{row.variant} {sign}"),
+                Cell(column_label(row.task, row.label_fraction)),
+                Cell(f"{row.mean:.3f}", row.mean),
+                Cell(f"{row.diff_vs_scratch:+.3f}", row.diff_vs_scratch),
+                Cell(f"[{row.diff_low:+.3f}, {row.diff_high:+.3f}]", row.diff_low),
+                Cell(str(row.n_seeds), row.n_seeds),
+                Cell(_format_number(row.n_images, 0), row.n_images),
+                Cell(f"{row.p_vs_scratch:.2g}", row.p_vs_scratch),
+            ]
+        )
+    header = ["variant", "column", "score", "vs scratch", "95% CI", "seeds", "test images", "p (Holm)"]
+    return Table(f"Claims against scratch ({CLAIM_RULE})", header, body)
+
+
+def _no_claim_line(rows: pd.DataFrame) -> str:
+    claims = set(rows["claim_vs_scratch"]) - {""}
+    seeds = _seed_range(rows)
+    if not claims:
+        return "Nothing to claim against: no `scratch` cell to compare with."
+    if claims == {TOO_FEW_SEEDS}:
+        return (
+            f"**Too few seeds to claim anything** against `scratch`: {seeds} seed(s) per cell, a claim needs "
+            f"{MIN_SEEDS} per variant (`--seeds {MIN_SEEDS}`)."
+        )
+    return (
+        f"**No variant is distinguishable from `scratch`** in any column ({seeds} seed(s) per cell, p >= "
+        f"{SIGNIFICANCE} after Holm over each variant's columns)."
+    )
 
 
 def demo_banner(results: list[ResultRecord]) -> str | None:
@@ -585,7 +674,7 @@ def _protocol_sections(rows: pd.DataFrame, seeds: pd.DataFrame, protocol: str) -
     order = ranks(rows, HEADLINE_METRIC)
     blocks += [_friedman_line(rows), _metric_table(rows_of(rows, HEADLINE_METRIC), order, with_ranks=True)]
     blocks += [table] if (table := _aggregate_table(rows, seeds, order)) else []
-    blocks += [table] if (table := _pairwise_table(rows, order)) else []
+    blocks += [table] if (table := _pairwise_table(rows, seeds, order)) else []
     sections = [Section(f"`{protocol}`", blocks, protocol=protocol)]
     for metric in _metrics(rows)[1:]:
         table = _metric_table(rows_of(rows, metric), order, with_ranks=False)
@@ -595,71 +684,79 @@ def _protocol_sections(rows: pd.DataFrame, seeds: pd.DataFrame, protocol: str) -
 
 def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame) -> Table | None:
     """Per variant over the columns every variant completed: the IQM of scratch-normalised headline scores
-    (no one easy task dominates it) with its bootstrap interval, and the probability of beating scratch on a
-    random column."""
+    (no one easy task dominates it) and the probability of beating scratch on a random column, each with its 95%
+    bootstrap interval over training seeds."""
     headline = rows_of(rows, HEADLINE_METRIC)
     board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
     scratch = [v for v in board.index if set(headline.loc[headline["variant"] == v, "method"]) == {"scratch"}]
     bounded = headline["higher_is_better"].astype(bool).all() and headline["mean"].between(0, 1).all()
     if len(scratch) != 1 or board.empty or not bounded or (board.loc[scratch[0]] >= 1).any():
         return None
-    reference = board.loc[scratch[0]].to_numpy()
+    reference, reference_seeds = board.loc[scratch[0]].to_numpy(), _seed_scores(seeds, scratch[0], board.columns)
     body = []
     for variant in _ordered_variants(order, board.index):
         if variant == scratch[0]:
             continue
-        scores = board.loc[variant].to_numpy()
-        iqm = iqm_normalised(scores, reference)
-        low, high = _iqm_interval(seeds, variant, board.columns, reference)
-        improvement = probability_of_improvement(scores, reference)
-        interval = "" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+        variant_seeds = _seed_scores(seeds, variant, board.columns)
+        iqm = iqm_normalised(board.loc[variant].to_numpy(), reference)
+        improvement = probability_of_improvement(variant_seeds, reference_seeds)
         body.append(
             [
                 Cell(variant),
                 Cell(f"{iqm:.3f}", iqm),
-                Cell(interval, low if interval else None),
+                _interval_cell(iqm_interval(variant_seeds, reference_seeds)),
                 Cell(f"{improvement:.2f}", improvement),
+                _interval_cell(probability_of_improvement_interval(variant_seeds, reference_seeds), decimals=2),
             ]
         )
     caption = (
         f"Over the {board.shape[1]} column(s) every variant completed: the interquartile mean of "
-        "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect) with its 95% bootstrap interval "
-        "(test images redrawn within each seed and column), and the share of columns where the variant beats "
-        "scratch (ties count half)."
+        "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect), and the chance that a run of the "
+        "variant beats a run of scratch on a random column (ties count half); 95% bootstrap intervals redraw the "
+        "training seeds within each column (blank: a column with a single seed has no spread to redraw)."
     )
-    return Table(caption, ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)"], body)
+    header = ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)", "P 95% interval"]
+    return Table(caption, header, body)
 
 
-def _pairwise_table(rows: pd.DataFrame, order: pd.DataFrame) -> Table | None:
-    """P(row beats column) on a random column of the headline table, over the columns every variant completed."""
+def _interval_cell(interval: tuple[float, float], decimals: int = 3) -> Cell:
+    low, high = interval
+    if math.isnan(low):
+        return Cell("")
+    return Cell(f"[{low:.{decimals}f}, {high:.{decimals}f}]", low)
+
+
+def _pairwise_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame) -> Table | None:
+    """P(a run of the row's variant beats one of the column's on a random column), where there are at least
+    :data:`MIN_COLUMNS` columns every variant completed and three variants: fewer columns give chances of 0, 0.5
+    and 1 that say nothing, and two variants are the aggregate table already."""
     board = _score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
-    if board.shape[0] < 2 or board.empty:
+    if board.shape[0] < 3 or board.shape[1] < MIN_COLUMNS:
         return None
     variants = _ordered_variants(order, board.index)
+    signed = {variant: _seed_scores(seeds, variant, board.columns, signed=True) for variant in variants}
     body = []
     for a in variants:
-        chances = [probability_of_improvement(board.loc[a], board.loc[b]) if a != b else math.nan for b in variants]
+        chances = [probability_of_improvement(signed[a], signed[b]) if a != b else math.nan for b in variants]
         body.append([Cell(a), *(Cell("" if math.isnan(p) else f"{p:.2f}", p) for p in chances)])
     caption = (
-        f"The chance that the row's variant beats the column's on a random one of the {board.shape[1]} column(s) "
-        "every variant completed (ties count half)."
+        f"The chance that a run of the row's variant beats a run of the column's on a random one of the "
+        f"{board.shape[1]} columns every variant completed (ties count half)."
     )
     return Table(caption, ["beats →", *variants], body)
 
 
-def _iqm_interval(seeds: pd.DataFrame, variant: str, columns: pd.Index, reference: np.ndarray) -> tuple[float, float]:
+def _seed_scores(seeds: pd.DataFrame, variant: str, columns: pd.Index, signed: bool = False) -> list[np.ndarray]:
+    """The variant's per-seed headline scores in each (task, protocol, label_fraction) column, negated for a
+    lower-is-better metric if ``signed``."""
     headline = seeds[seeds["headline"].astype(bool) & (seeds["variant"] == variant)]
-    by_column = []
-    for task, protocol, fraction in columns:
-        cell = headline[
-            (headline["task"] == task) & (headline["protocol"] == protocol) & (headline["label_fraction"] == fraction)
-        ]
-        if any(scores is None for scores in cell["images"]):
-            return math.nan, math.nan  # a set-level metric (AUC) has no images to redraw
-        by_column.append([np.fromiter(scores.values(), dtype=float) for scores in cell["images"]])
-    if any(np.isnan(scores).any() for column in by_column for scores in column):
-        return math.nan, math.nan
-    return iqm_interval(by_column, reference)
+    by_column = headline.groupby(["task", "protocol", "label_fraction"])
+    found = []
+    for column in columns:
+        cell = by_column.get_group(column)
+        scores = cell["score"].to_numpy(dtype=float)
+        found.append(-scores if signed and not cell["higher_is_better"].astype(bool).all() else scores)
+    return found
 
 
 def _friedman_line(rows: pd.DataFrame) -> str:
@@ -694,32 +791,49 @@ def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> 
     by_key = {(r.variant, r.task, r.label_fraction): r for r in rows.itertuples(index=False)}
     best = {col: _best_mean(rows, *col) for col in columns}
     most_seeds = int(rows["n_seeds"].max()) if len(rows) else 0
+    claims = set(rows["claim_vs_scratch"]) | set(rows["claim_vs_best"])
+    few_everywhere = TOO_FEW_SEEDS in claims and not claims & {BETTER, WORSE, NOT_DISTINGUISHABLE, UNTESTABLE}
     header = ["variant", *(column_label(*col) for col in columns)]
     header += ["mean rank", "wins"] if with_ranks else []
     ranked = order.set_index("variant")
     body = []
     for variant in _ordered_variants(order, rows["variant"]):
         cells = [Cell(variant)]
-        cells += [_score_cell(by_key.get((variant, *col)), best[col], most_seeds) for col in columns]
+        cells += [_score_cell(by_key.get((variant, *col)), best[col], most_seeds, few_everywhere) for col in columns]
         if with_ranks and variant in ranked.index:
             rank = ranked.at[variant, "mean_rank"]
             cells += [Cell(_format_number(rank, 2), rank), Cell(str(ranked.at[variant, "wins"]))]
         elif with_ranks:
             cells += [Cell(""), Cell("")]
         body.append(cells)
-    return Table(_caption(rows), header, body)
+    return Table(_caption(rows, most_seeds, few_everywhere), header, body)
 
 
-def _caption(rows: pd.DataFrame) -> str:
+def _caption(rows: pd.DataFrame, most_seeds: int, few_everywhere: bool) -> str:
     directions = {
         f"{metric} ({'higher' if higher else 'lower'} is better)"
         for metric, higher in zip(rows["metric"], rows["higher_is_better"].astype(bool), strict=True)
     }
-    return (
-        f"{'; '.join(sorted(directions))}: mean ± std over seeds, best in bold; ▲/▼ better/worse than scratch and "
-        f"≈ not distinguishable from the column's best, on the same test images (Wilcoxon signed-rank on per-image "
-        f"scores averaged over seeds, Holm-adjusted over the table, p < {SIGNIFICANCE})"
+    shown = "mean ± std over seeds" if most_seeds >= 2 else "one seed per cell: its mean over the test images"
+    caption = (
+        f"{'; '.join(sorted(directions))}: {shown}, best in bold. ▲/▼ better/worse than scratch, ≈ not "
+        f"distinguishable from the column's best: {CLAIM_RULE}"
     )
+    if few_everywhere:
+        caption += (
+            f" **Too few seeds to claim:** at most {most_seeds} seed(s) per cell here, so no cell is marked "
+            f"(rerun with `--seeds {MIN_SEEDS}` or more)."
+        )
+    return caption
+
+
+#: How a claim is made, said in every table that marks claims.
+CLAIM_RULE = (
+    "training seeds are the replicates (Welch's t-test on the per-seed scores; a single encoder that every seed "
+    "loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
+    f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of this table, so adding a variant "
+    f"changes no other variant's ▲/▼. A claim needs {MIN_SEEDS} seeds per variant."
+)
 
 
 def task_columns(rows: pd.DataFrame) -> list[tuple[str, float]]:
@@ -742,27 +856,41 @@ def _best_mean(rows: pd.DataFrame, task: str, fraction: float) -> float:
     return float(means.max() if column["higher_is_better"].astype(bool).all() else means.min())
 
 
-def _score_cell(row: Any, best: float, most_seeds: int) -> Cell:
+def _score_cell(row: Any, best: float, most_seeds: int, few_everywhere: bool) -> Cell:
     """Mean (± std over seeds) with its marks; a cell with fewer seeds than the table's others says how many."""
     if row is not None and row.n_seeds == 0 and row.n_failed:
         return Cell("failed")
     if row is None or math.isnan(row.mean):
         return Cell("–")
     text = f"{row.mean:.3f}" if row.n_seeds < 2 else f"{row.mean:.3f} ± {row.std:.3f}"
-    marks = ""
-    if row.p_vs_scratch < SIGNIFICANCE:  # NaN (not tested) compares False
-        marks += " ▲" if (row.median_diff_vs_scratch > 0) == bool(row.higher_is_better) else " ▼"
+    marks = {BETTER: " ▲", WORSE: " ▼"}.get(row.claim_vs_scratch, "")
     bold = round(row.mean, _TIE_DECIMALS) == best
-    if row.p_vs_best >= SIGNIFICANCE and not bold:
+    if row.claim_vs_best == NOT_DISTINGUISHABLE and not bold:
         marks += " ≈"
+    if TOO_FEW_SEEDS in (row.claim_vs_scratch, row.claim_vs_best) and not few_everywhere:
+        marks += " (too few seeds to claim)"
     if row.n_failed:
         marks += f" ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)"
     elif row.n_seeds < most_seeds:
         marks += f" ({row.n_seeds} of {most_seeds} seeds)"
-    details = [f"95% interval [{row.boot_low:.3f}, {row.boot_high:.3f}]"] if not math.isnan(row.boot_low) else []
-    details += [f"p vs scratch {row.p_vs_scratch:.2g}"] if not math.isnan(row.p_vs_scratch) else []
-    details += [f"p vs best {row.p_vs_best:.2g}"] if not math.isnan(row.p_vs_best) else []
-    return Cell(text, row.mean, bold, marks, "; ".join(details))
+    return Cell(text, row.mean, bold, marks, "; ".join(_cell_details(row)))
+
+
+def _cell_details(row: Any) -> list[str]:
+    """The cell's intervals and comparisons, for the line under it in the HTML report."""
+    details = [f"seeds 95% CI [{row.ci95_low:.3f}, {row.ci95_high:.3f}]"] if not math.isnan(row.ci95_low) else []
+    if not math.isnan(row.image_low):
+        details.append(f"test-image interval of these trained models [{row.image_low:.3f}, {row.image_high:.3f}]")
+    for reference, (difference, low, high, p_value, claim) in _COMPARISON_COLUMNS.items():
+        found = getattr(row, claim)
+        if found in (TOO_FEW_SEEDS, UNTESTABLE):
+            details.append(f"vs {reference}: {found}")
+        elif found:
+            details.append(
+                f"vs {reference} {getattr(row, difference):+.3f} [{getattr(row, low):+.3f}, {getattr(row, high):+.3f}],"
+                f" p {getattr(row, p_value):.2g}"
+            )
+    return details
 
 
 def _failures_section(failures: list[FailureRecord]) -> Section:
@@ -797,17 +925,24 @@ def _compute_section(summary: pd.DataFrame) -> Section:
     return Section("Compute", [Table(intro, header, body)])
 
 
+def _seed_range(rows: pd.DataFrame) -> str:
+    low, high = int(rows["n_seeds"].min()), int(rows["n_seeds"].max())
+    return str(low) if low == high else f"{low} to {high}"
+
+
 def _footnote(summary: pd.DataFrame, profiles: set[str]) -> list[str]:
-    low, high = int(summary["n_seeds"].min()), int(summary["n_seeds"].max())
-    seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low} to {high} seeds"
+    seeds = _seed_range(summary)
+    seeds += " seed" if seeds == "1" else " seeds"
     return [
         "---",
         "",
         f"Statistics. Each cell summarises {seeds}: the score of a seed is its mean over the test "
         "images; cells show the mean over seeds ± their std (ddof=1), or the mean alone for one "
-        "seed. `leaderboard.csv` adds n_seeds, a t-based 95% CI (mean ± t(0.975, n−1)·std/√n), "
-        "a 95% bootstrap interval over test images stratified by seed (boot_low, boot_high), the "
-        "paired comparisons against scratch and the column's best, and image_std, the std over test "
+        "seed. `leaderboard.csv` adds n_seeds, a t-based 95% CI over seeds (mean ± t(0.975, n−1)·std/√n), "
+        "a 95% bootstrap interval over test images stratified by seed (image_low, image_high: how precisely the test "
+        "set measures these trained models, not how another run would score), the seed-level comparisons against "
+        "scratch and the column's best (difference of means, its Welch 95% CI, Holm-adjusted p, claim), "
+        "and image_std, the std over test "
         "images (ddof=0, as in LD-style tables) averaged over seeds. Mean rank and wins count only the "
         "columns (task, label fraction) that every variant in the table completed; rank 1 is best and "
         f"ties share the average rank. Profiles: {', '.join(sorted(profiles)) or 'unknown'}.",

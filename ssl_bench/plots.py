@@ -70,7 +70,7 @@ def dot_plot(summary: pd.DataFrame, demo: bool, styles: dict[str, Style] | None 
         ax.set_title(f"{protocol}: {column_label(task, fraction)}", fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
-    title = "Mean headline score over seeds (bars: 95% interval)"
+    title = "Mean headline score over seeds (bars: 95% CI over seeds; one seed: its test-image interval)"
     figure.suptitle(f"{title}\n{_DEMO_NOTE}" if demo else title)
     return figure
 
@@ -79,7 +79,8 @@ def _dot_panel(ax, cell: pd.DataFrame, styles: dict[str, Style]) -> None:
     higher = bool(cell["higher_is_better"].all())
     ordered = cell.sort_values("mean", ascending=higher)  # best at the top
     for y, row in enumerate(ordered.itertuples(index=False)):
-        low, high = (row.boot_low, row.boot_high) if not math.isnan(row.boot_low) else (row.ci95_low, row.ci95_high)
+        # Seeds are the replicates; a single seed has only the test-image interval of its one trained model.
+        low, high = (row.ci95_low, row.ci95_high) if not math.isnan(row.ci95_low) else (row.image_low, row.image_high)
         style = styles[row.variant]
         if not math.isnan(low):
             ax.plot([low, high], [y, y], color=style.colour, linewidth=1.5)

@@ -112,6 +112,9 @@ class ResultRecord:
     started: str
     finished: str
     unix_time: float
+    #: sha256 of the encoder's weights as the protocol received them: seeds that share it share one encoder (a
+    #: checkpoint), so their spread is the head's alone and they count as one draw of an encoder in claims.
+    encoder_digest: str | None = None
     schema_version: int = field(default=SCHEMA_VERSION)
 
     def __post_init__(self) -> None:

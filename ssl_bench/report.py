@@ -1,10 +1,11 @@
 """What a run leaves to read: ``leaderboard.csv``/``.md``/``.png`` and one self-contained HTML report.
 
 ``<results>/report/index.html`` holds everything inline (CSS, a few lines of script for sorting tables, figures as
-PNG data URIs), so it opens offline and can be mailed as one file: the run manifest, the leaderboard of every
-protocol with intervals and significance marks (tables sort by a click on a column), each protocol's dot plot
-and critical-difference diagram, label-fraction curves, the compute table, failed jobs and a link to every
-job's result file. Like the leaderboard it is built from the result records alone.
+PNG data URIs), so it opens offline and can be mailed as one file: first what the run found (per protocol the
+ranking and every claim against scratch, or that there is none), then the leaderboard of every protocol with
+intervals and claim marks (tables sort by a click on a column), each protocol's dot plot and critical-difference
+diagram, label-fraction curves, the compute table, failed jobs, a link to every job's result file and the run
+manifest. Like the leaderboard it is built from the result records alone.
 """
 
 from __future__ import annotations
@@ -75,10 +76,12 @@ def render_html(
     """The report page as one HTML string."""
     styles = variant_styles(summary["variant"])
     demo = demo_banner(results)
-    parts = [f'<p class="banner">{_inline(demo.removeprefix("> "))}</p>'] if demo else []
-    parts += _manifest(results, problems, failures, run_config)
-    contents = []
-    for section in leaderboard_sections(summary, results, failures):
+    findings, *sections = leaderboard_sections(summary, results, failures)
+    # The first screen answers "which method, and is it real?"; how the run was made comes last.
+    top = [f'<p class="banner">{_inline(demo.removeprefix("> "))}</p>'] if demo else []
+    top.append(_section(findings, "findings"))
+    contents, parts = [(findings.level, findings.title, "findings")], []
+    for section in sections:
         anchor = _anchor(section.title)
         contents.append((section.level, section.title, anchor))
         parts.append(_section(section, anchor))
@@ -87,9 +90,9 @@ def render_html(
     if (curves := fraction_curves(summary, styles)) is not None:
         contents.append((2, "Label-fraction curves", "label-fraction-curves"))
         parts += ['<h2 id="label-fraction-curves">Label-fraction curves</h2>', _image(curves, "label-fraction curves")]
-    contents.append((2, "Jobs", "jobs"))
-    parts.append(_jobs(results))
-    return _page(_contents(contents), "\n".join(parts))
+    contents += [(2, "Jobs", "jobs"), (2, "Run manifest", "manifest")]
+    parts += [_jobs(results), *_manifest(results, problems, failures, run_config)]
+    return _page("\n".join(top), _contents(contents), "\n".join(parts))
 
 
 def _manifest(
@@ -209,9 +212,8 @@ def _anchor(title: str) -> str:
 
 
 def _contents(entries: list[tuple[int, str, str]]) -> str:
-    items = [("manifest", "Run manifest", 2), *((anchor, title, level) for level, title, anchor in entries)]
     return "".join(
-        f'<li class="level{level}"><a href="#{anchor}">{_inline(title)}</a></li>' for anchor, title, level in items
+        f'<li class="level{level}"><a href="#{anchor}">{_inline(title)}</a></li>' for level, title, anchor in entries
     )
 
 
@@ -256,7 +258,7 @@ for (const table of document.querySelectorAll("table.sortable")) {
 """
 
 
-def _page(contents: str, body: str) -> str:
+def _page(top: str, contents: str, body: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -266,6 +268,7 @@ def _page(contents: str, body: str) -> str:
 </head>
 <body>
 <h1>ssl-bench report</h1>
+{top}
 <nav><ul>{contents}</ul></nav>
 {body}
 <script>{_SCRIPT}</script>

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
-from ssl_bench.downstream import check_label_fraction
 from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.labelled import labelled_count
 from ssl_bench.locks import Lock
 from ssl_bench.method import Method, non_default_options, schedule, variant_name
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
@@ -71,6 +71,15 @@ def digest(spec: object) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of ``module``'s parameters and buffers, by name: equal weights give equal digests on any device."""
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        hasher.update(name.encode())
+        hasher.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
+
+
 def seed_of(identity: str) -> int:
     return int(identity[:8], 16)
 
@@ -108,6 +117,11 @@ class Job:
     @property
     def seed(self) -> int:
         return seed_of(self.id)
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the labelled subset: one per task and seed index, shared by every method and protocol."""
+        return seed_of(digest({"task": self.task.name, "seed_index": self.seed_index}))
 
 
 @dataclass(frozen=True)
@@ -259,6 +273,10 @@ class _Planner:
             "profile": self.config.profile,
             "ssl_bench": ssl_bench.__version__,
         }
+        if not task.ordered_split:
+            # Jobs of these tasks once labelled the training list's prefix; their ids must differ from those jobs'.
+            # Tasks that keep their released order label the prefix still, and keep their ids and cached results.
+            spec["labelled_subset"] = "seeded permutation"
         if protocol.uses_shapes:  # the shapes steer training: other shapes, another job
             source = task.shape_source
             spec["shapes"] = {
@@ -287,7 +305,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
             for task in tasks:
                 pretraining = _pretraining(method, task, seed_index, config, registry, pools)
                 for fraction in label_fractions(config, task):
-                    check_label_fraction(task, data[task.name], fraction)
+                    labelled_count(len(data[task.name].train), fraction)  # too few labelled: refused before training
                     for name, protocol in protocols.items():
                         if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
                             planner.job(pretraining, task, name, fraction, seed_index)
@@ -559,10 +577,12 @@ class Executor:
             progress=self.progress,
             workdir=result_path(self.config.results, job.id).parent,
             shapes=plan.data[job.task.shape_source].train.masks if job.protocol.uses_shapes else None,
+            split_seed=job.split_seed,
         )
 
     def run_job(self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: dict) -> Path:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        encoder_digest = weights_digest(encoder)  # before the protocol runs: it must not see a trained copy
         with PeakMemory(self.device) as memory:
             outcome = job.protocol.run(self._context(job, plan, encoder))
         if job.id in plan.upstream_ids:
@@ -573,10 +593,12 @@ class Executor:
                     f"protocol {job.protocol.name} returned no model state, but another continues from it"
                 )
             save_torch(selected_model_path(self.config.results, job.id), state)
-        record = self._record(job, outcome, pretrain_record, memory.peak_mb, started)
+        record = self._record(job, outcome, pretrain_record, memory.peak_mb, started, encoder_digest)
         return write_record(result_path(self.config.results, job.id), record)
 
-    def _record(self, job: Job, outcome: Outcome, pretrain: dict, peak_mb: float | None, started: str) -> ResultRecord:
+    def _record(
+        self, job: Job, outcome: Outcome, pretrain: dict, peak_mb: float | None, started: str, encoder_digest: str
+    ) -> ResultRecord:
         metrics = job.protocol.metrics(job.task)
         missing = {metric.name for metric in metrics} - set(outcome.scores)
         if missing:
@@ -636,6 +658,7 @@ class Executor:
             started=started,
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             unix_time=time.time(),
+            encoder_digest=encoder_digest,
         )
 
 

@@ -1,6 +1,9 @@
-"""Statistics for leaderboards: paired tests, multiple-comparison correction, bootstrap intervals and rankings.
+"""Statistics for leaderboards: seed-level tests, multiple-comparison correction, bootstrap intervals and rankings.
 
-All functions take plain numpy arrays of scores where higher is better (Dice, IoU, accuracy).
+The unit of evidence for a claim that one method beats another is the training run (a seed: its own pretraining
+and downstream training), never the test image: images of one test set are scored by the same trained model, so
+they measure that model, not the method. Image-level intervals describe one set of trained models and are labelled
+so. All functions take plain numpy arrays of scores where higher is better (Dice, IoU, accuracy).
 Bootstraps draw from a ``numpy.random.Generator`` seeded with :data:`BOOTSTRAP_SEED` unless told otherwise,
 so a leaderboard rebuilt from the same records shows the same intervals.
 """
@@ -19,22 +22,30 @@ BOOTSTRAP_RESAMPLES = 2000
 """Bootstrap resamples; the Monte Carlo error of a 95% percentile endpoint is then about 1.5% of the interval width."""
 BOOTSTRAP_SEED = 0
 """Seed of the bootstrap generator, fixed so that intervals are reproducible."""
-ZERO_METHOD = "wilcox"
-"""scipy's ``zero_method`` for the Wilcoxon test: images on which both methods score the same are dropped."""
+MIN_SEEDS = 3
+"""Training seeds a variant needs before ssl-bench claims it beats (or trails) another: below it, no claim.
+
+With 2 seeds a side Welch's test has 1-2 degrees of freedom (a 95% interval of +-12.7 standard errors at worst) and
+its false-positive rate is least robust to skewed seed distributions (Colas et al. 2019); 3 is the least that the
+calibration tests in ``tests/test_calibration.py`` hold at the nominal rate."""
+MIN_COLUMNS = 5
+"""Columns (tasks) a ranking needs before its Friedman test, critical difference and pairwise chances say anything."""
 _MAX_DRAWS = 1 << 20  # indices drawn per bootstrap chunk, bounds memory for large test sets
-# Up to this many pairs the signed-rank test enumerates every sign flip (2^13 = 8192): exact with ties and zeros.
-_MAX_ENUMERATED = 13
 
 
 @dataclass(frozen=True)
-class PairedTest:
-    """Two methods compared on the same images: Wilcoxon p-value and the median of ``a - b`` with its 95% CI."""
+class SeedComparison:
+    """Variant A against reference B over training runs: ``mean(a) - mean(b)``, its 95% interval and p-value.
 
-    p_value: float
-    median_difference: float
+    ``test`` is ``"welch"`` (both sides vary their encoder with the seed) or ``"prediction"`` (one side holds a
+    single encoder, e.g. a checkpoint, so it is one draw of an encoder and the other side's spread is the null).
+    """
+
+    difference: float
     ci_low: float
     ci_high: float
-    n: int
+    p_value: float
+    test: str
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class FriedmanResult:
     n_methods: int
     n_tasks: int
     informative: bool
-    """False with fewer than 5 tasks: too few blocks for the chi-square approximation to say anything."""
+    """False below :data:`MIN_COLUMNS` tasks: too few blocks for the chi-square approximation to say anything."""
 
 
 def _vector(values: ArrayLike, name: str, min_len: int = 1) -> NDArray[np.float64]:
@@ -85,48 +96,39 @@ def _percentile_interval(samples: NDArray[np.float64], level: float) -> tuple[fl
     return float(low), float(high)
 
 
-def paired_test(a: ArrayLike, b: ArrayLike) -> PairedTest:
-    """Two-sided Wilcoxon signed-rank test of per-image scores ``a`` and ``b`` on the same test images.
+def seed_comparison(
+    a: ArrayLike, b: ArrayLike, *, a_single_encoder: bool = False, b_single_encoder: bool = False
+) -> SeedComparison | None:
+    """A against B with the training seed as the unit of evidence; None where the seeds cannot support a claim.
 
-    Zero differences follow :data:`ZERO_METHOD` ("wilcox", scipy's and R's default): an image on which both methods
-    score the same (typically both 1.0 on an empty label) says nothing about which is better, while "pratt" would let
-    such images shift the ranks of the others. If every difference is zero, p = 1.0. Up to 13 pairs the null
-    distribution is every sign flip of the ranks (exact, also with ties and zeros: scipy's own answer there, much
-    faster); beyond, scipy's default: exact up to 50 pairs without ties or zeros, else the normal approximation.
-    The interval is a percentile bootstrap over images of the median of ``a - b`` (:data:`BOOTSTRAP_RESAMPLES` draws,
-    :data:`BOOTSTRAP_SEED`).
+    ``a`` and ``b`` hold one score per seed (each seed its own pretraining and downstream run, scored on the same
+    test images). Both sides varying: Welch's unequal-variance t-test and its interval (Welch 1947; the test
+    Colas et al. 2018 recommend for comparing training runs). One side a single encoder (every seed loaded the same
+    weights, so its seeds only redraw the head): that side is one draw of an encoder, and the test asks whether it
+    lies outside the other side's seed distribution: ``t = d / (s_b sqrt(1 + 1/n_b))`` on ``n_b - 1`` degrees of
+    freedom (the prediction interval of one new run). A varying side needs :data:`MIN_SEEDS` seeds; two single
+    encoders have no replicate at all. No spread at all: p = 1 for equal means, NaN (untestable) otherwise.
     """
-    a, b = _vector(a, "a", min_len=2), _vector(b, "b", min_len=2)
-    if len(a) != len(b):
-        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
-    differences = a - b
-    # With every difference zero there is nothing left to rank.
-    if np.all(differences == 0):
-        p_value = 1.0
-    elif len(differences) <= _MAX_ENUMERATED:
-        p_value = _enumerated_signed_rank_p(differences)
+    a, b = _vector(a, "a"), _vector(b, "b")
+    if a_single_encoder and b_single_encoder:
+        return None
+    if (not a_single_encoder and len(a) < MIN_SEEDS) or (not b_single_encoder and len(b) < MIN_SEEDS):
+        return None
+    difference = float(a.mean() - b.mean())
+    if a_single_encoder or b_single_encoder:
+        sample = a if b_single_encoder else b
+        se, df = float(sample.std(ddof=1)) * math.sqrt(1 + 1 / len(sample)), len(sample) - 1
     else:
-        p_value = float(sps.wilcoxon(a, b, zero_method=ZERO_METHOD).pvalue)
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    medians = _resampled(differences, np.median, BOOTSTRAP_RESAMPLES, rng)
-    ci_low, ci_high = _percentile_interval(medians, 0.95)
-    return PairedTest(p_value, float(np.median(differences)), ci_low, ci_high, len(a))
-
-
-def _enumerated_signed_rank_p(differences: NDArray[np.float64]) -> float:
-    """Two-sided p of the signed-rank statistic (zero differences dropped) under all ``2^n`` sign flips at once.
-
-    The value scipy gives for up to 13 pairs with ties or zeros (a permutation test that then sees every flip),
-    but a matrix product instead of scipy's loop over flips, which took seconds a test at 13 pairs.
-    """
-    nonzero = differences[differences != 0]
-    ranks = sps.rankdata(np.abs(nonzero))
-    observed = ranks[nonzero > 0].sum()
-    flips = (np.arange(1 << len(nonzero))[:, None] >> np.arange(len(nonzero))) & 1
-    null = flips @ ranks
-    tolerance = 1e-9 * max(1.0, observed)  # sums of half ranks: equal values may differ in the last bits
-    tails = min(np.mean(null <= observed + tolerance), np.mean(null >= observed - tolerance))
-    return float(min(1.0, 2 * tails))
+        var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se = math.sqrt(var_a + var_b)
+        df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if se > 0 else math.nan
+    test = "prediction" if a_single_encoder or b_single_encoder else "welch"
+    if se == 0:
+        p_value = 1.0 if difference == 0 else math.nan
+        return SeedComparison(difference, difference, difference, p_value, test)
+    half_width = float(sps.t.ppf(0.975, df)) * se
+    p_value = float(2 * sps.t.sf(abs(difference) / se, df))
+    return SeedComparison(difference, difference - half_width, difference + half_width, p_value, test)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -201,7 +203,7 @@ def friedman(scores: ArrayLike) -> FriedmanResult:
         statistic = 12 * n / (k * (k + 1)) * float(np.sum((mean_ranks - (k + 1) / 2) ** 2)) / correction
         p_value = float(sps.chi2.sf(statistic, k - 1))
     critical_difference = nemenyi_q(k) * math.sqrt(k * (k + 1) / (6 * n))
-    return FriedmanResult(tuple(mean_ranks.tolist()), statistic, p_value, critical_difference, k, n, n >= 5)
+    return FriedmanResult(tuple(mean_ranks.tolist()), statistic, p_value, critical_difference, k, n, n >= MIN_COLUMNS)
 
 
 def iqm_normalised(scores: ArrayLike, scratch: ArrayLike) -> float:
@@ -216,33 +218,33 @@ def iqm_normalised(scores: ArrayLike, scratch: ArrayLike) -> float:
 
 
 def iqm_interval(
-    scores_by_task: Sequence[Sequence[ArrayLike]],
-    scratch: ArrayLike,
+    seeds_by_task: Sequence[ArrayLike],
+    scratch_by_task: Sequence[ArrayLike],
     level: float = 0.95,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`iqm_normalised`, stratified by task and seed.
+    """Percentile bootstrap interval of :func:`iqm_normalised` over training seeds, stratified by task.
 
-    ``scores_by_task[t][s]`` holds the per-image scores of seed ``s`` on task ``t``; ``scratch[t]`` is the fixed
-    reference of task ``t``. Each resample redraws the images within every seed of every task (as
-    :func:`bootstrap_interval` does for one cell), so that one seed per task still has an honest interval; the
-    statistic is the IQM over tasks of the normalised mean over seeds.
+    ``seeds_by_task[t]`` holds the variant's per-seed scores on task ``t``, ``scratch_by_task[t]`` scratch's. As
+    rliable's stratified bootstrap (Agarwal et al. 2021), each resample redraws the seeds of both within every task;
+    the statistic is the IQM over tasks of the normalised seed means. NaN where a task has fewer than 2 seeds on
+    either side: one run has no spread to redraw.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    scratch = _vector(scratch, "scratch")
-    _check_reference(scratch, len(scores_by_task))
-    if not all(scores_by_task):
-        raise ValueError("every task needs the scores of at least one seed")
+    if len(seeds_by_task) != len(scratch_by_task) or not seeds_by_task:
+        raise ValueError("seeds_by_task and scratch_by_task need one entry per task each, at least one task")
+    variant = [_vector(scores, f"seeds of task {t}") for t, scores in enumerate(seeds_by_task)]
+    scratch = [_vector(scores, f"scratch seeds of task {t}") for t, scores in enumerate(scratch_by_task)]
+    if min(len(scores) for scores in variant + scratch) < 2:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    task_means = np.stack(
-        [
-            np.mean([_resampled(_vector(scores, f"scores of task {t}"), np.mean, resamples, rng) for scores in task], 0)
-            for t, task in enumerate(scores_by_task)
-        ]
-    )  # (tasks, resamples)
-    normalised = (task_means - scratch[:, None]) / (1 - scratch[:, None])
+    means = np.stack([_resampled(scores, np.mean, resamples, rng) for scores in variant])  # (tasks, resamples)
+    reference = np.stack([_resampled(scores, np.mean, resamples, rng) for scores in scratch])
+    if np.any(reference >= 1):
+        raise ValueError("scratch scores must be below 1 to normalise against")
+    normalised = (means - reference) / (1 - reference)
     return _percentile_interval(sps.trim_mean(normalised, 0.25, axis=0), level)
 
 
@@ -253,13 +255,51 @@ def _check_reference(scratch: NDArray[np.float64], n_tasks: int) -> None:
         raise ValueError("scratch scores must be below 1 to normalise against")
 
 
-def probability_of_improvement(a: ArrayLike, b: ArrayLike) -> float:
-    """P(A beats B on a random task): the mean over tasks of 1 if a > b, 0.5 if a == b, 0 otherwise.
+def probability_of_improvement(a_by_task: Sequence[ArrayLike], b_by_task: Sequence[ArrayLike]) -> float:
+    """P(A beats B on a random task), rliable's probability of improvement (Agarwal et al. 2021).
 
-    This is the task-level version of rliable's probability of improvement (Agarwal et al. 2021), which averages a
-    per-task Mann-Whitney P(X > Y) over runs; here each task contributes one comparison of its aggregated scores.
+    Per task, the Mann-Whitney probability that a seed of A scores above a seed of B (ties count half) over every
+    pair of their seeds; then the mean over tasks. With one seed each a task contributes 1, 0.5 or 0.
     """
-    a, b = _vector(a, "a"), _vector(b, "b")
+    a, b = _per_task(a_by_task, "a"), _per_task(b_by_task, "b")
     if len(a) != len(b):
-        raise ValueError(f"a and b need one score per task each, got {len(a)} and {len(b)}")
-    return float(np.mean((a > b) + 0.5 * (a == b)))
+        raise ValueError(f"a and b need one entry per task each, got {len(a)} and {len(b)}")
+    return float(np.mean([_beats(x[None, :], y[None, :])[0] for x, y in zip(a, b, strict=True)]))
+
+
+def probability_of_improvement_interval(
+    a_by_task: Sequence[ArrayLike],
+    b_by_task: Sequence[ArrayLike],
+    level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`probability_of_improvement`, seeds redrawn within each task.
+
+    NaN where a task has fewer than 2 seeds on either side: one run has no spread to redraw.
+    """
+    a, b = _per_task(a_by_task, "a"), _per_task(b_by_task, "b")
+    if len(a) != len(b):
+        raise ValueError(f"a and b need one entry per task each, got {len(a)} and {len(b)}")
+    if min(len(scores) for scores in a + b) < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    per_task = []
+    for x, y in zip(a, b, strict=True):
+        draws_x = x[rng.integers(0, len(x), size=(resamples, len(x)))]
+        draws_y = y[rng.integers(0, len(y), size=(resamples, len(y)))]
+        per_task.append(_beats(draws_x, draws_y))
+    return _percentile_interval(np.mean(per_task, axis=0), level)
+
+
+def _per_task(scores_by_task: Sequence[ArrayLike], name: str) -> list[NDArray[np.float64]]:
+    if not scores_by_task:
+        raise ValueError(f"{name} needs at least one task")
+    return [_vector(scores, f"{name}'s seeds of task {t}") for t, scores in enumerate(scores_by_task)]
+
+
+def _beats(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise P(X > Y) + P(X = Y) / 2 over all pairs of ``x[r]`` and ``y[r]``, shape ``(rows,)``."""
+    # Means of the same scores summed in another order can differ in the last bits: such values count as ties.
+    x, y = np.round(x, 12)[:, :, None], np.round(y, 12)[:, None, :]
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(1, 2))

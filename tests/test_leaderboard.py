@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from records import (
     record,
     write_runs,
 )
+from scipy import stats as sps
 
 from ssl_bench.errors import DataError
 from ssl_bench.leaderboard import (
@@ -265,8 +267,8 @@ def test_two_protocol_labels_are_two_sections_never_averaged(tmp_path: Path) -> 
     assert dice["mean"].to_dict() == pytest.approx({"frozen": 0.4, "finetune": 0.6, "finetune(lr=0.0001)": 0.8})
     markdown = render_markdown(summary, loaded)
     headings = [line for line in markdown.split("\n") if line.startswith("## ")]
-    # the order: frozen, then finetune's labels, then the compute table
-    assert headings == ["## `frozen`", "## `finetune`", "## `finetune(lr=0.0001)`", "## Compute"]
+    # the order: what was found, frozen, then finetune's labels, then the compute table
+    assert headings == ["## Findings", "## `frozen`", "## `finetune`", "## `finetune(lr=0.0001)`", "## Compute"]
     assert first_table(protocol_section(markdown, "finetune"))[2:] == ["| simclr | **0.600** | 1.00 | 1 |"]
     assert first_table(protocol_section(markdown, "finetune(lr=0.0001)"))[2:] == ["| simclr | **0.800** | 1.00 | 1 |"]
 
@@ -346,9 +348,11 @@ def lower_is_better_records() -> list[ResultRecord]:
 
     scores = {("a", "t1"): 3.0, ("b", "t1"): 5.0, ("c", "t1"): 5.0, ("a", "t2"): 9.0, ("b", "t2"): 2.0}
     scores[("c", "t2")] = 4.0
+    # Three seeds a cell, 4 below, at and 4 above its mean: std 4 over seeds.
     return [
-        record(f"{variant}-{task}", variant, task, metrics=hd95(value), headline="hd95")
+        record(f"{variant}-{task}-{seed}", variant, task, seed, metrics=hd95(value + shift), headline="hd95")
         for (variant, task), value in scores.items()
+        for seed, shift in enumerate((-4.0, 0.0, 4.0))
     ]
 
 
@@ -367,11 +371,12 @@ def test_markdown_bolds_the_lowest_of_a_lower_is_better_metric(tmp_path: Path) -
     assert first_table(section) == [
         "| variant | t1 | t2 | mean rank | wins |",
         "| --- | ---: | ---: | ---: | ---: |",
-        "| b | 5.000 ≈ | **2.000** | 1.75 | 1 |",
-        "| a | **3.000** | 9.000 ≈ | 2.00 | 1 |",
-        "| c | 5.000 ≈ | 4.000 ≈ | 2.25 | 0 |",
+        "| b | 5.000 ± 4.000 ≈ | **2.000 ± 4.000** | 1.75 | 1 |",
+        "| a | **3.000 ± 4.000** | 9.000 ± 4.000 ≈ | 2.00 | 1 |",
+        "| c | 5.000 ± 4.000 ≈ | 4.000 ± 4.000 ≈ | 2.25 | 0 |",
     ]
-    # ≈: two images (hd95 value ± 1 each) cannot tell a cell from its column's best, the exact Wilcoxon p is 0.5.
+    # ≈: seeds 4 apart cannot tell a cell from its column's best. The widest gap, a's 9 against b's 2 on t2, is
+    # Welch t = 7 / sqrt(16/3 + 16/3) = 2.14 on 4 degrees of freedom, p = 0.099 (its only comparison: no Holm step).
 
 
 # --- markdown ----------------------------------------------------------------------------------
@@ -548,7 +553,7 @@ def test_old_schema_and_truncated_files_are_left_out_and_listed(tmp_path: Path) 
     # the valid records still make the tables: frozen simclr now has one seed (0.6), finetune both (0.65 ± 0.071)
     assert first_table(protocol_section(markdown, "frozen"))[2:] == [
         "| simclr | **0.600** | 1.00 | 1 |",
-        "| scratch | 0.500 ≈ | 2.00 | 0 |",  # too few images to tell it from the best
+        "| scratch | 0.500 | 2.00 | 0 |",  # one seed: nothing claimed, not even "not distinguishable"
     ]
     assert "| simclr | **0.650 ± 0.071** | 1.00 | 1 |" in protocol_section(markdown, "finetune")
 
@@ -577,39 +582,72 @@ def _twelve(offset: float) -> list[float]:
     return [0.5 + 0.01 * i + offset for i in range(12)]
 
 
-def test_a_method_better_on_every_image_is_marked_and_an_equal_one_is_not(tmp_path: Path) -> None:
-    records = [
-        record("s", "scratch", scores=_twelve(0.0)),
-        record("b", "better", scores=_twelve(0.05)),
-        record("e", "equal", scores=_twelve(0.0)),
-        record("w", "worse", scores=_twelve(-0.1)),
+def _seeds(variant: str, seed_scores: tuple[float, ...], task: str = "lung") -> list[ResultRecord]:
+    """One record per seed whose 12 test images all score that seed's value."""
+    return [
+        record(f"{variant}-{task}-{i}", variant, task, i, scores=[score] * 12) for i, score in enumerate(seed_scores)
     ]
+
+
+def test_claims_take_seeds_as_replicates_not_test_images(tmp_path: Path) -> None:
+    scratch = (0.50, 0.52, 0.54)
+    cells = {"better": (0.60, 0.62, 0.64), "equal": scratch, "worse": (0.40, 0.42, 0.44), "lucky": (0.70, 0.45, 0.47)}
+    records = _seeds("scratch", scratch) + [r for v, scores in cells.items() for r in _seeds(v, scores)]
     write_runs(tmp_path, records)
     summary = pd.read_csv(write_leaderboard(tmp_path)[0])
     dice = summary[summary["metric"] == "dice"].set_index("variant")
-    # Wilcoxon on 12 pairs all of one sign: p = 2 / 2**12 each; Holm over the dice table's 3 comparisons:
-    # sorted p (0.000488, 0.000488, 1.0) x (3, 2, 1) -> 0.00146, 0.00146 (the running max), 1.0.
-    assert dice.loc["better", "p_vs_scratch"] == pytest.approx(3 * 2 / 2**12)
-    assert dice.loc["worse", "p_vs_scratch"] == pytest.approx(3 * 2 / 2**12)
-    assert dice.loc["equal", "p_vs_scratch"] == 1.0 and math.isnan(dice.loc["scratch", "p_vs_scratch"])
-    assert dice.loc["better", "median_diff_vs_scratch"] == pytest.approx(0.05)
-    assert dice.loc["better", "diff_low"] == pytest.approx(0.05) and dice.loc["worse", "diff_high"] == pytest.approx(
-        -0.1
-    )
+    # One column per variant, so Holm has one p-value per family: the Welch p as scipy gives it.
+    for variant, claim in (("better", "better"), ("worse", "worse"), ("lucky", "not distinguishable")):
+        welch = sps.ttest_ind(cells[variant], scratch, equal_var=False)
+        assert dice.loc[variant, "p_vs_scratch"] == pytest.approx(welch.pvalue)
+        assert (dice.loc[variant, "diff_low"], dice.loc[variant, "diff_high"]) == pytest.approx(
+            tuple(welch.confidence_interval(0.95))
+        )
+        assert dice.loc[variant, "claim_vs_scratch"] == claim
+    assert dice.loc["better", "p_vs_scratch"] == pytest.approx(0.0036, abs=1e-4)  # t = 0.1 / 0.01633 = 6.12, 4 df
+    assert dice.loc["better", "diff_vs_scratch"] == pytest.approx(0.1)
+    assert dice.loc["equal", "p_vs_scratch"] == 1.0 and dice.loc["equal", "claim_vs_scratch"] == "not distinguishable"
+    assert math.isnan(dice.loc["scratch", "p_vs_scratch"]) and pd.isna(dice.loc["scratch", "claim_vs_scratch"])
     table = first_table(protocol_section((tmp_path / "leaderboard.md").read_text(), "frozen"))
-    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table[2:]}
-    assert cells["better"].endswith("▲") and cells["worse"].endswith("▼")
-    assert "▲" not in cells["equal"] + cells["scratch"] and "▼" not in cells["equal"] + cells["scratch"]
-    # Against the column's best ("better"): each other variant is lower on all 12 images, p = 2 / 2**12, and
-    # Holm over 3 equal p-values gives 3 times that to each; so none of them is marked as tied with the best.
-    assert math.isnan(dice.loc["better", "p_vs_best"])
-    for variant, difference in (("scratch", -0.05), ("equal", -0.05), ("worse", -0.15)):
-        assert dice.loc[variant, "p_vs_best"] == pytest.approx(3 * 2 / 2**12)
-        assert dice.loc[variant, "median_diff_vs_best"] == pytest.approx(difference)
-        # Every image differs by the same amount, so the bootstrap interval of the median is that amount.
-        assert dice.loc[variant, "best_diff_low"] == pytest.approx(difference)
-        assert dice.loc[variant, "best_diff_high"] == pytest.approx(difference)
-    assert "≈" not in "".join(cells.values())
+    cells_shown = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table[2:]}
+    assert cells_shown["better"].endswith("▲") and cells_shown["worse"].endswith("▼")
+    # lucky beats scratch on every one of the 12 images in the mean over its seeds (0.54 against 0.52): counted as
+    # replicates, images gave p = 2 / 2**12. Its seeds say one good run and two poor ones: no claim.
+    for variant in ("equal", "lucky", "scratch"):
+        assert "▲" not in cells_shown[variant] and "▼" not in cells_shown[variant]
+    # Against the column's best ("better"): lucky's seeds overlap it (Welch p = 0.42), the others do not.
+    assert cells_shown["lucky"].endswith("≈") and dice.loc["lucky", "claim_vs_best"] == "not distinguishable"
+    assert dice.loc["lucky", "p_vs_best"] == pytest.approx(
+        sps.ttest_ind(cells["lucky"], cells["better"], equal_var=False).pvalue
+    )
+    assert "≈" not in cells_shown["scratch"] + cells_shown["equal"] + cells_shown["worse"]
+
+
+def test_one_seed_claims_nothing_and_says_so(tmp_path: Path) -> None:
+    records = [record("s", "scratch", scores=[0.5] * 12), record("b", "better", scores=[0.9] * 12)]
+    markdown = markdown_of(tmp_path, records)
+    table = protocol_section(markdown, "frozen")
+    assert "▲" not in first_table(table)[2] and "**Too few seeds to claim:** at most 1 seed(s) per cell" in table
+    findings = markdown.split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+    assert "**Too few seeds to claim anything** against `scratch`: 1 seed(s) per cell, a claim needs 3" in findings
+    summary = pd.read_csv(tmp_path / "leaderboard.csv").query("metric == 'dice'").set_index("variant")
+    assert summary.loc["better", "claim_vs_scratch"] == "too few seeds" and math.isnan(
+        summary.loc["better", "p_vs_scratch"]
+    )
+
+
+def test_a_checkpoint_loaded_by_every_seed_is_one_draw_of_an_encoder(tmp_path: Path) -> None:
+    # scratch redraws its random encoder with every seed (0.30 to 0.50); the "checkpoint" loads one random encoder
+    # in every seed, so its seeds only redraw the head (0.41, 0.42, 0.41). Welch would call 0.413 against 0.40 with
+    # tight seeds a finding; as one draw of an encoder it sits inside scratch's spread.
+    scratch = _seeds("scratch", (0.30, 0.40, 0.50))
+    checkpoint = [dataclasses.replace(r, encoder_digest="e" * 64) for r in _seeds("checkpoint", (0.41, 0.42, 0.41))]
+    write_runs(tmp_path, scratch + checkpoint)
+    row = pd.read_csv(write_leaderboard(tmp_path)[0]).query("metric == 'dice'").set_index("variant").loc["checkpoint"]
+    assert bool(row["single_encoder"])
+    se = 0.1 * math.sqrt(1 + 1 / 3)  # scratch's sd 0.1, one new draw
+    assert row["p_vs_scratch"] == pytest.approx(2 * sps.t.sf((0.4133333 - 0.4) / se, 2), rel=1e-4)
+    assert row["claim_vs_scratch"] == "not distinguishable"
 
 
 def test_the_bootstrap_interval_of_a_cell_surrounds_its_mean_and_is_stratified_by_seed(tmp_path: Path) -> None:
@@ -620,8 +658,8 @@ def test_the_bootstrap_interval_of_a_cell_surrounds_its_mean_and_is_stratified_b
     # each seed mean has SE 0.0345 / sqrt(12) = 0.00996 (sd of 12 values 0.01 apart), the cell sqrt(2) / 2 of that,
     # 0.0070, so the 95% width is about 4 * 0.0070 = 0.028; pooling the 24 images (sd 0.105) would give ~0.084.
     assert row["mean"] == pytest.approx(0.655)
-    assert row["boot_low"] < row["mean"] < row["boot_high"]
-    assert row["boot_high"] - row["boot_low"] < 0.035
+    assert row["image_low"] < row["mean"] < row["image_high"]
+    assert row["image_high"] - row["image_low"] < 0.035
 
 
 def test_friedman_is_reported_from_five_complete_columns_and_called_uninformative_below(tmp_path: Path) -> None:
@@ -645,13 +683,29 @@ def test_the_aggregate_table_gives_the_iqm_of_scratch_normalised_scores_and_the_
     # 0.5, 0.0, 0.8, 0.2; the IQM (trim 25% each side of 4 values: the middle two, 0.2 and 0.5) is 0.35.
     # m beats scratch on 3 tasks and ties on one: P = (3 + 0.5) / 4 = 0.875.
     m_scores = {"t1": 0.75, "t2": 0.5, "t3": 0.9, "t4": 0.6}
-    records = [record(f"s{t}", "scratch", task=t, scores=[0.5] * 3) for t in m_scores]
-    records += [record(f"m{t}", "m", task=t, scores=[v] * 3) for t, v in m_scores.items()]
+    records = [record(f"s{t}{i}", "scratch", task=t, seed_index=i, scores=[0.5] * 3) for t in m_scores for i in (0, 1)]
+    records += [
+        record(f"m{t}{i}", "m", task=t, seed_index=i, scores=[v] * 3) for t, v in m_scores.items() for i in (0, 1)
+    ]
     markdown = markdown_of(tmp_path, records)
     section = protocol_section(markdown, "frozen")
-    # Every image of a cell scores alike, so no bootstrap resample moves the IQM: its interval is the point.
-    assert "| m | 0.350 | [0.350, 0.350] | 0.88 |" in section
-    # Pairwise: m beats scratch with 0.875 as above, so scratch beats m with 1 - 0.875 (2 decimals, half to even).
-    assert "| beats → | m | scratch |" in section
-    assert "| m |  | 0.88 |" in section and "| scratch | 0.12 |  |" in section
-    assert "| variant | IQM vs scratch | IQM 95% interval | P(beats scratch) |" in section
+    # Both seeds of a cell score alike, so no resample of the seeds moves either figure: the intervals are points.
+    assert "| m | 0.350 | [0.350, 0.350] | 0.88 | [0.88, 0.88] |" in section
+    header = "| variant | IQM vs scratch | IQM 95% interval | P(beats scratch) | P 95% interval |"
+    assert header in section
+    # Four columns and two variants: a matrix of chances would say nothing the row above does not.
+    assert "| beats → |" not in section
+
+
+def test_the_matrix_of_chances_needs_five_columns_and_three_variants(tmp_path: Path) -> None:
+    tasks = ["t1", "t2", "t3", "t4", "t5"]
+    # a beats b on t1-t4 and loses on t5: P(a beats b) = 4/5; c loses to both everywhere.
+    values = {"a": [0.9, 0.9, 0.9, 0.9, 0.1], "b": [0.5] * 5, "c": [0.05] * 5}
+    records = [
+        record(f"{v}{t}", v, task=t, scores=[x] * 2) for v, xs in values.items() for t, x in zip(tasks, xs, strict=True)
+    ]
+    section = protocol_section(markdown_of(tmp_path / "five", records), "frozen")
+    assert "| beats → | a | b | c |" in section
+    assert "| a |  | 0.80 | 1.00 |" in section and "| b | 0.20 |  | 1.00 |" in section
+    four = protocol_section(markdown_of(tmp_path / "four", [r for r in records if r.task != "t5"]), "frozen")
+    assert "| beats → |" not in four

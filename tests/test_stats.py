@@ -5,87 +5,72 @@ import pytest
 from scipy import stats as sps
 
 from ssl_bench.stats import (
+    MIN_SEEDS,
     bootstrap_interval,
     friedman,
     holm,
     iqm_interval,
     iqm_normalised,
     nemenyi_q,
-    paired_test,
     probability_of_improvement,
+    probability_of_improvement_interval,
+    seed_comparison,
 )
 
-# --- paired_test ---
+# --- seed_comparison ---
 
 
-def test_paired_test_on_a_hand_example() -> None:
-    a = np.array([0.9, 0.8, 0.7, 0.6])
-    b = np.array([0.8, 0.8, 0.5, 0.7])
-    result = paired_test(a, b)
-    # Differences [0.1, 0, 0.2, -0.1]: sorted [-0.1, 0, 0.1, 0.2], median (0 + 0.1) / 2.
-    assert result.median_difference == pytest.approx(0.05)
-    assert result.n == 4
-    assert result.p_value == pytest.approx(sps.wilcoxon(a, b, zero_method="wilcox").pvalue)
-    assert result.ci_low <= result.median_difference <= result.ci_high
+def test_welch_on_a_hand_example() -> None:
+    # a = 0.5, 0.6, 0.55 (mean 0.55, var 0.0025); b = 0.4, 0.45, 0.42 (mean 0.4233, var 0.000633).
+    # se = sqrt(0.0025/3 + 0.000633/3) = 0.03222; t = 0.12667 / 0.03222 = 3.931;
+    # Welch-Satterthwaite df = se^4 / ((0.0025/3)^2/2 + (0.000633/3)^2/2) = 2.837.
+    result = seed_comparison([0.5, 0.6, 0.55], [0.4, 0.45, 0.42])
+    se = math.sqrt(0.0025 / 3 + 0.0019 / 9)
+    df = se**4 / ((0.0025 / 3) ** 2 / 2 + (0.0019 / 9) ** 2 / 2)
+    assert result.test == "welch"
+    assert result.difference == pytest.approx(0.38 / 3)
+    assert result.p_value == pytest.approx(2 * sps.t.sf(0.38 / 3 / se, df))
+    assert result.p_value == pytest.approx(0.0304, abs=5e-4)
+    half = sps.t.ppf(0.975, df) * se
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.38 / 3 - half, 0.38 / 3 + half))
 
 
-def test_zero_differences_are_dropped_before_ranking() -> None:
-    rng = np.random.default_rng(1)
-    b = rng.uniform(0.5, 0.9, 20)
-    a = b + rng.normal(0.02, 0.05, 20)
-    a[:6] = b[:6]  # six images on which both methods agree exactly
-    differences = a - b
-    # The same p-value as the 14 non-zero differences alone; with zeros present scipy uses the normal approximation.
-    assert paired_test(a, b).p_value == pytest.approx(sps.wilcoxon(differences[6:], method="approx").pvalue)
+def test_a_single_encoder_is_one_draw_against_the_other_sides_spread() -> None:
+    # The checkpoint's seeds (0.62, 0.63, 0.61) only redraw its head; scratch's (0.5, 0.6, 0.7, 0.4) redraw the
+    # encoder too. t = (0.62 - 0.55) / (s_b sqrt(1 + 1/4)), s_b = sd(0.4..0.7) = 0.1291, on 3 degrees of freedom.
+    result = seed_comparison([0.62, 0.63, 0.61], [0.5, 0.6, 0.7, 0.4], a_single_encoder=True)
+    se = 0.1290994 * math.sqrt(1.25)
+    assert result.test == "prediction"
+    assert result.difference == pytest.approx(0.07)
+    assert result.p_value == pytest.approx(2 * sps.t.sf(0.07 / se, 3), rel=1e-5)
+    assert result.p_value > 0.5  # well inside scratch's spread, however tight its own seeds are
+    assert result.ci_low == pytest.approx(0.07 - sps.t.ppf(0.975, 3) * se, rel=1e-5)
+    # The same numbers as two varying sides would have looked far more certain.
+    assert seed_comparison([0.62, 0.63, 0.61], [0.5, 0.6, 0.7, 0.4]).p_value < result.p_value
+    # Either side may be the single encoder: the roles swap, the sign flips.
+    swapped = seed_comparison([0.5, 0.6, 0.7, 0.4], [0.62, 0.63, 0.61], b_single_encoder=True)
+    assert swapped.difference == pytest.approx(-0.07) and swapped.p_value == pytest.approx(result.p_value)
 
 
-def test_a_better_on_every_image_is_significant() -> None:
-    rng = np.random.default_rng(2)
-    b = rng.uniform(0.4, 0.8, 30)
-    differences = rng.uniform(0.01, 0.1, 30)  # distinct, all positive
-    result = paired_test(b + differences, b)
-    # Exact null distribution: all 30 signs positive has probability 2^-30, doubled for two sides.
-    assert result.p_value == pytest.approx(2 / 2**30)
-    assert result.p_value < 1e-3
-    assert result.median_difference == pytest.approx(np.median(differences))
-    assert 0 < result.ci_low <= result.median_difference <= result.ci_high
+def test_below_the_seeds_a_claim_needs_there_is_no_comparison() -> None:
+    assert MIN_SEEDS == 3
+    assert seed_comparison([0.9, 0.91], [0.1, 0.11, 0.12]) is None
+    assert seed_comparison([0.9, 0.91, 0.92], [0.1]) is None
+    assert seed_comparison([0.9], [0.1, 0.2, 0.3], a_single_encoder=True) is not None  # one draw is all it is
+    assert seed_comparison([0.9, 0.9], [0.1, 0.1], a_single_encoder=True, b_single_encoder=True) is None
 
 
-def test_few_pairs_with_ties_and_a_zero_get_the_exact_p_value() -> None:
-    # Differences [0.5, 0.5, 1, 2, 0]: the zero dropped, ranks 1.5, 1.5, 3, 4, all positive (T+ = 10). Of the 16
-    # sign flips only all-positive reaches 10, so p = 2 * 1/16.
-    b = np.array([0.1, 0.2, 0.0, 0.0, 0.3])
-    assert paired_test(b + np.array([0.5, 0.5, 1.0, 2.0, 0.0]), b).p_value == pytest.approx(0.125)
+def test_no_spread_gives_p_one_for_equal_means_and_untestable_otherwise() -> None:
+    same = seed_comparison([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    assert (same.p_value, same.difference, same.ci_low, same.ci_high) == (1.0, 0.0, 0.0, 0.0)
+    assert math.isnan(seed_comparison([0.6, 0.6, 0.6], [0.5, 0.5, 0.5]).p_value)
 
 
-def test_few_pairs_with_ties_and_zeros_match_scipys_permutation_test() -> None:
-    # 11 pairs with ties and zeros: scipy enumerates every sign flip too (slowly), so the values must agree.
-    a = np.array([0.5, 0.6, 0.6, 0.7, 0.2, 0.9, 0.4, 0.4, 0.3, 0.8, 0.1])
-    b = np.array([0.5, 0.4, 0.5, 0.6, 0.2, 0.7, 0.5, 0.3, 0.5, 0.6, 0.0])
-    assert paired_test(a, b).p_value == pytest.approx(sps.wilcoxon(a, b, zero_method="wilcox").pvalue, rel=1e-12)
-
-
-def test_wilcoxon_p_value_matches_scipy() -> None:
-    rng = np.random.default_rng(3)
-    a = rng.uniform(0.5, 0.9, 60)
-    b = a + rng.normal(-0.01, 0.05, 60)
-    assert paired_test(a, b).p_value == pytest.approx(sps.wilcoxon(a, b).pvalue)
-
-
-def test_identical_methods_give_p_one_and_zero_median() -> None:
-    a = np.linspace(0.5, 0.9, 12)
-    assert paired_test(a, a.copy()) == paired_test(a, a)
-    result = paired_test(a, a)
-    assert (result.p_value, result.median_difference, result.ci_low, result.ci_high) == (1.0, 0.0, 0.0, 0.0)
-
-
-def test_paired_test_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="equal lengths"):
-        paired_test([0.1, 0.2, 0.3], [0.1, 0.2])
-    with pytest.raises(ValueError, match="at least 2"):
-        paired_test([0.1], [0.2])
+def test_seed_comparison_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="NaN"):
-        paired_test([0.1, np.nan], [0.2, 0.3])
+        seed_comparison([0.1, np.nan, 0.3], [0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="1-D"):
+        seed_comparison([[0.1, 0.2, 0.3]], [0.2, 0.3, 0.4])
 
 
 # --- holm ---
@@ -252,50 +237,68 @@ def test_iqm_normalised_rejects_bad_input() -> None:
         iqm_normalised([0.9, 0.8], [0.5])
 
 
-def test_iqm_interval_collapses_when_no_image_varies() -> None:
-    # Each seed scores every image alike, so no resample can move a task's mean: the interval is the point IQM.
-    # The two seeds of task 0 differ (0.8 and 0.6): pooling their images would move the mean, stratifying cannot.
-    scores = [[[0.8] * 5, [0.6] * 7], [[0.4] * 6], [[0.9] * 4], [[0.2] * 3]]
-    scratch = [0.5, 0.2, 0.6, 0.0]
+def test_iqm_interval_collapses_when_no_seed_varies() -> None:
+    # Every seed of a task scores alike, so no resample moves a task's mean: the interval is the point IQM.
+    seeds = [[0.7, 0.7], [0.4, 0.4, 0.4], [0.9, 0.9], [0.2, 0.2]]
+    scratch = [[0.5, 0.5], [0.2, 0.2], [0.6, 0.6, 0.6], [0.0, 0.0]]
     # Normalised means: (0.7-0.5)/0.5 = 0.4, 0.25, 0.75, 0.2 -> sorted 0.2 | 0.25, 0.4 | 0.75 -> IQM 0.325.
-    low, high = iqm_interval(scores, scratch)
+    low, high = iqm_interval(seeds, scratch)
     assert low == pytest.approx(0.325) and high == pytest.approx(0.325)
 
 
-def test_iqm_interval_holds_the_point_value_and_narrows_with_more_images() -> None:
+def test_iqm_interval_holds_the_point_value_and_narrows_with_more_seeds() -> None:
     rng = np.random.default_rng(3)
-    scratch = np.array([0.5, 0.4, 0.6, 0.3])
+    base = np.array([0.5, 0.4, 0.6, 0.3])
 
-    def width(n_images: int) -> float:
-        scores = [[np.clip(rng.normal(m + 0.1, 0.1, n_images), 0, 1)] for m in scratch]
-        point = iqm_normalised([task[0].mean() for task in scores], scratch)
-        low, high = iqm_interval(scores, scratch)
+    def width(n_seeds: int) -> float:
+        seeds = [np.clip(rng.normal(m + 0.1, 0.05, n_seeds), 0, 1) for m in base]
+        scratch = [np.clip(rng.normal(m, 0.05, n_seeds), 0, 1) for m in base]
+        point = iqm_normalised([s.mean() for s in seeds], [s.mean() for s in scratch])
+        low, high = iqm_interval(seeds, scratch)
         assert low < point < high
         return high - low
 
-    assert width(400) < 0.5 * width(25)
+    assert width(100) < 0.5 * width(6)
 
 
-def test_iqm_interval_is_deterministic_given_the_seed() -> None:
-    scores = [[np.linspace(0.5, 0.9, 10)], [np.linspace(0.2, 0.6, 10)]]
-    assert iqm_interval(scores, [0.4, 0.3], seed=1) == iqm_interval(scores, [0.4, 0.3], seed=1)
-    assert iqm_interval(scores, [0.4, 0.3], seed=1) != iqm_interval(scores, [0.4, 0.3], seed=2)
+def test_iqm_interval_needs_two_seeds_a_side_and_is_deterministic_given_the_seed() -> None:
+    seeds, scratch = [np.linspace(0.5, 0.9, 5), np.linspace(0.2, 0.6, 5)], [[0.4, 0.5], [0.3, 0.2]]
+    assert iqm_interval(seeds, scratch, seed=1) == iqm_interval(seeds, scratch, seed=1)
+    assert iqm_interval(seeds, scratch, seed=1) != iqm_interval(seeds, scratch, seed=2)
+    assert all(math.isnan(v) for v in iqm_interval(seeds, [[0.4], [0.3, 0.2]]))
 
 
 def test_iqm_interval_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="one entry per task"):
-        iqm_interval([[[0.5, 0.6]]], [0.2, 0.3])
-    with pytest.raises(ValueError, match="at least one seed"):
-        iqm_interval([[[0.5, 0.6]], []], [0.2, 0.3])
+        iqm_interval([[0.5, 0.6]], [[0.2, 0.3], [0.1, 0.2]])
+    with pytest.raises(ValueError, match="at least 1"):
+        iqm_interval([[0.5, 0.6], []], [[0.2, 0.3], [0.1, 0.2]])
     with pytest.raises(ValueError, match="NaN"):
-        iqm_interval([[[0.5, math.nan]]], [0.2])
+        iqm_interval([[0.5, math.nan]], [[0.2, 0.3]])
 
 
-def test_probability_of_improvement_with_a_tie() -> None:
-    a = [0.8, 0.7, 0.6, 0.5]
-    b = [0.7, 0.7, 0.9, 0.4]
+def test_probability_of_improvement_with_one_seed_a_task_and_a_tie() -> None:
+    a = [[0.8], [0.7], [0.6], [0.5]]
+    b = [[0.7], [0.7], [0.9], [0.4]]
     # Per task: win 1, tie 0.5, loss 0, win 1 -> 2.5 / 4.
     assert probability_of_improvement(a, b) == pytest.approx(0.625)
     assert probability_of_improvement(b, a) == pytest.approx(0.375)
-    with pytest.raises(ValueError, match="one score per task"):
+    with pytest.raises(ValueError, match="one entry per task"):
         probability_of_improvement(a, b[:3])
+
+
+def test_probability_of_improvement_counts_every_pair_of_seeds() -> None:
+    # Task 1: a's 0.5, 0.7 against b's 0.6, 0.6, 0.7: of 6 pairs, a wins 2 (0.7 > 0.6 twice), ties 1 -> 2.5 / 6.
+    # Task 2: a's 0.9 beats both of b's -> 1. Mean (2.5/6 + 1) / 2 = 0.7083.
+    a, b = [[0.5, 0.7], [0.9]], [[0.6, 0.6, 0.7], [0.1, 0.2]]
+    assert probability_of_improvement(a, b) == pytest.approx((2.5 / 6 + 1) / 2)
+
+
+def test_the_chance_to_beat_carries_its_uncertainty() -> None:
+    # One column whose seeds overlap: the point is inside a wide interval; seeds far apart give [1, 1].
+    low, high = probability_of_improvement_interval([[0.50, 0.55, 0.60]], [[0.48, 0.53, 0.58]])
+    point = probability_of_improvement([[0.50, 0.55, 0.60]], [[0.48, 0.53, 0.58]])
+    assert low < point < high and high - low > 0.5
+    assert probability_of_improvement_interval([[0.9, 0.91, 0.92]], [[0.1, 0.11, 0.12]]) == (1.0, 1.0)
+    # A single seed has no spread to redraw.
+    assert all(math.isnan(v) for v in probability_of_improvement_interval([[0.9]], [[0.1, 0.2]]))
