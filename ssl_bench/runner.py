@@ -60,6 +60,7 @@ from ssl_bench.results import (
     write_json,
     write_text,
 )
+from ssl_bench.stats import MIN_SEEDS
 from ssl_bench.task import ClassificationData, SegmentationData, Task
 
 TaskData = SegmentationData | ClassificationData
@@ -76,7 +77,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     hasher = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         hasher.update(name.encode())
-        hasher.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        hasher.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()
 
 
@@ -309,6 +310,11 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                     for name, protocol in protocols.items():
                         if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
                             planner.job(pretraining, task, name, fraction, seed_index)
+    if config.seeds < MIN_SEEDS:
+        echo(
+            f"note: with {config.seeds} seed(s) the leaderboard can claim no difference between methods: a claim "
+            f"takes training seeds as its replicates and needs {MIN_SEEDS} per method (--seeds {MIN_SEEDS})"
+        )
     # Insertion order already puts every upstream job before the jobs that continue from it.
     return Plan(list(planner.jobs.values()), data)
 

@@ -124,12 +124,26 @@ def test_protocol_settings_from_the_config_name_the_variant(tmp_path):
         build_plan(bad, get_registry())
 
 
+def test_a_plan_with_fewer_seeds_than_a_claim_needs_says_so(tmp_path):
+    def planned(seeds: int) -> list[str]:
+        lines: list[str] = []
+        config = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=seeds)
+        build_plan(config, get_registry(), echo=lines.append)
+        return [line for line in lines if "can claim no difference" in line]
+
+    (warning,) = planned(2)
+    assert "with 2 seed(s)" in warning and "--seeds 3" in warning
+    assert planned(3) == []
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers_and_scratch_learns(tmp_path):
     first = _run(_config(tmp_path / "a", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=2))
     second = _run(_config(tmp_path / "b", methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=1))
     by_seed = {r.seed_index: r for r in first}
     assert _dice(by_seed[0]) == _dice(second[0])
     assert _dice(by_seed[0]) != _dice(by_seed[1])
+    # scratch's random encoder is redrawn with each seed: the weights' digest says so (a checkpoint's would not).
+    assert by_seed[0].encoder_digest == second[0].encoder_digest != by_seed[1].encoder_digest
     # All-foreground prediction on the same test masks: Dice = 2|y| / (|y| + |image|).
     masks = get_registry().task("synthetic-vessel").load(None).test.masks.float()
     all_foreground = (2 * masks.sum((1, 2)) / (masks.sum((1, 2)) + masks[0].numel())).mean().item()
