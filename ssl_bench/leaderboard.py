@@ -550,12 +550,12 @@ def leaderboard_sections(
 def findings_section(summary: pd.DataFrame) -> Section:
     """Per protocol: the ranking (with its critical difference where informative) and every claim against scratch
     with its seeds and test images, or one honest line when there is none."""
-    blocks: list[str | Table] = []
+    blocks: list[str | Table] = [f"How a claim is made: {CLAIM_RULE}"]
     for protocol in protocols_of(summary):
         rows = rows_of(summary[summary["protocol"] == protocol], HEADLINE_METRIC)
         blocks.append(_ranking_line(rows, protocol))
         claims = rows[rows["claim_vs_scratch"].isin([BETTER, WORSE])]
-        blocks.append(_claims_table(claims) if len(claims) else _no_claim_line(rows))
+        blocks.append(_claims_table(claims, protocol) if len(claims) else _no_claim_line(rows))
     return Section("Findings", blocks)
 
 
@@ -578,7 +578,7 @@ def _ranking_line(rows: pd.DataFrame, protocol: str) -> str:
     )
 
 
-def _claims_table(claims: pd.DataFrame) -> Table:
+def _claims_table(claims: pd.DataFrame, protocol: str) -> Table:
     body = []
     for row in claims.itertuples(index=False):
         sign = "▲" if row.claim_vs_scratch == BETTER else "▼"
@@ -595,7 +595,7 @@ def _claims_table(claims: pd.DataFrame) -> Table:
             ]
         )
     header = ["variant", "column", "score", "vs scratch", "95% CI", "seeds", "test images", "p (Holm)"]
-    return Table(f"Claims against scratch ({CLAIM_RULE})", header, body)
+    return Table(f"`{protocol}`: claims against scratch", header, body)
 
 
 def _no_claim_line(rows: pd.DataFrame) -> str:
@@ -829,9 +829,9 @@ def _caption(rows: pd.DataFrame, most_seeds: int, few_everywhere: bool) -> str:
 
 #: How a claim is made, said in every table that marks claims.
 CLAIM_RULE = (
-    "training seeds are the replicates (Welch's t-test on the per-seed scores; a single encoder that every seed "
-    "loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
-    f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of this table, so adding a variant "
+    "training seeds are the replicates, not test images (Welch's t-test on the per-seed scores; a single encoder "
+    "that every seed loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
+    f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of the protocol's table, so adding a variant "
     f"changes no other variant's ▲/▼. A claim needs {MIN_SEEDS} seeds per variant."
 )
 
