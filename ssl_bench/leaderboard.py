@@ -831,8 +831,8 @@ def _caption(rows: pd.DataFrame, most_seeds: int, few_everywhere: bool) -> str:
 CLAIM_RULE = (
     "training seeds are the replicates, not test images (Welch's t-test on the per-seed scores; a single encoder "
     "that every seed loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
-    f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of the protocol's table, so adding a variant "
-    f"changes no other variant's ▲/▼. A claim needs {MIN_SEEDS} seeds per variant."
+    f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of the protocol's table, so adding a "
+    f"variant changes no other variant's ▲/▼. A claim needs {MIN_SEEDS} seeds per variant."
 )
 
 
