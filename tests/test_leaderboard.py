@@ -623,6 +623,23 @@ def test_claims_take_seeds_as_replicates_not_test_images(tmp_path: Path) -> None
     assert "≈" not in cells_shown["scratch"] + cells_shown["equal"] + cells_shown["worse"]
 
 
+def test_adding_unrelated_variants_leaves_a_claim_as_it_was() -> None:
+    # Holm runs over each variant's own columns: twelve more variants (each with a p of its own) change neither
+    # simclr's adjusted p nor its claim; a correction over the whole table would have multiplied it by up to 13.
+    base = _seeds("scratch", (0.50, 0.52, 0.54)) + _seeds("simclr", (0.60, 0.63, 0.62))
+    others = [r for k in range(12) for r in _seeds(f"m{k}", (0.50 + 0.01 * k, 0.53, 0.51))]
+
+    def simclr(records: list[ResultRecord]) -> pd.Series:
+        summary = summary_table(records)
+        return summary[(summary["metric"] == "dice") & (summary["variant"] == "simclr")].iloc[0]
+
+    alone, crowded = simclr(base), simclr(base + others)
+    assert alone["p_vs_scratch"] == pytest.approx(
+        sps.ttest_ind([0.60, 0.63, 0.62], [0.50, 0.52, 0.54], equal_var=False).pvalue
+    )
+    assert crowded["p_vs_scratch"] == alone["p_vs_scratch"] and crowded["claim_vs_scratch"] == "better"
+
+
 def test_one_seed_claims_nothing_and_says_so(tmp_path: Path) -> None:
     records = [record("s", "scratch", scores=[0.5] * 12), record("b", "better", scores=[0.9] * 12)]
     markdown = markdown_of(tmp_path, records)
