@@ -149,9 +149,9 @@ def run(
     ] = True,
 ) -> None:
     """Pretrain and score methods on tasks, then write the leaderboards."""
+    from ssl_bench.board import write_boards
     from ssl_bench.config import read_config_file, resolve_config
     from ssl_bench.executors import create_executor
-    from ssl_bench.report import write_leaderboard, write_report
     from ssl_bench.runner import build_plan
 
     if not (all_ or method or task or config):
@@ -195,11 +195,7 @@ def run(
         )
         summary = plan_executor.run(build_plan(resolved, registry, echo=typer.echo))
         finished = any(resolved.results.glob("runs/*/result.json"))
-        paths = (
-            (*write_leaderboard(resolved.results), write_report(resolved.results))
-            if report and (finished or not summary.failed)
-            else ()
-        )
+        paths = write_boards(resolved.results) if report and (finished or not summary.failed) else ()
     except SslBenchError as error:
         raise _fail(error) from None
     except KeyboardInterrupt:
@@ -222,10 +218,10 @@ def run(
 @app.command()
 def leaderboard(results: ResultsOption = Path("results")) -> None:
     """Rebuild the leaderboards from the stored result files alone."""
-    from ssl_bench.report import write_leaderboard
+    from ssl_bench.board import Board, write_leaderboard
 
     try:
-        paths = write_leaderboard(results)
+        paths = write_leaderboard(Board.load(results))
     except SslBenchError as error:
         raise _fail(error) from None
     for path in paths:
@@ -235,10 +231,10 @@ def leaderboard(results: ResultsOption = Path("results")) -> None:
 @app.command()
 def report(results: ResultsOption = Path("results")) -> None:
     """Write the leaderboards and the self-contained HTML report (report/index.html) from the stored results."""
-    from ssl_bench.report import write_leaderboard, write_report
+    from ssl_bench.board import write_boards
 
     try:
-        paths = (*write_leaderboard(results), write_report(results))
+        paths = write_boards(results)
     except SslBenchError as error:
         raise _fail(error) from None
     for path in paths:

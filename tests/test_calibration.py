@@ -17,7 +17,8 @@ import pytest
 from records import record
 from scipy import stats as sps
 
-from ssl_bench.leaderboard import BETTER, WORSE, summary_table
+from ssl_bench.board.claims import BETTER, WORSE
+from ssl_bench.board.tables import summary_table
 from ssl_bench.stats import MIN_SEEDS, seed_comparison
 
 NOMINAL = 0.05

@@ -18,20 +18,17 @@ from records import (
 )
 from scipy import stats as sps
 
+from ssl_bench.board import Board, write_leaderboard
+from ssl_bench.board.load import load_results
+from ssl_bench.board.markdown import render_markdown
+from ssl_bench.board.tables import ranks, seed_table, summary_table
 from ssl_bench.errors import DataError
-from ssl_bench.leaderboard import (
-    load_results,
-    ranks,
-    render_markdown,
-    seed_table,
-    summary_table,
-)
 from ssl_bench.record import (
+    FailureRecord,
     MetricRecord,
     PoolRecord,
     ResultRecord,
 )
-from ssl_bench.report import write_leaderboard
 
 T_975_DF1 = 12.7062047  # Student t quantile 0.975 with 1 degree of freedom, from tables
 
@@ -209,7 +206,7 @@ def test_a_set_level_metric_is_a_headline_without_image_std(tmp_path: Path) -> N
     acc = row(summary, metric="acc")
     assert acc["mean"] == pytest.approx(0.75) and not bool(acc["headline"])
     assert acc["image_std"] == pytest.approx(math.sqrt(3 / 16))  # deviations 0.25, -0.75, 0.25, 0.25
-    markdown = render_markdown(summary, records)
+    markdown = render_markdown(Board(tmp_path, records))
     assert "| simclr | **0.900** | 1.00 | 1 |" in markdown
     assert "### `linear-probe`: acc" in markdown
 
@@ -233,7 +230,7 @@ def test_two_pools_of_one_variant_are_two_rows_never_one_cell(tmp_path: Path) ->
         {"simclr {fundus:aaaaaaaa}": 0.5, "simclr {fundus:cccccccc}": 0.9, "scratch": 0.3}
     )
     assert set(dice["n_seeds"]) == {1}
-    table = first_table(protocol_section(render_markdown(summary, loaded), "frozen"))
+    table = first_table(protocol_section(render_markdown(Board(tmp_path, loaded)), "frozen"))
     assert table[2:] == [
         "| simclr {fundus:cccccccc} | **0.900** | 1.00 | 1 |",
         "| simclr {fundus:aaaaaaaa} | 0.500 | 2.00 | 0 |",
@@ -265,7 +262,7 @@ def test_two_protocol_labels_are_two_sections_never_averaged(tmp_path: Path) -> 
     summary = summary_table(loaded)
     dice = summary[summary["metric"] == "dice"].set_index("protocol")
     assert dice["mean"].to_dict() == pytest.approx({"frozen": 0.4, "finetune": 0.6, "finetune(lr=0.0001)": 0.8})
-    markdown = render_markdown(summary, loaded)
+    markdown = render_markdown(Board(tmp_path, loaded))
     headings = [line for line in markdown.split("\n") if line.startswith("## ")]
     # the order: what was found, frozen, then finetune's labels, then the compute table
     assert headings == ["## Findings", "## `frozen`", "## `finetune`", "## `finetune(lr=0.0001)`", "## Compute"]
@@ -366,7 +363,7 @@ def test_a_lower_is_better_metric_ranks_the_lowest_first(tmp_path: Path) -> None
 
 def test_markdown_bolds_the_lowest_of_a_lower_is_better_metric(tmp_path: Path) -> None:
     loaded = load(tmp_path, lower_is_better_records())
-    section = protocol_section(render_markdown(summary_table(loaded), loaded), "frozen")
+    section = protocol_section(render_markdown(Board(tmp_path, loaded)), "frozen")
     assert "hd95 (lower is better)" in section
     assert first_table(section) == [
         "| variant | t1 | t2 | mean rank | wins |",
@@ -395,7 +392,7 @@ def markdown_records(profile: str, modality: str = "xray") -> list[ResultRecord]
 
 def markdown_of(results_dir: Path, records: list[ResultRecord]) -> str:
     write_runs(results_dir, records)
-    return write_leaderboard(results_dir)[1].read_text(encoding="utf-8")
+    return write_leaderboard(Board.load(results_dir))[1].read_text(encoding="utf-8")
 
 
 def test_markdown_bolds_best_and_shows_mean_std_ranks_and_wins(tmp_path: Path) -> None:
@@ -494,7 +491,7 @@ def test_markdown_escapes_pipes_in_variant_labels(tmp_path: Path) -> None:
 def test_write_leaderboard_writes_three_files_and_a_readable_csv(tmp_path: Path) -> None:
     write_runs(tmp_path, two_seed_records())
     (tmp_path / "runs" / "unfinished").mkdir()  # a job still running: no result.json yet
-    csv_path, md_path, png_path = write_leaderboard(tmp_path)
+    csv_path, md_path, png_path = write_leaderboard(Board.load(tmp_path))
     assert (csv_path, md_path, png_path) == (
         tmp_path / "leaderboard.csv",
         tmp_path / "leaderboard.md",
@@ -527,7 +524,7 @@ def test_write_leaderboard_writes_three_files_and_a_readable_csv(tmp_path: Path)
 def test_write_leaderboard_replaces_an_old_leaderboard(tmp_path: Path) -> None:
     write_runs(tmp_path, two_seed_records())
     (tmp_path / "leaderboard.md").write_text("stale")
-    _, md_path, _ = write_leaderboard(tmp_path)
+    _, md_path, _ = write_leaderboard(Board.load(tmp_path))
     assert "stale" not in md_path.read_text()
 
 
@@ -546,7 +543,7 @@ def test_old_schema_and_truncated_files_are_left_out_and_listed(tmp_path: Path) 
     assert str(old) in old_problem and "schema_version 1" in old_problem
     assert all("delete" in problem and "rerun" in problem for problem in problems)
 
-    _, md_path, _ = write_leaderboard(tmp_path)
+    _, md_path, _ = write_leaderboard(Board.load(tmp_path))
     markdown = md_path.read_text()
     assert "2 result file(s) left out:" in markdown
     assert f"- {cut_problem}" in markdown and f"- {old_problem}" in markdown
@@ -561,7 +558,7 @@ def test_old_schema_and_truncated_files_are_left_out_and_listed(tmp_path: Path) 
 def test_no_results_is_an_actionable_error(tmp_path: Path) -> None:
     (tmp_path / "runs" / "unfinished").mkdir(parents=True)
     with pytest.raises(DataError, match=r"no finished jobs.*run the benchmark"):
-        write_leaderboard(tmp_path)
+        write_leaderboard(Board.load(tmp_path))
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
@@ -570,7 +567,7 @@ def test_only_unreadable_results_is_an_error_naming_one(tmp_path: Path) -> None:
     bad.parent.mkdir(parents=True)
     bad.write_text('{"schema_version": 2, "job_id": ')
     with pytest.raises(DataError, match=r"no finished jobs.*1 left out") as caught:
-        write_leaderboard(tmp_path)
+        write_leaderboard(Board.load(tmp_path))
     assert str(bad) in str(caught.value)
     assert not (tmp_path / "leaderboard.md").exists()
 
@@ -594,7 +591,7 @@ def test_claims_take_seeds_as_replicates_not_test_images(tmp_path: Path) -> None
     cells = {"better": (0.60, 0.62, 0.64), "equal": scratch, "worse": (0.40, 0.42, 0.44), "lucky": (0.70, 0.45, 0.47)}
     records = _seeds("scratch", scratch) + [r for v, scores in cells.items() for r in _seeds(v, scores)]
     write_runs(tmp_path, records)
-    summary = pd.read_csv(write_leaderboard(tmp_path)[0])
+    summary = pd.read_csv(write_leaderboard(Board.load(tmp_path))[0])
     dice = summary[summary["metric"] == "dice"].set_index("variant")
     # One column per variant, so Holm has one p-value per family: the Welch p as scipy gives it.
     for variant, claim in (("better", "better"), ("worse", "worse"), ("lucky", "not distinguishable")):
@@ -660,7 +657,12 @@ def test_a_checkpoint_loaded_by_every_seed_is_one_draw_of_an_encoder(tmp_path: P
     scratch = _seeds("scratch", (0.30, 0.40, 0.50))
     checkpoint = [dataclasses.replace(r, encoder_digest="e" * 64) for r in _seeds("checkpoint", (0.41, 0.42, 0.41))]
     write_runs(tmp_path, scratch + checkpoint)
-    row = pd.read_csv(write_leaderboard(tmp_path)[0]).query("metric == 'dice'").set_index("variant").loc["checkpoint"]
+    row = (
+        pd.read_csv(write_leaderboard(Board.load(tmp_path))[0])
+        .query("metric == 'dice'")
+        .set_index("variant")
+        .loc["checkpoint"]
+    )
     assert bool(row["single_encoder"])
     se = 0.1 * math.sqrt(1 + 1 / 3)  # scratch's sd 0.1, one new draw
     assert row["p_vs_scratch"] == pytest.approx(2 * sps.t.sf((0.4133333 - 0.4) / se, 2), rel=1e-4)
@@ -670,7 +672,7 @@ def test_a_checkpoint_loaded_by_every_seed_is_one_draw_of_an_encoder(tmp_path: P
 def test_the_bootstrap_interval_of_a_cell_surrounds_its_mean_and_is_stratified_by_seed(tmp_path: Path) -> None:
     records = [record("a", seed_index=0, scores=_twelve(0.0)), record("b", seed_index=1, scores=_twelve(0.2))]
     write_runs(tmp_path, records)
-    row = pd.read_csv(write_leaderboard(tmp_path)[0]).query("metric == 'dice'").iloc[0]
+    row = pd.read_csv(write_leaderboard(Board.load(tmp_path))[0]).query("metric == 'dice'").iloc[0]
     # The mean of the seeds' means is (0.555 + 0.755) / 2 = 0.655. Resampling within each seed keeps their gap:
     # each seed mean has SE 0.0345 / sqrt(12) = 0.00996 (sd of 12 values 0.01 apart), the cell sqrt(2) / 2 of that,
     # 0.0070, so the 95% width is about 4 * 0.0070 = 0.028; pooling the 24 images (sd 0.105) would give ~0.084.
@@ -726,3 +728,35 @@ def test_the_matrix_of_chances_needs_five_columns_and_three_variants(tmp_path: P
     assert "| a |  | 0.80 | 1.00 |" in section and "| b | 0.20 |  | 1.00 |" in section
     four = protocol_section(markdown_of(tmp_path / "four", [r for r in records if r.task != "t5"]), "frozen")
     assert "| beats → |" not in four
+
+
+def test_a_failed_seed_lands_in_the_row_of_its_own_pool(tmp_path: Path) -> None:
+    # simclr on lung with two pools (a pool whose content changed): seed 1 of the new pool failed. The failure
+    # is named by the same rule as the records, so it counts in the new pool's row and makes no row of its own.
+    new_pool = PoolRecord("fundus", "bbbbbbbb" + "2" * 56)
+    records = [
+        record("old0", "simclr", seed_index=0, scores=[0.5]),
+        record("new0", "simclr", seed_index=0, scores=[0.7], pool=new_pool),
+    ]
+    failure = FailureRecord(
+        job_id="new1",
+        variant="simclr",
+        task="lung",
+        protocol="frozen",
+        label_fraction=1.0,
+        seed_index=1,
+        profile="paper",
+        phase="protocol",
+        error="RuntimeError: out of memory",
+        traceback="",
+        spec={"pretraining": {"pool": {"id": new_pool.id, "fingerprint": new_pool.fingerprint}}},
+        host="h",
+        pid=1,
+        unix_time=2000.0,
+    )
+    summary = Board(tmp_path, records, failures=[failure]).summary
+    dice = summary[summary["metric"].isin(["dice", ""])].set_index("variant")
+    assert sorted(dice.index) == ["simclr {fundus:aaaaaaaa}", "simclr {fundus:bbbbbbbb}"]
+    assert (
+        dice.loc["simclr {fundus:bbbbbbbb}", "n_failed"] == 1 and dice.loc["simclr {fundus:aaaaaaaa}", "n_failed"] == 0
+    )

@@ -13,9 +13,10 @@ import pytest
 from records import record, write_runs
 from typer.testing import CliRunner
 
+from ssl_bench.board import Board, write_leaderboard, write_report
+from ssl_bench.board import load as board_load
+from ssl_bench.board.plots import critical_difference_groups, variant_styles
 from ssl_bench.cli import app
-from ssl_bench.plots import critical_difference_groups, variant_styles
-from ssl_bench.report import write_leaderboard, write_report
 
 TASKS = ("t1", "t2", "t3", "t4", "t5")
 VARIANTS = {"scratch": 0.5, "simclr": 0.6, "ld": 0.7}
@@ -43,7 +44,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_the_report_is_one_file_that_fetches_nothing(results: Path) -> None:
-    page = write_report(results).read_text(encoding="utf-8")
+    page = write_report(Board.load(results)).read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)=["'](https?:)?//""", page)  # no CDN, no remote image
     assert "<link" not in page and "<script src" not in page
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
@@ -55,7 +56,7 @@ def test_the_report_is_one_file_that_fetches_nothing(results: Path) -> None:
 
 
 def test_every_job_links_to_its_result_file(results: Path) -> None:
-    path = write_report(results)
+    path = write_report(Board.load(results))
     links = re.findall(r'<a href="([^"]+/result\.json)">', path.read_text(encoding="utf-8"))
     assert len(links) == 36  # 3 variants x (5 tasks + t1 at 0.25) x 2 seeds
     assert all((path.parent / link).resolve().is_file() for link in links)
@@ -121,8 +122,8 @@ def _headline_table(page) -> list[list[str]]:
 def test_the_page_loads_cleanly_shows_the_csv_numbers_sorts_and_renders_every_image(
     browser, results: Path, tmp_path_factory
 ) -> None:
-    csv_path = write_leaderboard(results)[0]
-    page, errors = _open(browser, write_report(results))
+    csv_path = write_leaderboard(Board.load(results))[0]
+    page, errors = _open(browser, write_report(Board.load(results)))
     header = page.evaluate("""[...document.querySelectorAll('table[data-name="frozen"] thead th')].map(
         (th) => th.textContent)""")
     columns = header[1:-2]
@@ -162,3 +163,22 @@ def test_the_report_command_writes_the_page_and_says_what_to_do_without_results(
     assert (results / "leaderboard.csv").is_file()
     empty = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "nothing")])
     assert empty.exit_code == 2 and "no finished jobs" in empty.output and "run the benchmark first" in empty.output
+
+
+def test_the_report_command_reads_each_result_file_once_and_builds_each_table_once(tmp_path: Path, monkeypatch):
+    records = [
+        record(f"{v}-{t}-{s}", v, task=t, seed_index=s, scores=_scores(base, i, s))
+        for v, base in {**VARIANTS, "byol": 0.55}.items()
+        for i, t in enumerate(("t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "t10"))
+        for s in range(5)
+    ]
+    write_runs(tmp_path, records)
+    reads: list[Path] = []
+    tables: list[str] = []
+    real_read, real_seed_table = board_load.read_record, board_load.seed_table
+    monkeypatch.setattr(board_load, "read_record", lambda path: reads.append(path) or real_read(path))
+    monkeypatch.setattr(board_load, "seed_table", lambda *a: tables.append("seeds") or real_seed_table(*a))
+    done = CliRunner().invoke(app, ["report", "--results", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert len(reads) == len(set(reads)) == 200
+    assert tables == ["seeds"]

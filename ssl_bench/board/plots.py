@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ssl_bench.leaderboard import HEADLINE_METRIC, column_label, protocols_of, rows_of, task_columns
+from ssl_bench.board.schema import HEADLINE_METRIC
+from ssl_bench.board.tables import column_label, protocols_of, rows_of, task_columns
 from ssl_bench.stats import FriedmanResult
 
 # tab20's saturated half first, then its light half: the first ten variants get the most distinct colours.

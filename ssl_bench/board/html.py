@@ -1,11 +1,8 @@
-"""What a run leaves to read: ``leaderboard.csv``/``.md``/``.png`` and one self-contained HTML report.
-
-``<results>/report/index.html`` holds everything inline (CSS, a few lines of script for sorting tables, figures as
-PNG data URIs), so it opens offline and can be mailed as one file: first what the run found (per protocol the
-ranking and every claim against scratch, or that there is none), then the leaderboard of every protocol with
-intervals and claim marks (tables sort by a click on a column), each protocol's dot plot and critical-difference
-diagram, label-fraction curves, the compute table, failed jobs, a link to every job's result file and the run
-manifest. Like the leaderboard it is built from the result records alone.
+"""The report page: one self-contained HTML file (CSS, a few lines of script for sorting tables, figures as PNG data
+URIs), so it opens offline and can be mailed as one file. First what the run found (per protocol the ranking and
+every claim against scratch, or that there is none), then the leaderboard of every protocol with intervals and
+claim marks (tables sort by a click on a column), each protocol's dot plot and critical-difference diagram,
+label-fraction curves, the compute table, failed jobs, a link to every job's result file and the run manifest.
 """
 
 from __future__ import annotations
@@ -15,68 +12,27 @@ import html
 import io
 import math
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ssl_bench.leaderboard import (
-    Cell,
-    Section,
-    Table,
-    demo_banner,
-    friedman_result,
-    leaderboard_sections,
-    load_all,
-    render_markdown,
-    summary_table,
-)
-from ssl_bench.plots import Style, cd_diagram, dot_plot, fraction_curves, variant_styles
+from ssl_bench.board.plots import Style, cd_diagram, dot_plot, fraction_curves, variant_styles
+from ssl_bench.board.schema import Cell, Section, Table
+from ssl_bench.board.sections import demo_banner, leaderboard_sections
+from ssl_bench.board.tables import friedman_result
 from ssl_bench.record import FailureRecord, ResultRecord
-from ssl_bench.results import write_atomic, write_text
 
-REPORT_PAGE = Path("report") / "index.html"
-
-
-def write_leaderboard(results_dir: Path) -> tuple[Path, Path, Path]:
-    """Write ``leaderboard.csv``, ``.md`` and ``.png`` under ``results_dir``; return their paths."""
-    results_dir = Path(results_dir)
-    results, problems, failures = load_all(results_dir)
-    summary = summary_table(results, failures)
-    csv_path, md_path, png_path = (results_dir / f"leaderboard.{suffix}" for suffix in ("csv", "md", "png"))
-    write_atomic(csv_path, lambda f: f.write(summary.to_csv(index=False).encode("utf-8")))
-    write_text(md_path, render_markdown(summary, results, problems, failures))
-    figure = dot_plot(summary, demo=demo_banner(results) is not None)
-    write_atomic(png_path, lambda f: figure.savefig(f, format="png", dpi=120))
-    return csv_path, md_path, png_path
+if TYPE_CHECKING:
+    from ssl_bench.board.load import Board
 
 
-def write_report(results_dir: Path) -> Path:
-    """Write ``report/index.html`` under ``results_dir`` from its result records; return its path."""
-    results_dir = Path(results_dir)
-    results, problems, failures = load_all(results_dir)
-    config = results_dir / "run-config.toml"
-    page = render_html(
-        summary_table(results, failures),
-        results,
-        problems,
-        failures,
-        config.read_text(encoding="utf-8") if config.exists() else None,
-    )
-    return write_text(results_dir / REPORT_PAGE, page)
-
-
-def render_html(
-    summary: pd.DataFrame,
-    results: list[ResultRecord],
-    problems: list[str],
-    failures: list[FailureRecord],
-    run_config: str | None,
-) -> str:
-    """The report page as one HTML string."""
+def render_html(board: Board, run_config: str | None) -> str:
+    """The report page as one HTML string; ``run_config`` is the run's resolved configuration, if known."""
+    summary = board.summary
     styles = variant_styles(summary["variant"])
-    demo = demo_banner(results)
-    findings, *sections = leaderboard_sections(summary, results, failures)
+    demo = demo_banner(board.records)
+    findings, *sections = leaderboard_sections(board)
     # The first screen answers "which method, and is it real?"; how the run was made comes last.
     top = [f'<p class="banner">{_inline(demo.removeprefix("> "))}</p>'] if demo else []
     top.append(_section(findings, "findings"))
@@ -91,7 +47,7 @@ def render_html(
         contents.append((2, "Label-fraction curves", "label-fraction-curves"))
         parts += ['<h2 id="label-fraction-curves">Label-fraction curves</h2>', _image(curves, "label-fraction curves")]
     contents += [(2, "Jobs", "jobs"), (2, "Run manifest", "manifest")]
-    parts += [_jobs(results), *_manifest(results, problems, failures, run_config)]
+    parts += [_jobs(board.records), *_manifest(board.records, board.problems, board.failures, run_config)]
     return _page("\n".join(top), _contents(contents), "\n".join(parts))
 
 
@@ -231,6 +187,7 @@ th[data-order="asc"]::after { content: " ▲"; } th[data-order="desc"]::after { 
 figure { margin: 0.5rem 0 2rem; } img { max-width: 100%; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; }
 """
+
 
 # Numbers sort by their data-value (cells without one last), everything else by its text.
 _SCRIPT = """
