@@ -14,8 +14,6 @@ from ssl_bench.config import RunConfig
 from ssl_bench.errors import ConfigError
 from ssl_bench.runner import Plan, RunSummary
 
-EXECUTORS = ("inline", "local", "slurm")
-
 
 class PlanExecutor(Protocol):
     """Runs the jobs of a plan that are not done and says what was written and what failed."""

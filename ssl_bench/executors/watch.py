@@ -18,7 +18,8 @@ from ssl_bench.record import FailureRecord, read_failure
 from ssl_bench.results import failure_path, result_path, write_text
 from ssl_bench.runner import Plan, RunSummary, job_is_done
 
-POLL_SECONDS = 2.0
+#: How often the parent looks at the results folder to show the workers' progress.
+PROGRESS_POLL_SECONDS = 2.0
 
 
 def write_run_config(config: RunConfig) -> Path:
@@ -46,7 +47,7 @@ class Watch:
         with tqdm(total=len(self.plan.jobs), desc="jobs", unit="job", disable=not progress) as bar:
             while running():
                 bar.update(self._newly_finished())
-                time.sleep(POLL_SECONDS)
+                time.sleep(PROGRESS_POLL_SECONDS)
             bar.update(self._newly_finished())
 
     def summary(self) -> RunSummary:
