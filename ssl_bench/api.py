@@ -5,7 +5,8 @@
 - Data types: :class:`SegmentationSplit` (optionally with landmark points, named by :attr:`Task.landmarks`),
   :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
-  selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split, resized),
+  selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split of the
+  labelled subset, resized), :func:`labelled_rows` (the labelled subset of a training list),
   per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`, :func:`require_whole_numbers` for settings.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - LD's region clustering (``ld`` and ``shape-guided``): :func:`cluster_assignment`, :func:`region_features`,
@@ -35,6 +36,7 @@ from ssl_bench.downstream import (
 )
 from ssl_bench.errors import ConfigError, DataError, TrainingError, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
+from ssl_bench.labelled import labelled_rows
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
@@ -105,6 +107,7 @@ __all__ = [
     "hookimpl",
     "iou_per_image",
     "l2_normalize",
+    "labelled_rows",
     "local_discrimination_loss",
     "make_angiogram",
     "make_cxr",

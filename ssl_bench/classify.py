@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from ssl_bench.augment import normalize, random_flip
-from ssl_bench.errors import ConfigError
+from ssl_bench.labelled import labelled_rows
 from ssl_bench.models import Encoder
 from ssl_bench.protocol import Scores
 from ssl_bench.task import ClassificationData, ClassificationSplit
@@ -31,8 +31,10 @@ class Classifier(nn.Module):
         self.encoder = encoder
         channels = encoder.feature_info[-1].channels
         # Features standardised before the linear layer (as MAE's linear probe): a probe on raw features of an
-        # arbitrary scale would mostly measure how well Adam copes with that scale.
-        self.head = nn.Sequential(nn.BatchNorm1d(channels, affine=False), nn.Linear(channels, outputs))
+        # arbitrary scale would mostly measure how well Adam copes with that scale. The statistics that evaluation
+        # uses are the cumulative average of the training batches' (momentum None): the default 0.1 would still
+        # hold much of their initial 0 and 1 after a short schedule, and evaluation would standardise otherwise.
+        self.head = nn.Sequential(nn.BatchNorm1d(channels, affine=False, momentum=None), nn.Linear(channels, outputs))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.encoder(images)[-1].mean(dim=(2, 3)))
@@ -60,19 +62,6 @@ def _auc(probabilities: Tensor, labels: Tensor, multi_label: bool) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def labelled_count(n: int, label_fraction: float) -> int:
-    """The labelled prefix of ``n`` training images for ``label_fraction``: ``floor(f n)``, at least 2."""
-    if not 0 < label_fraction <= 1:
-        raise ConfigError(f"label_fraction must be in (0, 1], got {label_fraction}")
-    labelled = math.floor(label_fraction * n + 1e-9)  # the epsilon keeps 0.29 * 100 from losing a row
-    if labelled < 2:
-        raise ConfigError(
-            f"label fraction {label_fraction} of {n} training images keeps {labelled}; at least 2 are needed: "
-            "use a larger fraction"
-        )
-    return labelled
-
-
 def _prepare(split: ClassificationSplit, size: int, device: torch.device) -> tuple[Tensor, Tensor, tuple[str, ...]]:
     images = split.images.to(device).float().div(255)
     if images.shape[-2:] != (size, size):
@@ -81,7 +70,12 @@ def _prepare(split: ClassificationSplit, size: int, device: torch.device) -> tup
 
 
 class ClassificationKind(TaskKind):
-    """A classification task's official splits at the settings' size on the device; the labelled prefix of train."""
+    """A classification task's official splits at the settings' size on the device, and the labelled subset of train.
+
+    The subset is drawn from ``subset_seed``, stratified by class (not for multi-label tasks, whose label
+    combinations are too many to keep each one's share), or is the training list's prefix where ``subset_seed`` is
+    None; the settings' ``max_train_images`` caps it.
+    """
 
     def __init__(
         self,
@@ -89,15 +83,20 @@ class ClassificationKind(TaskKind):
         settings: SupervisedSettings,
         *,
         label_fraction: float,
+        subset_seed: int | None,
         classes: int,
         multi_label: bool,
         device: torch.device,
     ) -> None:
-        labelled = labelled_count(len(data.train), label_fraction)
-        if settings.max_train_images is not None:
-            labelled = min(labelled, settings.max_train_images)
+        rows = labelled_rows(
+            len(data.train),
+            label_fraction,
+            seed=subset_seed,
+            classes=None if multi_label else data.train.labels[:, 0],
+            limit=settings.max_train_images,
+        )
         size = settings.image_size
-        self.train = _prepare(data.train.subset(slice(labelled)), size, device)
+        self.train = _prepare(data.train.subset(rows), size, device)
         self.val, self.test = (_prepare(split, size, device) for split in (data.val, data.test))
         self.classes, self.multi_label = classes, multi_label
         self.val_loss_name = "binary_cross_entropy" if multi_label else "cross_entropy"

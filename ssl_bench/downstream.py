@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ssl_bench.classify import ClassificationKind, labelled_count
+from ssl_bench.classify import ClassificationKind
 from ssl_bench.errors import PluginError
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
-from ssl_bench.task import ClassificationData, SegmentationData, Task
+from ssl_bench.task import Task
 from ssl_bench.training import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
-from ssl_bench.transfer import SegmentationKind, split_train_val
+from ssl_bench.transfer import SegmentationKind
 
 SEGMENTATION_METRICS = (
     Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)"),
@@ -28,14 +28,6 @@ def supervised_metrics(task: Task) -> tuple[Metric, ...]:
     return CLASSIFICATION_METRICS if task.kind == "classification" else SEGMENTATION_METRICS
 
 
-def check_label_fraction(task: Task, data: SegmentationData | ClassificationData, label_fraction: float) -> None:
-    """Raise ``ConfigError`` now, before any training, if ``label_fraction`` leaves ``task`` too few images."""
-    if task.kind == "segmentation":
-        split_train_val(len(data.train), label_fraction)
-    elif task.kind == "classification":
-        labelled_count(len(data.train), label_fraction)
-
-
 def task_kind(context: Context) -> TaskKind:
     """The context's data prepared as its task's kind, at the context's settings (a ``SupervisedSettings``)."""
     task, settings = context.task, context.settings
@@ -44,6 +36,7 @@ def task_kind(context: Context) -> TaskKind:
             context.data,
             settings,
             label_fraction=context.label_fraction,
+            subset_seed=context.subset_seed,
             flips=task.flips,
             rotation_degrees=task.rotation_degrees,
             device=context.device,
@@ -53,6 +46,7 @@ def task_kind(context: Context) -> TaskKind:
             context.data,
             settings,
             label_fraction=context.label_fraction,
+            subset_seed=context.subset_seed,
             classes=task.classes,
             multi_label=task.multi_label,
             device=context.device,

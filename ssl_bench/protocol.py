@@ -72,7 +72,10 @@ class Context:
     ``start`` is the selected model state of the protocol this one continues from, else None. ``workdir`` is
     this job's own folder, for checkpoints that let an interrupted job resume (None: no checkpoints).
     ``shapes``, for a protocol that :attr:`~Protocol.uses_shapes`, is the task's shape prior: the training masks
-    ``bool (M, H, W)`` of its :attr:`~ssl_bench.task.Task.shape_source`; else None.
+    ``bool (M, H, W)`` of its :attr:`~ssl_bench.task.Task.shape_source`; else None. ``split_seed`` draws the
+    labelled subset (:attr:`subset_seed`); the runner derives it from the task and seed index, not from the job,
+    so that every method and protocol at one seed index labels the same images: a protocol that continues from
+    another trains on no other labels, and validates on none that the other trained on.
     """
 
     encoder: Encoder
@@ -87,6 +90,12 @@ class Context:
     progress: bool = False
     workdir: Path | None = None
     shapes: torch.Tensor | None = None
+    split_seed: int = 0
+
+    @property
+    def subset_seed(self) -> int | None:
+        """The seed of the labelled subset, or None where the task keeps its released order (``ordered_split``)."""
+        return None if self.task.ordered_split else self.split_seed
 
 
 class Protocol(ABC):

@@ -60,9 +60,10 @@ class SegmentationSplit:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: slice) -> SegmentationSplit:
-        landmarks = None if self.landmarks is None else self.landmarks[index]
-        return SegmentationSplit(self.images[index], self.masks[index], self.ids[index], landmarks)
+    def subset(self, rows: slice | torch.Tensor) -> SegmentationSplit:
+        """The images at ``rows`` (a slice, or a tensor of row indices), in that order."""
+        landmarks = None if self.landmarks is None else self.landmarks[rows]
+        return SegmentationSplit(self.images[rows], self.masks[rows], _ids_at(self.ids, rows), landmarks)
 
     def digest(self, hasher) -> None:
         # Landmarks join the digest only where present, so that tasks without them keep their fingerprints.
@@ -72,7 +73,7 @@ class SegmentationSplit:
 
 @dataclass(frozen=True)
 class SegmentationData:
-    """A task's data. ``train`` is ordered: validation and label fractions are prefixes of it."""
+    """A task's data. Validation and labelled images come from ``train`` (see :attr:`Task.ordered_split`)."""
 
     train: SegmentationSplit
     test: SegmentationSplit
@@ -101,8 +102,9 @@ class ClassificationSplit:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: slice) -> ClassificationSplit:
-        return ClassificationSplit(self.images[index], self.labels[index], self.ids[index])
+    def subset(self, rows: slice | torch.Tensor) -> ClassificationSplit:
+        """The images at ``rows`` (a slice, or a tensor of row indices), in that order."""
+        return ClassificationSplit(self.images[rows], self.labels[rows], _ids_at(self.ids, rows))
 
     def digest(self, hasher) -> None:
         _digest_split(hasher, self.ids, self.images, self.labels)
@@ -119,6 +121,10 @@ class ClassificationData:
     def fingerprint(self) -> str:
         """A hash of the data as read (pixels, labels, ids and order of every split): part of every job's id."""
         return _fingerprint(self.train, self.val, self.test)
+
+
+def _ids_at(ids: tuple[str, ...], rows: slice | torch.Tensor) -> tuple[str, ...]:
+    return ids[rows] if isinstance(rows, slice) else tuple(ids[row] for row in rows.tolist())
 
 
 def _digest_split(hasher, ids: tuple[str, ...], *tensors: torch.Tensor) -> None:
@@ -157,6 +163,10 @@ class Task(ABC):
     #: are commented out there) and a rotation ~ U(-deg, deg) (180 fundus, 30 X-ray).
     flips: ClassVar[bool] = True
     rotation_degrees: ClassVar[float] = 180.0
+    #: Whether the training list is a released ordered list whose order the task reproduces (LD's splits): its
+    #: labelled subset is then the list's prefix, and validation the first 20% of that prefix, as the authors took
+    #: them. Otherwise (the default: a file's order is not a random order) both are drawn by a seeded permutation.
+    ordered_split: ClassVar[bool] = False
     #: Label fractions run by the ``paper`` and ``matched`` profiles unless the run names its own (LD: X-ray
     #: tasks at 0.2 to 1.0); the ``demo`` profile runs 1.0.
     label_fractions: ClassVar[tuple[float, ...]] = (1.0,)

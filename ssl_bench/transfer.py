@@ -2,7 +2,8 @@
 
 LD's transfer (Chen et al.): only the encoder is transferred; a fresh U-Net decoder and head are trained with
 LD's soft Dice loss and scored on the test split by per-image Dice and IoU at 0.5. Validation is the first
-20% of the (label-fraction prefix of the) training list; test data never steer training or selection.
+20% of the labelled subset (:mod:`ssl_bench.labelled`: for LD's tasks, which keep their released order, the first
+20% of the label-fraction prefix of the training list, as LD splits); test data never steer training or selection.
 
 Selection differs from the released code in one way, on purpose: the released code averages per-batch Dice
 over shuffled validation batches, which depends on the batch size and order; here the soft Dice loss is
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench.augment import normalize, random_flip_rotate
-from ssl_bench.errors import ConfigError
+from ssl_bench.labelled import labelled_rows
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_from_sums, soft_dice_loss
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Scores
@@ -34,23 +35,13 @@ _EVAL_BATCH_SIZE = 16
 _RESIZE_CHUNK = 64
 
 
-def split_train_val(n: int, label_fraction: float) -> tuple[range, range]:
-    """LD's split of an ordered training list: ``(train, validation)`` rows.
+def split_train_val(labelled: Tensor) -> tuple[Tensor, Tensor]:
+    """LD's split of the labelled rows, in their order: ``(train, validation)``.
 
-    The labelled prefix is the first ``floor(f n)`` rows; validation is the first ``floor(0.2 len)`` rows
-    of that prefix (at least one), training the rest (at least one).
+    Validation is the first ``floor(0.2 n)`` of the ``n`` rows (at least one), training the rest.
     """
-    if not 0 < label_fraction <= 1:
-        raise ConfigError(f"label_fraction must be in (0, 1], got {label_fraction}")
-    # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from losing a row to rounding.
-    prefix = math.floor(label_fraction * n + 1e-9)
-    if prefix < 2:
-        raise ConfigError(
-            f"label fraction {label_fraction} of {n} training images keeps {prefix}; at least 2 are needed "
-            "(1 for validation, 1 for training): use a larger fraction or more training images."
-        )
-    val = max(1, math.floor(VALIDATION_FRACTION * prefix + 1e-9))
-    return range(val, prefix), range(0, val)
+    val = max(1, math.floor(VALIDATION_FRACTION * len(labelled) + 1e-9))
+    return labelled[val:], labelled[:val]
 
 
 def resize_split(split: SegmentationSplit, size: int, device: torch.device) -> SegmentationSplit:
@@ -72,13 +63,17 @@ def resize_split(split: SegmentationSplit, size: int, device: torch.device) -> S
 
 
 def segmentation_splits(
-    data: SegmentationData, label_fraction: float, size: int, device: torch.device
+    data: SegmentationData, label_fraction: float, size: int, device: torch.device, *, subset_seed: int | None
 ) -> tuple[SegmentationSplit, SegmentationSplit, SegmentationSplit]:
-    """LD's ``(train, validation, test)`` of ``data`` for ``label_fraction``, at ``size`` on ``device``."""
-    train_rows, val_rows = split_train_val(len(data.train), label_fraction)
+    """LD's ``(train, validation, test)`` of ``data`` for ``label_fraction``, at ``size`` on ``device``.
+
+    The labelled rows are drawn from ``subset_seed``, or are the training list's prefix where it is None.
+    """
+    labelled = labelled_rows(len(data.train), label_fraction, seed=subset_seed)
+    train_rows, val_rows = split_train_val(labelled)
     return (
-        resize_split(data.train.subset(slice(train_rows.start, train_rows.stop)), size, device),
-        resize_split(data.train.subset(slice(val_rows.start, val_rows.stop)), size, device),
+        resize_split(data.train.subset(train_rows), size, device),
+        resize_split(data.train.subset(val_rows), size, device),
         resize_split(data.test, size, device),
     )
 
@@ -117,7 +112,7 @@ def score(model: nn.Module, test: SegmentationSplit) -> dict[str, Scores]:
 
 
 class SegmentationKind(TaskKind):
-    """A segmentation task at the settings' size on the device, split as LD splits its training list."""
+    """A segmentation task at the settings' size on the device, its labelled subset split as LD splits its list."""
 
     val_loss_name = "soft_dice_loss"
 
@@ -127,11 +122,14 @@ class SegmentationKind(TaskKind):
         settings: SupervisedSettings,
         *,
         label_fraction: float,
+        subset_seed: int | None,
         flips: bool,
         rotation_degrees: float,
         device: torch.device,
     ) -> None:
-        self.train, self.val, self.test = segmentation_splits(data, label_fraction, settings.image_size, device)
+        self.train, self.val, self.test = segmentation_splits(
+            data, label_fraction, settings.image_size, device, subset_seed=subset_seed
+        )
         self.flips, self.rotation_degrees = flips, rotation_degrees
 
     @property

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_data
-from ssl_bench_protocols.finetune import Finetune
+from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 from ssl_bench_protocols.frozen import LinearProbe
 from torch import nn
 
 from ssl_bench.augment import normalize
 from ssl_bench.classify import ClassificationKind, Classifier, _auc, roc_auc
 from ssl_bench.config import resolve_config
-from ssl_bench.downstream import supervised_transfer
+from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.errors import DataError
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import get_registry
@@ -125,6 +125,7 @@ def context(
     encoder: nn.Module | None = None,
     start: dict[str, torch.Tensor] | None = None,
     label_fraction: float = 1.0,
+    split_seed: int = 0,
 ) -> Context:
     return Context(
         encoder=encoder if encoder is not None else calibrated_encoder(data, settings.image_size),
@@ -136,15 +137,23 @@ def context(
         device=CPU,
         pretrained=True,
         start=start,
+        split_seed=split_seed,
     )
 
 
-def test_classification_kind_takes_the_labelled_prefix_and_the_official_splits():
+def test_classification_kind_takes_the_labelled_subset_and_the_official_splits():
     data = easy_data()
     kind = ClassificationKind(
-        data, SupervisedSettings(16, 1, 8), label_fraction=0.29, classes=2, multi_label=False, device=CPU
+        data,
+        SupervisedSettings(16, 1, 8),
+        label_fraction=0.29,
+        subset_seed=None,
+        classes=2,
+        multi_label=False,
+        device=CPU,
     )
-    # floor(0.29 * 64) = 18 (0.29 * 64 = 18.56): the first 18 training images; validation is the official split.
+    # floor(0.29 * 64) = 18 (0.29 * 64 = 18.56): without a seed (a released order), the first 18 training images;
+    # validation is the official split.
     assert kind.train[2] == data.train.ids[:18] and kind.train_size == 18
     assert kind.val[2] == data.val.ids and kind.test[2] == data.test.ids
     assert kind.train[0].shape == (18, 1, 16, 16) and kind.val_loss_name == "cross_entropy"
@@ -152,12 +161,51 @@ def test_classification_kind_takes_the_labelled_prefix_and_the_official_splits()
         data,
         SupervisedSettings(12, 1, 8, max_train_images=10),
         label_fraction=1.0,
+        subset_seed=None,
         classes=3,
         multi_label=True,
         device=CPU,
     )
     assert capped.train[2] == data.train.ids[:10] and capped.val_loss_name == "binary_cross_entropy"
     assert torch.equal(capped.train[0], data.train.images[:10].float() / 255)  # no resize at the data's own size
+
+
+def sorted_by_label() -> ClassificationData:
+    """12 bright images (class 1) then 4 dark ones (class 0): a training list sorted by label, as PneumoniaMNIST's."""
+    labels = torch.tensor([[1]] * 12 + [[0]] * 4)
+    images = (40 + 150 * labels[:, :, None, None]).expand(16, 1, 16, 16).to(torch.uint8)
+    train = ClassificationSplit(images.contiguous(), labels, tuple(f"train_{i}" for i in range(16)))
+    return ClassificationData(train, _bright_or_dark(8, 2), _bright_or_dark(8, 3))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_sorted_training_list_labels_both_classes_in_proportion(seed: int):
+    data = sorted_by_label()
+
+    def class_counts(settings: SupervisedSettings, label_fraction: float) -> list[int]:
+        kind = task_kind(context(data, 0, settings, label_fraction=label_fraction, split_seed=seed))
+        return torch.bincount(kind.train[1][:, 0], minlength=2).tolist()
+
+    # A quarter of the list is class 0: so is a quarter of half of it (8 images), and of 4 under an image cap.
+    # The list's prefix would hold class 1 alone.
+    assert class_counts(SupervisedSettings(16, 1, 8), 0.5) == [2, 6]
+    assert class_counts(SupervisedSettings(16, 1, 8, max_train_images=4), 1.0) == [1, 3]
+
+
+def test_the_heads_batch_norm_ends_with_the_statistics_of_the_training_features():
+    # Each training image is one grey level, so that flips change nothing; a batch of 16 holds the whole training
+    # list: every epoch sees the same features, whose mean and (unbiased) variance the statistics must end at.
+    generator = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (16, 1, 1, 1), generator=generator)
+    labels = torch.randint(0, 2, (16, 1), generator=generator)
+    train = ClassificationSplit(levels.expand(16, 1, 16, 16).to(torch.uint8), labels, tuple(map(str, range(16))))
+    data = ClassificationData(train, _bright_or_dark(8, 2), _bright_or_dark(8, 3))
+    encoder = calibrated_encoder(easy_data(), 16)
+    outcome = LinearProbe().run(context(data, 0, SupervisedSettings(16, 3, 16), encoder=encoder))
+    with torch.no_grad():
+        features = encoder(normalize(train.images.float() / 255))[-1].mean(dim=(2, 3))
+    torch.testing.assert_close(outcome.state["head.0.running_mean"], features.mean(dim=0))
+    torch.testing.assert_close(outcome.state["head.0.running_var"], features.var(dim=0))
 
 
 class BandBrightness(nn.Module):
@@ -183,7 +231,13 @@ def test_multi_label_scores_against_a_direct_computation():
     split = ClassificationSplit(images.clamp(0, 255).to(torch.uint8), labels, tuple(str(i) for i in range(n)))
     data = ClassificationData(split, split, split)
     kind = ClassificationKind(
-        data, SupervisedSettings(12, 1, 8), label_fraction=1.0, classes=3, multi_label=True, device=CPU
+        data,
+        SupervisedSettings(12, 1, 8),
+        label_fraction=1.0,
+        subset_seed=0,
+        classes=3,
+        multi_label=True,
+        device=CPU,
     )
     scores = kind.score(BandBrightness(labels_per_image))
     logits = torch.stack([band.mean(dim=(1, 2, 3)) for band in ((split.images.float() / 255 - 0.5) / 0.5).chunk(3, 2)])
@@ -197,7 +251,8 @@ def test_multi_label_scores_against_a_direct_computation():
 
 def _linear_probe_then_finetune(data: ClassificationData, seed: int) -> dict[str, Outcome]:
     probe = LinearProbe().run(context(data, seed, SupervisedSettings(16, 8, 16, lr=0.01)))
-    finetune = Finetune().run(context(data, seed, SupervisedSettings(16, 2, 16, lr=0.01), start=probe.state))
+    settings = FinetuneSettings.after(SupervisedSettings(16, 2, 16, lr=0.01))
+    finetune = Finetune().run(context(data, seed, settings, start=probe.state))
     return {"linear-probe": probe, "finetune": finetune}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_data
-from ssl_bench_protocols.finetune import Finetune
+from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import get_registry
@@ -32,7 +32,7 @@ def _scratch_finetune_dice(task_name: str, folder: str, epochs: int) -> tuple[fl
             encoder=encoder,
             data=data,
             task=task,
-            settings=SupervisedSettings(image_size=256, epochs=epochs, batch_size=4),
+            settings=FinetuneSettings.after(SupervisedSettings(image_size=256, epochs=epochs, batch_size=4)),
             label_fraction=1.0,
             generator=torch.Generator().manual_seed(0),
             device=torch.device("cpu"),

@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from ssl_bench_protocols.finetune import Finetune
+from ssl_bench_protocols import finetune
+from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 from ssl_bench_protocols.frozen import Frozen, LinearProbe
 from test_classify import BrightOrDark, calibrated_encoder, easy_data
 from test_transfer import Squares, encoder, squares_data
@@ -14,10 +15,12 @@ from torch import nn
 
 from ssl_bench import downstream
 from ssl_bench.classify import ClassificationKind
+from ssl_bench.config import protocol_settings
 from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.errors import ConfigError, TrainingError
+from ssl_bench.method import variant_name
 from ssl_bench.models import SegmentationModel
-from ssl_bench.protocol import Context
+from ssl_bench.protocol import Context, changed_settings
 from ssl_bench.training import SupervisedSettings, fit, fresh_model, seeded_init, set_trainable, standard_settings
 from ssl_bench.transfer import SegmentationKind
 
@@ -150,8 +153,9 @@ def test_a_frozen_encoder_keeps_its_weights_and_batch_norm_statistics_and_a_trai
 @pytest.mark.parametrize(("protocol", "train_encoder"), [(Frozen, False), (LinearProbe, False), (Finetune, True)])
 def test_protocols_train_the_encoder_as_they_declare(monkeypatch: pytest.MonkeyPatch, protocol, train_encoder: bool):
     calls = []
-    monkeypatch.setattr(downstream, "supervised_transfer", lambda ctx, **kwargs: calls.append((ctx, kwargs)))
-    ctx = context("segmentation")
+    for module in (downstream, finetune):
+        monkeypatch.setattr(module, "supervised_transfer", lambda ctx, **kwargs: calls.append((ctx, kwargs)))
+    ctx = context("segmentation", settings=protocol().settings("demo", Squares()))
     protocol().run(ctx)
     assert calls == [(ctx, {"train_encoder": train_encoder})]
     assert protocol.frozen_encoder is not train_encoder
@@ -250,9 +254,29 @@ def test_finetune_continues_from_the_frozen_phase_only_when_pretrained():
     assert LinearProbe().continues_from(BrightOrDark(), pretrained=True) is None
 
 
+@pytest.mark.parametrize(
+    ("pretrained", "equal_budget", "epochs"), [(False, False, 2), (False, True, 3 + 2), (True, True, 2)]
+)
+def test_equal_budget_gives_scratch_the_frozen_phases_epochs_as_well(
+    monkeypatch: pytest.MonkeyPatch, pretrained: bool, equal_budget: bool, epochs: int
+):
+    validated = []
+    monkeypatch.setattr(ClassificationKind, "validation_loss", lambda self, model: validated.append(1) or 1.0)
+    base = Finetune().settings("demo", BrightOrDark())  # the demo's frozen phase (linear-probe) runs 3 epochs
+    changes = {"image_size": 16, "batch_size": 16, "epochs": 2, "equal_budget": equal_budget}
+    settings = protocol_settings("finetune", base, changes)
+    Finetune().run(context("classification", settings=settings, pretrained=pretrained))
+    assert len(validated) == epochs  # one validation per epoch trained
+    label = variant_name(
+        "finetune", changed_settings(protocol_settings("finetune", base, {"equal_budget": True}), base)
+    )
+    assert label == "finetune(equal_budget=True)"
+
+
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
 def test_finetune_starts_from_the_given_state(kind: str):
     tiny = SupervisedSettings(32, 1, 4, lr=1e-9) if kind == "segmentation" else SupervisedSettings(16, 1, 16, lr=1e-9)
+    tiny = FinetuneSettings.after(tiny)
     ctx = context(kind, settings=tiny)
     build = task_kind(ctx).build_model
     start = fresh_model(build, ctx.encoder, torch.Generator().manual_seed(99)).state_dict()
@@ -269,13 +293,14 @@ def test_finetune_starts_from_the_given_state(kind: str):
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
 def test_finetune_loads_the_start_state_strictly(kind: str):
-    ctx = context(kind)
+    settings = FinetuneSettings.after(context(kind).settings)
+    ctx = context(kind, settings=settings)
     start = fresh_model(task_kind(ctx).build_model, ctx.encoder, torch.Generator()).state_dict()
     missing = dict(list(start.items())[1:])
     with pytest.raises(RuntimeError, match="Missing key"):
-        Finetune().run(context(kind, start=missing))
+        Finetune().run(context(kind, settings=settings, start=missing))
     with pytest.raises(RuntimeError, match="Unexpected key"):
-        Finetune().run(context(kind, start={**start, "extra.weight": torch.zeros(1)}))
+        Finetune().run(context(kind, settings=settings, start={**start, "extra.weight": torch.zeros(1)}))
 
 
 # --- checkpoints ------------------------------------------------------------------------------

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
-from ssl_bench_protocols.finetune import Finetune
+from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 from ssl_bench_protocols.frozen import Frozen
 
 from ssl_bench import transfer
 from ssl_bench.augment import random_flip_rotate
 from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.errors import ConfigError
+from ssl_bench.labelled import labelled_rows
 from ssl_bench.models import SegmentationModel, create_encoder
 from ssl_bench.protocol import Context, Outcome, Selection
 from ssl_bench.task import SegmentationData, SegmentationSplit, Task
@@ -109,20 +111,9 @@ def mean_dice(outcome: Outcome) -> float:
         (37, 0.8, range(5, 29), range(0, 5)),  # prefix floor(29.6) = 29, val floor(5.8) = 5
     ],
 )
-def test_split_train_val_follows_the_ld_rule(n: int, fraction: float, train: range, val: range) -> None:
-    assert split_train_val(n, fraction) == (train, val)
-
-
-@pytest.mark.parametrize(("n", "fraction"), [(10, 0.1), (1, 1.0), (0, 1.0), (19, 0.1)])
-def test_split_train_val_needs_one_training_and_one_validation_row(n: int, fraction: float) -> None:
-    with pytest.raises(ConfigError, match="at least 2"):
-        split_train_val(n, fraction)
-
-
-@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
-def test_split_train_val_rejects_fractions_outside_0_1(fraction: float) -> None:
-    with pytest.raises(ConfigError, match="label_fraction"):
-        split_train_val(10, fraction)
+def test_an_ordered_list_is_split_by_the_ld_rule(n: int, fraction: float, train: range, val: range) -> None:
+    train_rows, val_rows = split_train_val(labelled_rows(n, fraction, seed=None))
+    assert (train_rows.tolist(), val_rows.tolist()) == (list(train), list(val))
 
 
 def test_resize_split_keeps_uint8_images_and_binary_masks() -> None:
@@ -137,9 +128,21 @@ def test_resize_split_keeps_uint8_images_and_binary_masks() -> None:
     assert resized.images.shape == (1, 3, 32, 32) and resized.ids == ("a",)
 
 
-def test_segmentation_kind_splits_the_labelled_prefix_as_ld_and_resizes() -> None:
+def segmentation_kind(data: SegmentationData, label_fraction: float, subset_seed: int | None) -> SegmentationKind:
+    return SegmentationKind(
+        data,
+        SETTINGS,
+        label_fraction=label_fraction,
+        subset_seed=subset_seed,
+        flips=True,
+        rotation_degrees=30.0,
+        device=CPU,
+    )
+
+
+def test_segmentation_kind_splits_the_labelled_prefix_of_an_ordered_list_as_ld_and_resizes() -> None:
     data = SegmentationData(squares(12, 48, 0), squares(3, 48, 1))
-    kind = SegmentationKind(data, SETTINGS, label_fraction=0.5, flips=True, rotation_degrees=30.0, device=CPU)
+    kind = segmentation_kind(data, 0.5, subset_seed=None)
     ids = data.train.ids
     # Prefix floor(0.5 * 12) = 6 rows; validation max(1, floor(0.2 * 6)) = 1 row, training the other 5.
     assert kind.val.ids == ids[:1] and kind.train.ids == ids[1:6] and kind.train_size == 5
@@ -147,7 +150,40 @@ def test_segmentation_kind_splits_the_labelled_prefix_as_ld_and_resizes() -> Non
     for split in (kind.train, kind.val, kind.test):
         assert split.images.shape[-2:] == (32, 32) and split.masks.shape[-2:] == (32, 32)
     with pytest.raises(ConfigError, match="at least 2"):
-        SegmentationKind(data, SETTINGS, label_fraction=0.1, flips=True, rotation_degrees=30.0, device=CPU)
+        segmentation_kind(data, 0.1, subset_seed=None)
+
+
+def labelled_ids(kind: SegmentationKind) -> tuple[str, ...]:
+    """The labelled images of ``kind`` in the order drawn: validation first."""
+    return kind.val.ids + kind.train.ids
+
+
+def test_an_unordered_task_trains_and_validates_on_a_seeded_draw() -> None:
+    data = SegmentationData(squares(12, 48, 0), squares(3, 48, 1))
+    draws = {seed: segmentation_kind(data, 0.5, subset_seed=seed) for seed in range(4)}
+    for kind in draws.values():
+        # Still 6 labelled images, 1 validating and 5 training, none twice.
+        assert len(kind.val.ids) == 1 and len(kind.train.ids) == 5
+        assert len(set(labelled_ids(kind))) == 6 and set(labelled_ids(kind)) <= set(data.train.ids)
+    assert labelled_ids(segmentation_kind(data, 0.5, subset_seed=2)) == labelled_ids(draws[2])
+    assert len({labelled_ids(kind) for kind in draws.values()}) == 4  # each seed its own draw
+    assert any(labelled_ids(kind) != data.train.ids[:6] for kind in draws.values())
+
+
+class OrderedSquares(Squares):
+    ordered_split = True
+
+
+def test_the_context_draws_from_its_split_seed_unless_the_task_keeps_its_order() -> None:
+    data = SegmentationData(squares(12, 48, 0), squares(3, 48, 1))
+
+    def labelled(task: Task, split_seed: int) -> tuple[str, ...]:
+        ctx = dataclasses.replace(context(data, 0, task=task, label_fraction=0.5), split_seed=split_seed)
+        return labelled_ids(task_kind(ctx))
+
+    assert labelled(OrderedSquares(), 1) == labelled(OrderedSquares(), 2) == data.train.ids[:6]
+    assert labelled(Squares(), 1) == labelled_ids(segmentation_kind(data, 0.5, subset_seed=1))
+    assert labelled(Squares(), 1) != labelled(Squares(), 2)
 
 
 # --- flips per task ---------------------------------------------------------------------------
@@ -259,7 +295,7 @@ def test_supervised_transfer_leaves_the_global_rng_and_the_callers_encoder_alone
 
 
 def test_fit_keeps_the_epoch_with_the_lowest_validation_loss(monkeypatch: pytest.MonkeyPatch) -> None:
-    kind = SegmentationKind(squares_data(), SETTINGS, label_fraction=1.0, flips=True, rotation_degrees=30.0, device=CPU)
+    kind = segmentation_kind(squares_data(), 1.0, subset_seed=0)
     scripted = iter([-0.1, -0.5, -0.5, -0.3])  # epoch 2 is best; epoch 3 ties and must not replace it
     snapshots = []
 
@@ -325,7 +361,7 @@ def test_frozen_then_finetune_beats_the_all_foreground_baseline_on_squares() -> 
     settings = SupervisedSettings(32, 6, 4)
     frozen = Frozen().run(context(data, 0, settings=settings))
     assert Finetune().continues_from(Squares(), pretrained=True) == "frozen"
-    finetune = Finetune().run(context(data, 0, settings=settings, start=frozen.state))
+    finetune = Finetune().run(context(data, 0, settings=FinetuneSettings.after(settings), start=frozen.state))
     labels = data.test.masks.flatten(1).float()
     # Predicting everything: Dice = 2|T| / (|T| + H W) per image.
     baseline = (2 * labels.sum(1) / (labels.sum(1) + labels.shape[1])).mean().item()

@@ -1,7 +1,7 @@
 """``clustering``: k-means on the frozen encoder's per-pixel features, clusters matched to the target on validation.
 
 No label is used to learn anything: k-means runs on features of the training rows of LD's split (their masks are
-never read), and the labelled validation rows (the first 20% of the labelled prefix) only decide which clusters
+never read), and the labelled validation rows (the first 20% of the labelled subset) only decide which clusters
 are foreground. It measures whether pretraining groups pixels by anatomy on its own, as LD's clustering analysis.
 
 Features. Every encoder stage upsampled (bilinear) to the input size and concatenated, as ``linear-seg``'s; each
@@ -220,7 +220,11 @@ class Clustering(Protocol):
     def run(self, context: Context) -> Outcome:
         start = perf_counter()
         train, val, test = segmentation_splits(
-            context.data, context.label_fraction, context.settings.image_size, context.device
+            context.data,
+            context.label_fraction,
+            context.settings.image_size,
+            context.device,
+            subset_seed=context.subset_seed,
         )
         encoder = copy.deepcopy(context.encoder).to(context.device).eval().requires_grad_(False)
         head = fit_clusters(encoder, train, context.settings, context.generator)

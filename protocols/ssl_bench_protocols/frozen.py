@@ -26,6 +26,7 @@ class LinearProbe(SupervisedProtocol):
     description = "a linear classifier on the frozen encoder's pooled deepest feature"
     task_kinds = ("classification",)
     frozen_encoder = True
+    version = "2"  # 2: the head's batch norm keeps cumulative statistics
 
 
 @hookimpl

@@ -33,6 +33,7 @@ class ChaseVessel(PreparedTask):
         "ensemble classification-based approach applied to retinal blood vessel segmentation. IEEE "
         "Transactions on Biomedical Engineering 59(9):2538-2548, 2012"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (20, 8)
     version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "CHASE_DB1"

@@ -50,6 +50,7 @@ class _DrishtiTask(PreparedTask):
         "J. Sivaswamy, S. R. Krishnadas, G. D. Joshi, M. Jain, A. U. S. Tabish: Drishti-GS: Retinal image "
         "dataset for optic nerve head (ONH) segmentation. IEEE ISBI 2014, pp. 53-56"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (50, 51)
     version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "Drishti-GS1"

@@ -36,6 +36,7 @@ class DriveVessel(PreparedTask):
         "J. Staal, M. D. Abràmoff, M. Niemeijer, M. A. Viergever, B. van Ginneken: Ridge-based vessel "
         "segmentation in color images of the retina. IEEE Transactions on Medical Imaging 23(4):501-509, 2004"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (20, 20)
     version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "DRIVE"

@@ -37,6 +37,7 @@ class HrfVessel(PreparedTask):
         "A. Budai, R. Bock, A. Maier, J. Hornegger, G. Michelson: Robust vessel segmentation in fundus images. "
         "International Journal of Biomedical Imaging 2013:154860, 2013"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (25, 20)
     version = "2"  # 2: masks re-binarised at 0.01 and an 8-connected fundus ROI, as in LD
     dataset = "HRF"

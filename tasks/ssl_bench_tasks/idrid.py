@@ -46,6 +46,7 @@ class _IdridTask(PreparedTask):
         "Diabetic Retinopathy Image Dataset (IDRiD): a database for diabetic retinopathy screening research. "
         "Data 3(3):25, 2018"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (54, 27)
     version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "IDRiD"

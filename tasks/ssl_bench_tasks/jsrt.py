@@ -96,6 +96,7 @@ class _ScrTask(XRayTask):
         "Segmentation of anatomical structures in chest radiographs using supervised methods: a comparative study "
         "on a public database. Medical Image Analysis 10(1):19-40, 2006"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (len(LD_IDS["train"]), len(LD_IDS["test"]))
     version = "1"
     dataset = "JSRT images with SCR masks"

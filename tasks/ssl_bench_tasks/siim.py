@@ -175,6 +175,7 @@ class SiimPneumothorax(XRayTask):
         "SIIM-ACR Pneumothorax Segmentation. Kaggle, 2019"
     )
     paper_batch_size = 8
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (len(LD_IDS["train"]), len(LD_IDS["test"]))
     version = "1"
     dataset = "SIIM-ACR pneumothorax"

@@ -36,6 +36,7 @@ class StareVessel(PreparedTask):
         "A. Hoover, V. Kouznetsova, M. Goldbaum: Locating blood vessels in retinal images by piecewise "
         "threshold probing of a matched filter response. IEEE Transactions on Medical Imaging 19(3):203-210, 2000"
     )
+    ordered_split = True  # LD's training list, in LD's order: its prefixes are LD's subsets
     expected_counts = (10, 10)
     version = "2"  # 2: the fundus ROI is 8-connected, as in LD
     dataset = "STARE"
