@@ -316,6 +316,8 @@ def data_check(data_root: DataRootOption = None) -> None:
     for report in reports:
         status = typer.style(f"{report.status:<7}", fg=colours[report.status])
         typer.echo(f"{status}  {report.task:<22} {report.detail}")
+        for note in report.notes:
+            typer.echo(" " * 32 + note)
     if any(report.status == "error" for report in reports):
         raise typer.Exit(code=1)
 

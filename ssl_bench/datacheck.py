@@ -1,36 +1,87 @@
-"""``ssl-bench data check``: per task, whether its data is found, complete and as large as it should be."""
+"""``ssl-bench data check``: per task, whether its data is found, complete and as large as it should be; for a
+classification task also its class balance per split, and whether its training labels are sorted."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ssl_bench.errors import DataError
 from ssl_bench.plugins import Registry
-from ssl_bench.task import Task
+from ssl_bench.task import ClassificationData, ClassificationSplit, Task
 
 
 @dataclass(frozen=True)
 class DataReport:
     task: str
-    #: "found", "warning" (found, counts differ), "missing" (no dataset folder) or "error" (found but incomplete,
-    #: unreadable or with all-empty masks: load raised DataError)
+    #: "found", "warning" (found, but the counts differ or the training labels are sorted), "missing" (no dataset
+    #: folder) or "error" (found but incomplete, unreadable or with all-empty masks: load raised DataError)
     status: str
     detail: str
+    #: Lines under the detail: a classification task's class balance per split, and a warning if its training
+    #: labels are sorted.
+    notes: tuple[str, ...] = ()
 
 
 def _counts(task: Task, data_root: Path | None) -> DataReport:
     data = task.load(data_root)
     found = (len(data.train), len(data.test))
     detail = f"{found[0]} train, {found[1]} test images"
-    if task.expected_counts is not None and found != tuple(task.expected_counts):
+    warned = task.expected_counts is not None and found != tuple(task.expected_counts)
+    if warned:
         expected = task.expected_counts
-        return DataReport(
-            task.name,
-            "warning",
-            f"{detail}; the official release has {expected[0]} train, {expected[1]} test: this copy differs",
-        )
-    return DataReport(task.name, "found", detail)
+        detail += f"; the official release has {expected[0]} train, {expected[1]} test: this copy differs"
+    notes: tuple[str, ...] = ()
+    if isinstance(data, ClassificationData):
+        notes = (_class_balance(task, data),)
+        if sorted_warning := _sorted_labels_warning(data.train.labels):
+            notes, warned = (*notes, sorted_warning), True
+    return DataReport(task.name, "warning" if warned else "found", detail, notes)
+
+
+def _class_balance(task: Task, data: ClassificationData) -> str:
+    what = "images with label" if task.multi_label else "images of class"
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    balance = ", ".join(f"{name} {_balance(split, task)}" for name, split in splits.items())
+    return f"{what} {'/'.join(map(str, range(task.classes)))}: {balance}"
+
+
+def _sorted_labels_warning(labels: torch.Tensor) -> str | None:
+    runs, expected = label_runs(labels)
+    # A random order's run count has a standard deviation below sqrt(expected): this many fewer is no accident.
+    if runs >= expected - 4 * math.sqrt(expected):
+        return None
+    return (
+        f"warning: the training labels are sorted: {runs} runs of equal labels where a random order gives about "
+        f"{expected:.0f}, so a prefix of the list (a label fraction, an image cap) misses classes; draw subsets by "
+        "a seeded permutation, as ssl-bench does"
+    )
+
+
+def _balance(split: ClassificationSplit, task: Task) -> str:
+    """Images per class (or per label of a multi-label task) of ``split``, as counts and shares."""
+    labels = split.labels
+    counts = labels.sum(dim=0) if task.multi_label else torch.bincount(labels[:, 0], minlength=task.classes)
+    shares = "/".join(f"{100 * count / max(len(split), 1):.0f}%" for count in counts.tolist())
+    return f"{'/'.join(map(str, counts.tolist()))} ({shares})"
+
+
+def label_runs(labels: torch.Tensor) -> tuple[int, float]:
+    """The number of runs of equal label rows in ``labels (N, L)``, and its mean over random orders of the rows.
+
+    Of the ``N - 1`` neighbouring pairs a random order makes, each joins two rows with equal labels with
+    probability ``sum_k n_k (n_k - 1) / (N (N - 1))`` (``n_k`` rows of the k-th distinct label row), so the mean
+    is ``N - sum_k n_k (n_k - 1) / N``.
+    """
+    n = len(labels)
+    if n == 0:
+        return 0, 0.0
+    _, label_of, counts = torch.unique(labels, dim=0, return_inverse=True, return_counts=True)
+    runs = 1 + int((label_of[1:] != label_of[:-1]).sum())
+    return runs, n - float((counts * (counts - 1)).sum()) / n
 
 
 def check_task_data(task: Task, data_root: Path | None) -> DataReport:

@@ -258,6 +258,17 @@ def test_data_check_finds_real_drive():
     assert drive.startswith("found") and "20 train, 20 test images" in drive
 
 
+def test_data_check_shows_pneumoniamnists_class_balance_and_warns_that_its_training_labels_are_sorted():
+    root = shared_data("MedMNIST").parent
+    lines = invoke("data", "check", "--data-root", str(root)).output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["pneumoniamnist"])
+    # This copy: 388 normal (class 0) and 3494 pneumonia training images, sorted by label; the official val and test.
+    assert lines[at].startswith("warning") and "3882 train, 624 test images" in lines[at]
+    balance = "images of class 0/1: train 388/3494 (10%/90%), val 135/389 (26%/74%), test 234/390 (38%/62%)"
+    assert lines[at + 1].strip() == balance
+    assert lines[at + 2].strip().startswith("warning: the training labels are sorted: 2 runs of equal labels")
+
+
 def test_data_check_names_a_corrupt_file_and_fails(tmp_path):
     root = shared_data("DRIVE")
     copy = tmp_path / "DRIVE"

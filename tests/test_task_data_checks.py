@@ -15,6 +15,7 @@ from ssl_bench_tasks._folder import FolderSpec, FolderTask
 
 from ssl_bench.datacheck import check_task_data
 from ssl_bench.errors import DataError
+from ssl_bench.plugins import get_registry
 
 TASKS = REPO / "tasks" / "ssl_bench_tasks"
 IDS = ("s1", "s2", "s3", "s4", "s5")
@@ -114,6 +115,34 @@ def test_an_absent_dataset_folder_stays_missing(tmp_path: Path) -> None:
     assert report.status == "missing" and f"none of {tmp_path / 'scans'} holds images and masks" in report.detail
     with pytest.raises(DataError, match="scans not found"):
         scans_task().load(tmp_path)
+
+
+# --- Classification labels ------------------------------------------------------------------------------
+
+
+def write_breastmnist(data_root: Path, train_labels: list[int]) -> None:
+    """``breastmnist.npz`` with blank images, the given training labels, and val 1/3, test 2/6 of class 0/1."""
+    labels = {"train": train_labels, "val": [0, 1, 1, 1], "test": [0, 0, 1, 1, 1, 1, 1, 1]}
+    arrays = {}
+    for split, values in labels.items():
+        arrays[f"{split}_images"] = np.zeros((len(values), 28, 28), np.uint8)
+        arrays[f"{split}_labels"] = np.array(values).reshape(-1, 1)
+    np.savez(data_root / "breastmnist.npz", **arrays)
+
+
+def test_data_check_reports_class_balance_and_warns_of_sorted_training_labels(tmp_path, monkeypatch):
+    task = get_registry().task("breastmnist")
+    monkeypatch.setattr(task, "expected_counts", None)  # only the labels may warn
+    write_breastmnist(tmp_path, [1] * 75 + [0] * 25)
+    report = check_task_data(task, tmp_path)
+    assert report.status == "warning" and report.detail == "100 train, 8 test images"
+    assert report.notes[0] == "images of class 0/1: train 25/75 (25%/75%), val 1/3 (25%/75%), test 2/6 (25%/75%)"
+    # 2 runs, where a random order of 75 + 25 labels gives 100 - (75 * 74 + 25 * 24) / 100 = 38.5 on average.
+    expected = "warning: the training labels are sorted: 2 runs of equal labels where a random order gives about 38,"
+    assert report.notes[1].startswith(expected) and len(report.notes) == 2
+    write_breastmnist(tmp_path, [1, 1, 1, 0] * 25)  # the same labels in 50 runs: no warning
+    report = check_task_data(task, tmp_path)
+    assert report.status == "found" and len(report.notes) == 1
 
 
 # --- Module structure -----------------------------------------------------------------------------------
