@@ -75,6 +75,22 @@ def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_p
     assert (job.upstream, job.settings.epochs, job.settings.image_size, job.settings.batch_size) == (None, 100, 512, 2)
 
 
+def test_every_method_and_protocol_of_a_seed_index_labels_the_same_images(tmp_path, monkeypatch):
+    config = _config(tmp_path, methods={"scratch": {}, "simclr": {}}, tasks=["synthetic-vessel"], seeds=2)
+    plan = build_plan(config, get_registry())
+    split_seeds = {
+        seed_index: {job.split_seed for job in plan.jobs if job.seed_index == seed_index} for seed_index in (0, 1)
+    }
+    # scratch's finetune, simclr's frozen and finetune: one labelled subset per seed index, another at the next.
+    assert [len(seeds) for seeds in split_seeds.values()] == [1, 1] and split_seeds[0] != split_seeds[1]
+    # Jobs that label a random subset are not the jobs that labelled the list's prefix; an ordered task's still are.
+    assert {job.spec["labelled_subset"] for job in plan.jobs} == {"seeded permutation"}
+    monkeypatch.setattr(type(get_registry().task("synthetic-vessel")), "ordered_split", True)
+    ordered = build_plan(config, get_registry())
+    assert all("labelled_subset" not in job.spec for job in ordered.jobs)
+    assert not {job.id for job in ordered.jobs} & {job.id for job in plan.jobs}
+
+
 def test_changing_one_pixel_of_a_mask_changes_the_job_id(tmp_path, monkeypatch):
     task = get_registry().task("synthetic-vessel")
     data = task.load(None)

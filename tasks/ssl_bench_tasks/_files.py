@@ -22,8 +22,7 @@ def seeded_split(ids: Iterable[str], seed: int = SPLIT_SEED) -> dict[str, tuple[
     """The split used where the owners publish none.
 
     In :func:`seeded_order`, the first ``n // 5`` ids are the test split (listed sorted) and the rest the
-    training list, kept in that shuffled order so that its validation and label-fraction prefixes are
-    random samples rather than the lowest ids.
+    training list, in that shuffled order (the harness draws labelled and validation images from it at random).
     """
     order = seeded_order(ids, seed)
     test_count = len(order) // TEST_SHARE

@@ -6,9 +6,8 @@ its lesion mask in ``IMD002_lesion/IMD002_lesion.bmp``; 200 images, no official 
 ``ISIC2018_Task1-2_Training_Input/ISIC_0000000.jpg`` with
 ``ISIC2018_Task1_Training_GroundTruth/ISIC_0000000_segmentation.png``, and the test set likewise (``_Test_``);
 those folders also hold ``ATTRIBUTION.txt``, ``LICENSE.txt`` and task 2's ``*_superpixels.png``, which are
-ignored. Official split: 2594 training / 1000 test images; the training list is in
-:func:`ssl_bench_tasks._files.seeded_order` so that its validation prefix is a random sample. Images and
-masks are resized to 512x512.
+ignored. Official split: 2594 training / 1000 test images; the training list is in the order of
+:func:`ssl_bench_tasks._files.seeded_order`. Images and masks are resized to 512x512.
 """
 
 from __future__ import annotations
