@@ -1,10 +1,11 @@
-"""The result record: one typed file per finished job, written and read here and nowhere else.
+"""The records: one typed file per finished job, pretraining or failure, written and read here and nowhere else.
 
 ``runs/<job_id>/result.json`` holds a :class:`ResultRecord` as JSON; ``runs/<job_id>/error.json`` a
-:class:`FailureRecord` of a job that failed. :func:`read_record` validates every
-field's type on the way back, so that a truncated, hand-edited or older file is refused with its path and a
-fix, never half-read. Files of another ``schema_version`` are refused, not migrated: their jobs have other ids
-under this version and are simply run again.
+:class:`FailureRecord` of a job that failed; ``cache/pretrain/<id>/pretraining.json`` a
+:class:`PretrainingRecord`. :func:`read_record` validates every field's type on the way back, so that a
+truncated, hand-edited or older file is refused with its path and a fix, never half-read. Files of another
+``schema_version`` are refused, not migrated: their jobs have other ids under this version and are simply run
+again.
 """
 
 from __future__ import annotations
@@ -123,6 +124,28 @@ class ResultRecord:
 
 
 @dataclass(frozen=True)
+class PretrainingRecord:
+    """A finished pretraining (``cache/pretrain/<id>/pretraining.json``, beside its ``encoder.pt``): what was
+    trained and what it cost. Written after the weights, so a readable record marks a finished pretraining."""
+
+    spec: dict[str, Any]
+    seconds: float
+    source_images: int
+    images_per_second: float
+    views_per_second: float
+    peak_memory_mb: float | None
+    #: steps that an earlier, interrupted process had already done (0 for an unbroken run)
+    resumed_from_step: int
+    #: the loss on the held-out pool images after each epoch (None where the pool holds none out)
+    val_losses: list[float | None]
+    #: the final stage's epoch (from 1) whose encoder was kept, where the method selects one
+    selected_epoch: int | None
+    device: str
+    torch_threads: int
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+
+@dataclass(frozen=True)
 class FailureRecord:
     """A job that failed (``runs/<job_id>/error.json``): what it was, in which phase, why, and where."""
 
@@ -149,7 +172,7 @@ class FailureRecord:
         return self.error.splitlines()[0] if self.error else ""
 
 
-def write_record(path: Path, record: ResultRecord | FailureRecord) -> Path:
+def write_record(path: Path, record: ResultRecord | FailureRecord | PretrainingRecord) -> Path:
     """Write ``record`` atomically as JSON."""
     return write_json(path, dataclasses.asdict(record))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -43,6 +44,7 @@ from ssl_bench.record import (
     FailureRecord,
     MetricRecord,
     PoolRecord,
+    PretrainingRecord,
     ProtocolRecord,
     ResultRecord,
     read_failure,
@@ -57,7 +59,6 @@ from ssl_bench.results import (
     result_path,
     save_torch,
     selected_model_path,
-    write_json,
     write_text,
 )
 from ssl_bench.stats import MIN_SEEDS
@@ -66,6 +67,7 @@ from ssl_bench.task import ClassificationData, SegmentationData, Task
 TaskData = SegmentationData | ClassificationData
 #: How often a worker looks again at work that other workers hold.
 POLL_SECONDS = 5.0
+PRETRAINING_RECORD = "pretraining.json"
 
 
 def digest(spec: object) -> str:
@@ -79,6 +81,17 @@ def weights_digest(module: torch.nn.Module) -> str:
         hasher.update(name.encode())
         hasher.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return hasher.hexdigest()
+
+
+def finished_pretraining(folder: Path) -> PretrainingRecord | None:
+    """The record of the pretraining in ``folder`` if it finished (its weights and a readable record are there)."""
+    record = folder / PRETRAINING_RECORD
+    if not ((folder / "encoder.pt").exists() and record.exists()):
+        return None
+    try:
+        return read_record(record, PretrainingRecord)
+    except DataError:
+        return None  # a record that cannot be read marks nothing: the pretraining runs again
 
 
 def seed_of(identity: str) -> int:
@@ -504,28 +517,28 @@ class Executor:
             torch.manual_seed(pretraining.seed)
             return create_encoder(self.config.encoder, in_chans=pretraining.channels)
 
-    def pretrained_encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, dict] | None:
-        """The encoder of ``pretraining``, trained now or loaded from the cache, and its compute record; None
-        while another worker holds its lock (it is training it)."""
+    def pretrained_encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, PretrainingRecord | None] | None:
+        """The encoder of ``pretraining``, trained now or loaded from the cache, and its record (None for a method
+        without pretraining); None while another worker holds its lock (it is training it)."""
         encoder = self._fresh_encoder(pretraining)
         if pretraining.pool is None:
-            return encoder, {}
+            return encoder, None
         folder = pretrain_dir(self.config.results, pretraining.id)
-        weights, record_path = folder / "encoder.pt", folder / "pretraining.json"
+        weights = folder / "encoder.pt"
         refresh = self.config.overwrite == "always" and pretraining.id not in self._refreshed
-        if refresh or not (weights.exists() and record_path.exists()):
+        if refresh or finished_pretraining(folder) is None:
             lock = Lock(folder)
             if not lock.acquire():
                 return None
             with lock:
                 if refresh:
-                    for name in ("encoder.pt", "pretraining.json", "state.pt", BEST_ENCODER):
+                    for name in ("encoder.pt", PRETRAINING_RECORD, "state.pt", BEST_ENCODER):
                         (folder / name).unlink(missing_ok=True)
                     self._refreshed.add(pretraining.id)
-                if not (weights.exists() and record_path.exists()):  # not finished by another just before
+                if finished_pretraining(folder) is None:  # not finished by another just before
                     self._pretrain(pretraining, encoder, folder)
         encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        return encoder, json.loads(record_path.read_text())
+        return encoder, finished_pretraining(folder)
 
     def _pretrain(self, pretraining: Pretraining, encoder: torch.nn.Module, folder: Path) -> None:
         self.echo(f"pretraining {pretraining.method.variant} ({pretraining.id}) on {pretraining.pool.id}")
@@ -543,22 +556,20 @@ class Executor:
                 progress=self.progress,
             )
         save_torch(folder / "encoder.pt", outcome.encoder_state)
-        write_json(
-            folder / "pretraining.json",
-            {
-                "spec": pretraining.spec,
-                "seconds": outcome.seconds,
-                "source_images": outcome.source_images,
-                "images_per_second": outcome.images_per_second,
-                "views_per_second": outcome.images_per_second * pretraining.method.views_per_image,
-                "peak_memory_mb": memory.peak_mb,
-                "resumed_from_step": outcome.resumed_from_step,
-                "val_losses": outcome.val_losses,
-                "selected_epoch": outcome.selected_epoch,
-                "device": self.device.type,
-                "torch_threads": torch.get_num_threads(),
-            },
+        record = PretrainingRecord(
+            spec=pretraining.spec,
+            seconds=outcome.seconds,
+            source_images=outcome.source_images,
+            images_per_second=outcome.images_per_second,
+            views_per_second=outcome.images_per_second * pretraining.method.views_per_image,
+            peak_memory_mb=memory.peak_mb,
+            resumed_from_step=outcome.resumed_from_step,
+            val_losses=outcome.val_losses,
+            selected_epoch=outcome.selected_epoch,
+            device=self.device.type,
+            torch_threads=torch.get_num_threads(),
         )
+        write_record(folder / PRETRAINING_RECORD, record)
         # The record is the marker of a finished pretraining; what only resuming needed goes after it.
         for leftover in ("state.pt", BEST_ENCODER):
             (folder / leftover).unlink(missing_ok=True)
@@ -586,7 +597,9 @@ class Executor:
             split_seed=job.split_seed,
         )
 
-    def run_job(self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: dict) -> Path:
+    def run_job(
+        self, job: Job, plan: Plan, encoder: torch.nn.Module, pretrain_record: PretrainingRecord | None
+    ) -> Path:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         encoder_digest = weights_digest(encoder)  # before the protocol runs: it must not see a trained copy
         with PeakMemory(self.device) as memory:
@@ -603,7 +616,13 @@ class Executor:
         return write_record(result_path(self.config.results, job.id), record)
 
     def _record(
-        self, job: Job, outcome: Outcome, pretrain: dict, peak_mb: float | None, started: str, encoder_digest: str
+        self,
+        job: Job,
+        outcome: Outcome,
+        pretrain: PretrainingRecord | None,
+        peak_mb: float | None,
+        started: str,
+        encoder_digest: str,
     ) -> ResultRecord:
         metrics = job.protocol.metrics(job.task)
         missing = {metric.name for metric in metrics} - set(outcome.scores)
@@ -645,13 +664,8 @@ class Executor:
                 protocol_seconds=outcome.seconds,
                 peak_memory_mb=peak_mb,
                 train_images_per_second=outcome.train_images_per_second,
-                pretrain_seconds=pretrain.get("seconds"),
-                pretrain_images_per_second=pretrain.get("images_per_second"),
-                pretrain_views_per_second=pretrain.get("views_per_second"),
-                pretrain_source_images=pretrain.get("source_images"),
-                pretrain_peak_memory_mb=pretrain.get("peak_memory_mb"),
                 torch_threads=torch.get_num_threads(),
-                pretrain_torch_threads=pretrain.get("torch_threads"),
+                **_pretraining_compute(pretrain),
             ),
             versions={
                 **_versions(),
@@ -666,6 +680,20 @@ class Executor:
             unix_time=time.time(),
             encoder_digest=encoder_digest,
         )
+
+
+def _pretraining_compute(record: PretrainingRecord | None) -> dict[str, Any]:
+    """The pretraining's share of a job's :class:`Compute`; nothing for a method without pretraining."""
+    if record is None:
+        return {}
+    return {
+        "pretrain_seconds": record.seconds,
+        "pretrain_images_per_second": record.images_per_second,
+        "pretrain_views_per_second": record.views_per_second,
+        "pretrain_source_images": record.source_images,
+        "pretrain_peak_memory_mb": record.peak_memory_mb,
+        "pretrain_torch_threads": record.torch_threads,
+    }
 
 
 def _metric_record(higher_is_better: bool, scores) -> MetricRecord:

@@ -7,7 +7,6 @@ seconds, and for pretrainings from the finished ones'.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from ssl_bench.errors import DataError
 from ssl_bench.locks import STALE_SECONDS, read_holder
 from ssl_bench.record import read_failure, read_record
 from ssl_bench.results import failure_path, pretrain_dir, result_path
-from ssl_bench.runner import Job, Plan, job_is_done
+from ssl_bench.runner import Job, Plan, finished_pretraining, job_is_done
 
 STATES = ("done", "running", "failed", "pending")
 
@@ -52,9 +51,9 @@ def pretrainings_left(results: Path, plan: Plan) -> tuple[int, float | None]:
     pretrainings = {job.pretraining.id: job.pretraining for job in plan.jobs if job.pretraining.pool is not None}
     seconds, left = [], 0
     for identity in pretrainings:
-        record = pretrain_dir(results, identity) / "pretraining.json"
-        if record.exists():
-            seconds.append(json.loads(record.read_text())["seconds"])
+        record = finished_pretraining(pretrain_dir(results, identity))
+        if record is not None:
+            seconds.append(record.seconds)
         else:
             left += 1
     return left, (sum(seconds) / len(seconds) if seconds else None)

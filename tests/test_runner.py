@@ -20,7 +20,8 @@ from ssl_bench.pools import PoolSource, prepare_pool
 from ssl_bench.record import SCHEMA_VERSION, ResultRecord, read_record
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import selected_model_path
-from ssl_bench.runner import Executor, build_plan
+from ssl_bench.runner import Executor, build_plan, finished_pretraining
+from ssl_bench.status import pretrainings_left
 from ssl_bench.task import SegmentationData, SegmentationSplit
 
 
@@ -240,6 +241,10 @@ def test_pretraining_is_cached_and_shared(tmp_path):
     assert _run(config) == []
     with pytest.raises(ConfigError, match="already exist"):
         _run(dataclasses.replace(config, overwrite="never"))
+    # A record that does not read back marks no finished pretraining: status counts it as left, not a traceback.
+    (folders[0] / "pretraining.json").write_text('{"seconds": "garbage"}')
+    plan = build_plan(config, get_registry())
+    assert finished_pretraining(folders[0]) is None and pretrainings_left(tmp_path, plan) == (1, None)
 
 
 def _state_position(path: Path) -> dict | None:

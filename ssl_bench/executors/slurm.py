@@ -30,7 +30,17 @@ from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.executors.watch import Watch, write_run_config
 from ssl_bench.plugins import get_registry
 from ssl_bench.results import pretrain_dir
-from ssl_bench.runner import POLL_SECONDS, Executor, Job, Plan, RunSummary, build_plan, job_is_done, resolve_device
+from ssl_bench.runner import (
+    POLL_SECONDS,
+    Executor,
+    Job,
+    Plan,
+    RunSummary,
+    build_plan,
+    finished_pretraining,
+    job_is_done,
+    resolve_device,
+)
 
 try:
     import submitit
@@ -142,7 +152,7 @@ class SlurmArrays:
             job.pretraining.id
             for job in todo
             if job.pretraining.pool is not None
-            and not (pretrain_dir(results, job.pretraining.id) / "pretraining.json").exists()
+            and finished_pretraining(pretrain_dir(results, job.pretraining.id)) is None
         }
         todo_ids = {job.id for job in todo}
         chains = [[job.id for job in chain] for chain in transfer_chains(plan.jobs) if todo_ids & {j.id for j in chain}]
