@@ -21,7 +21,7 @@ from ssl_bench.method import PROFILES, Method, Stage
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
-from ssl_bench.pretrain import Trainer
+from ssl_bench.pretraining import Trainer
 from ssl_bench.protocol import Context, Outcome, Protocol
 from ssl_bench.task import ClassificationData, ClassificationSplit, SegmentationData, SegmentationSplit, Task
 

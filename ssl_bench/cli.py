@@ -151,8 +151,8 @@ def run(
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.board import write_boards
     from ssl_bench.config import read_config_file, resolve_config
-    from ssl_bench.executors import create_executor
-    from ssl_bench.runner import build_plan
+    from ssl_bench.launchers import create_launcher
+    from ssl_bench.planning import build_plan
 
     if not (all_ or method or task or config):
         raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
@@ -184,7 +184,7 @@ def run(
             },
         }
         resolved = resolve_config(file_values, overrides, registry)
-        plan_executor = create_executor(
+        launcher = create_launcher(
             resolved,
             workers=workers,
             gpus=[gpu.strip() for gpu in gpus.split(",")] if gpus else None,
@@ -193,7 +193,7 @@ def run(
             fail_fast=fail_fast,
             retry_failed=retry_failed,
         )
-        summary = plan_executor.run(build_plan(resolved, registry, echo=typer.echo))
+        summary = launcher.run(build_plan(resolved, registry, echo=typer.echo))
         finished = any(resolved.results.glob("runs/*/result.json"))
         paths = write_boards(resolved.results) if report and (finished or not summary.failed) else ()
     except SslBenchError as error:
@@ -245,7 +245,7 @@ def report(results: ResultsOption = Path("results")) -> None:
 def status(results: ResultsOption = Path("results")) -> None:
     """Per job: done, running (who holds it, since when), failed (why) or pending; and the time left."""
     from ssl_bench.config import read_config_file, resolve_config
-    from ssl_bench.runner import build_plan
+    from ssl_bench.planning import build_plan
     from ssl_bench.status import STATES, format_seconds, plan_status, pretrainings_left, time_left
 
     config_path = results / "run-config.toml"

@@ -12,11 +12,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssl_bench.engine import job_is_done
 from ssl_bench.errors import DataError
 from ssl_bench.locks import STALE_SECONDS, read_holder
+from ssl_bench.planning import Job, Plan
+from ssl_bench.pretraining import finished_pretraining
 from ssl_bench.record import read_failure, read_record
 from ssl_bench.results import failure_path, pretrain_dir, result_path
-from ssl_bench.runner import Job, Plan, finished_pretraining, job_is_done
 
 STATES = ("done", "running", "failed", "pending")
 

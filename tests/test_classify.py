@@ -17,11 +17,12 @@ from ssl_bench.augment import normalize
 from ssl_bench.classify import ClassificationKind, Classifier, _auc, roc_auc
 from ssl_bench.config import resolve_config
 from ssl_bench.downstream import supervised_transfer, task_kind
+from ssl_bench.engine import Engine
 from ssl_bench.errors import DataError
 from ssl_bench.models import create_encoder
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.protocol import Context, Outcome
-from ssl_bench.runner import Executor, build_plan
 from ssl_bench.task import ClassificationData, ClassificationSplit, Task
 from ssl_bench.training import SupervisedSettings
 
@@ -342,9 +343,7 @@ def test_real_pneumoniamnist_runs_end_to_end_with_auc_headline(tmp_path):
         "data_root": str(data_root),
     }
     config = resolve_config(values, {"results": str(tmp_path)}, get_registry())
-    Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None).run(
-        build_plan(config, get_registry())
-    )
+    Engine(config, torch.device("cpu"), progress=False, echo=lambda line: None).run(build_plan(config, get_registry()))
     results = {}
     for path in tmp_path.glob("runs/*/result.json"):
         result = json.loads(path.read_text())

@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from ssl_bench.cli import app
 from ssl_bench.config import read_config_file, resolve_config
+from ssl_bench.engine import Engine
 from ssl_bench.errors import ConfigError, TrainingError
-from ssl_bench.executors.local import slots
+from ssl_bench.launchers.local import slots
 from ssl_bench.locks import Lock
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_failure, read_record
-from ssl_bench.runner import Executor, build_plan
 
 runner = CliRunner()
 
@@ -83,7 +84,7 @@ def _config(results, **values):
 
 
 def _executor(config, **flags):
-    return Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None, **flags)
+    return Engine(config, torch.device("cpu"), progress=False, echo=lambda line: None, **flags)
 
 
 def test_failed_jobs_are_recorded_and_the_rest_of_the_plan_goes_on(failing_methods, tmp_path):
@@ -110,7 +111,7 @@ def test_failed_jobs_are_kept_until_retried(failing_methods, tmp_path):
     lines = []
 
     def run(**flags):
-        executor = Executor(config, torch.device("cpu"), progress=False, echo=lines.append, **flags)
+        executor = Engine(config, torch.device("cpu"), progress=False, echo=lines.append, **flags)
         return executor.run(build_plan(config, get_registry()))
 
     first = run()

@@ -9,7 +9,7 @@ from ssl_bench.errors import TrainingError
 from ssl_bench.method import Method, Stage
 from ssl_bench.models import create_encoder
 from ssl_bench.pools import PreparedPool
-from ssl_bench.pretrain import pretrain
+from ssl_bench.pretraining import pretrain
 
 
 class Diverging(Method):

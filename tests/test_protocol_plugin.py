@@ -6,9 +6,9 @@ from typer.testing import CliRunner
 
 from ssl_bench.cli import app
 from ssl_bench.config import resolve_config
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_record
-from ssl_bench.runner import build_plan
 
 runner = CliRunner()
 

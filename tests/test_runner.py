@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from ssl_bench.config import resolve_config
+from ssl_bench.engine import Engine
 from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.pools import PoolSource, prepare_pool
+from ssl_bench.pretraining import finished_pretraining
 from ssl_bench.record import SCHEMA_VERSION, ResultRecord, read_record
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import selected_model_path
-from ssl_bench.runner import Executor, build_plan, finished_pretraining
 from ssl_bench.status import pretrainings_left
 from ssl_bench.task import SegmentationData, SegmentationSplit
 
@@ -31,7 +33,7 @@ def _config(results: Path, **values):
 
 
 def _run(config) -> list[ResultRecord]:
-    executor = Executor(config, torch.device("cpu"), progress=False, echo=lambda line: None)
+    executor = Engine(config, torch.device("cpu"), progress=False, echo=lambda line: None)
     summary = executor.run(build_plan(config, get_registry()))
     assert not summary.failed, [failure.error for failure in summary.failed]
     return [read_record(path) for path in summary.written]

@@ -23,8 +23,8 @@ from ssl_bench.api import (
 )
 from ssl_bench.cli import app
 from ssl_bench.config import resolve_config
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
-from ssl_bench.runner import build_plan
 
 # The picked cluster must hold most vessel pixels: 0.8 is far above any map without vessel features (the vessel share of
 # a phantom is about 8%, so a map that marks every pixel scores Dice about 0.15).

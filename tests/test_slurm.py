@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 from ssl_bench.cli import app
 from ssl_bench.config import SlurmSettings, read_config_file, resolve_config
 from ssl_bench.errors import ConfigError
-from ssl_bench.executors import create_executor
+from ssl_bench.launchers import create_launcher
+from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_record
 from ssl_bench.results import pretrain_dir
-from ssl_bench.runner import build_plan
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "srun", "sinfo")
@@ -237,7 +237,7 @@ def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_me
     slurm = {"time_minutes": 20, "cpus_per_job": 2, "mem_gb": 1}  # 2 CPUs: the threads that inline uses here
     config = _tiny_config(tmp_path, "slurm", executor="slurm", slurm=slurm)
     plan = build_plan(config, get_registry())
-    executor = create_executor(config, progress=False, echo=lambda line: None)
+    executor = create_launcher(config, progress=False, echo=lambda line: None)
     arrays = executor.submit(plan)
     assert (len(arrays.pretrainings), len(arrays.transfers)) == (2, 2)
     pretrain_id, transfer_id = arrays.ids
@@ -249,7 +249,7 @@ def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_me
     assert len(summary.written) == 4 and not summary.failed
 
     inline = _tiny_config(tmp_path, "inline")
-    create_executor(inline, progress=False, echo=lambda line: None).run(build_plan(inline, get_registry()))
+    create_launcher(inline, progress=False, echo=lambda line: None).run(build_plan(inline, get_registry()))
     assert _metrics(tmp_path / "slurm") == _metrics(tmp_path / "inline")
     # Each pretraining trained exactly once, in the pretraining array; the transfer array only loaded them.
     logs = {path.name: path.read_text() for path in (tmp_path / "slurm" / "logs" / "slurm").glob("*/*_log.out")}
@@ -263,7 +263,7 @@ def test_a_preempted_pretraining_is_requeued_and_resumes_its_checkpoint(slurm, t
     monkeypatch.setenv("SSL_BENCH_CHECKPOINT_SECONDS", "0")  # sbatch passes it on: a checkpoint after every step
     config = _tiny_config(tmp_path, "slurm", SLEEPY_RUN, executor="slurm", slurm={"time_minutes": 20})
     plan = build_plan(config, get_registry())
-    executor = create_executor(config, progress=False, echo=lambda line: None)
+    executor = create_launcher(config, progress=False, echo=lambda line: None)
     arrays = executor.submit(plan)
     folder = pretrain_dir(config.results, plan.jobs[0].pretraining.id)
     deadline = time.monotonic() + 120
@@ -284,13 +284,13 @@ def test_a_preempted_pretraining_is_requeued_and_resumes_its_checkpoint(slurm, t
     assert 0 < json.loads((folder / "pretraining.json").read_text())["resumed_from_step"] < 12
 
     inline = _tiny_config(tmp_path, "inline", SLEEPY_RUN)
-    create_executor(inline, progress=False, echo=lambda line: None).run(build_plan(inline, get_registry()))
+    create_launcher(inline, progress=False, echo=lambda line: None).run(build_plan(inline, get_registry()))
     assert _metrics(tmp_path / "slurm") == _metrics(tmp_path / "inline")
 
 
 def test_a_partition_that_does_not_exist_is_a_clear_error(slurm, tiny_methods, tmp_path):
     config = _tiny_config(tmp_path, "results", executor="slurm", slurm={"partition": "no-such-partition"})
-    executor = create_executor(config, progress=False, echo=lambda line: None)
+    executor = create_launcher(config, progress=False, echo=lambda line: None)
     with pytest.raises(ConfigError, match=r"sbatch refused the pretrain array: .*Invalid partition name.*sinfo lists"):
         executor.submit(build_plan(config, get_registry()))
     assert not subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip()
@@ -326,18 +326,18 @@ def test_bad_slurm_settings_are_clear_errors(table, message):
 
 def test_without_submitit_the_slurm_executor_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # an import of it now fails as if it were absent
-    monkeypatch.delitem(sys.modules, "ssl_bench.executors.slurm", raising=False)
+    monkeypatch.delitem(sys.modules, "ssl_bench.launchers.slurm", raising=False)
     config = resolve_config({"methods": ["scratch"], "executor": "slurm"}, {"results": str(tmp_path)}, get_registry())
     with pytest.raises(ConfigError, match=r"pip install 'ssl-bench\[slurm\]'"):
-        create_executor(config)
+        create_launcher(config)
 
 
 def test_fail_fast_and_workers_are_refused_where_they_cannot_apply(tmp_path):
     config = resolve_config({"methods": ["scratch"], "executor": "slurm"}, {"results": str(tmp_path)}, get_registry())
     with pytest.raises(ConfigError, match=r"--fail-fast .* use --executor inline"):
-        create_executor(config, fail_fast=True)
+        create_launcher(config, fail_fast=True)
     with pytest.raises(ConfigError, match="--workers and --gpus size a local pool, not executor slurm"):
-        create_executor(config, workers=2)
+        create_launcher(config, workers=2)
 
 
 def test_the_run_command_reports_a_bad_executor_without_a_traceback(tmp_path):

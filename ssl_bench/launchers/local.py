@@ -13,9 +13,10 @@ import subprocess
 import sys
 
 from ssl_bench.config import RunConfig
+from ssl_bench.engine import RunSummary
 from ssl_bench.errors import ConfigError, DataError
-from ssl_bench.executors.watch import Watch, write_run_config
-from ssl_bench.runner import Plan, RunSummary
+from ssl_bench.launchers.watch import Watch, write_run_config
+from ssl_bench.planning import Plan
 
 
 def slots(workers: int, gpus: list[str] | None) -> list[dict[str, str]]:

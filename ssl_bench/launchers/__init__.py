@@ -1,9 +1,10 @@
-"""How a run's plan is executed: ``inline`` (in this process, the default), ``local`` (a pool of worker processes
-on this machine) or ``slurm`` (two job arrays through submitit). One module each.
+"""Launchers: where a run's engines run, named by the ``executor`` setting: ``inline`` (in this process, the
+default), ``local`` (a pool of worker processes on this machine) or ``slurm`` (two job arrays through submitit).
+One module each.
 
-Whatever the executor, the engine that runs a job is :class:`ssl_bench.runner.Executor`: in this process, in each
-local worker, in each array task. The lock files of :mod:`ssl_bench.locks` keep them from colliding, so an
-executor only decides where the engine runs; none has a scheduler or a queue of its own.
+Whatever the launcher, the engine that runs a job is :class:`ssl_bench.engine.Engine`: in this process, in each
+local worker, in each array task. The lock files of :mod:`ssl_bench.locks` keep them from colliding, so a
+launcher only decides where engines run; none has a scheduler or a queue of its own.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 from typing import Protocol
 
 from ssl_bench.config import RunConfig
+from ssl_bench.engine import RunSummary
 from ssl_bench.errors import ConfigError
-from ssl_bench.runner import Plan, RunSummary
+from ssl_bench.planning import Plan
 
 
-class PlanExecutor(Protocol):
+class Launcher(Protocol):
     """Runs the jobs of a plan that are not done and says what was written and what failed."""
 
     def run(self, plan: Plan) -> RunSummary: ...
 
 
-def create_executor(
+def create_launcher(
     config: RunConfig,
     *,
     workers: int = 1,
@@ -30,7 +32,7 @@ def create_executor(
     echo=print,
     fail_fast: bool = False,
     retry_failed: bool = False,
-) -> PlanExecutor:
+) -> Launcher:
     """The executor that ``config.executor`` names, set up with the run's flags."""
     if (workers > 1 or gpus) and config.executor != "local":
         raise ConfigError(f"--workers and --gpus size a local pool, not executor {config.executor}: drop them")
@@ -40,13 +42,13 @@ def create_executor(
             "jobs in other processes: use --executor inline with --fail-fast"
         )
     if config.executor == "local":
-        from ssl_bench.executors.local import LocalPool, slots
+        from ssl_bench.launchers.local import LocalPool, slots
 
         return LocalPool(config, slots(workers, gpus), retry_failed=retry_failed, progress=progress, echo=echo)
     if config.executor == "slurm":
-        from ssl_bench.executors.slurm import SlurmArrays
+        from ssl_bench.launchers.slurm import SlurmArrays
 
         return SlurmArrays(config, retry_failed=retry_failed, progress=progress, echo=echo)
-    from ssl_bench.executors.inline import Inline
+    from ssl_bench.launchers.inline import Inline
 
     return Inline(config, progress=progress, echo=echo, fail_fast=fail_fast, retry_failed=retry_failed)

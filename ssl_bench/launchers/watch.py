@@ -1,6 +1,6 @@
 """A run watched from outside the processes that run its jobs: the results folder alone says what is finished.
 
-The ``local`` and ``slurm`` executors write the run's configuration where their workers read it, then follow
+The ``local`` and ``slurm`` launchers write the run's configuration where their workers read it, then follow
 the result and error files with a progress bar until their workers are gone.
 """
 
@@ -13,10 +13,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ssl_bench.config import RunConfig
+from ssl_bench.engine import RunSummary, job_is_done
 from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.planning import Plan
 from ssl_bench.record import FailureRecord, read_failure
 from ssl_bench.results import failure_path, result_path, write_text
-from ssl_bench.runner import Plan, RunSummary, job_is_done
 
 #: How often the parent looks at the results folder to show the workers' progress.
 PROGRESS_POLL_SECONDS = 2.0

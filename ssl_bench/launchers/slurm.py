@@ -3,7 +3,7 @@
 The first array has one task per pretraining that the plan still needs; the second, submitted with
 ``afterok`` on the first, one task per chain of transfer jobs (a job and the jobs that continue from it, see
 ``Job.upstream``). Each task rebuilds the plan from ``results/run-config.toml`` and runs its part with
-:class:`ssl_bench.runner.Executor`, which records a job's failure in its ``error.json`` and goes on: a task exits
+:class:`ssl_bench.engine.Engine`, which records a job's failure in its ``error.json`` and goes on: a task exits
 0 unless the run itself cannot go on, so ``afterok`` holds and the transfer tasks record the failures downstream.
 A pretraining that raises is left to its transfer tasks, which try it again and record the error per job.
 
@@ -26,21 +26,14 @@ from pathlib import Path
 import torch
 
 from ssl_bench.config import RunConfig, SlurmSettings, read_config_file, resolve_config
+from ssl_bench.engine import Engine, RunSummary, job_is_done, resolve_device
+from ssl_bench.engine.engine import CLAIM_POLL_SECONDS
 from ssl_bench.errors import ConfigError, DataError
-from ssl_bench.executors.watch import Watch, write_run_config
+from ssl_bench.launchers.watch import Watch, write_run_config
+from ssl_bench.planning import Job, Plan, build_plan
 from ssl_bench.plugins import get_registry
+from ssl_bench.pretraining import finished_pretraining
 from ssl_bench.results import pretrain_dir
-from ssl_bench.runner import (
-    POLL_SECONDS,
-    Executor,
-    Job,
-    Plan,
-    RunSummary,
-    build_plan,
-    finished_pretraining,
-    job_is_done,
-    resolve_device,
-)
 
 try:
     import submitit
@@ -58,18 +51,18 @@ class _ArrayTask(submitit.helpers.Checkpointable):
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
 
-    def _plan(self, *, retry_failed: bool = False) -> tuple[Executor, Plan]:
+    def _plan(self, *, retry_failed: bool = False) -> tuple[Engine, Plan]:
         if cpus := os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would otherwise use every core of the node
             torch.set_num_threads(int(cpus))
         registry = get_registry()
         config = resolve_config(read_config_file(self.config_path), {"overwrite": "missing"}, registry)
-        executor = Executor(config, resolve_device(config.device), progress=False, retry_failed=retry_failed)
-        return executor, build_plan(config, registry)
+        engine = Engine(config, resolve_device(config.device), progress=False, retry_failed=retry_failed)
+        return engine, build_plan(config, registry)
 
 
 class PretrainTask(_ArrayTask):
     def __call__(self, pretraining_id: str) -> None:
-        executor, plan = self._plan()
+        engine, plan = self._plan()
         pretraining = next((job.pretraining for job in plan.jobs if job.pretraining.id == pretraining_id), None)
         if pretraining is None:
             raise DataError(
@@ -77,8 +70,8 @@ class PretrainTask(_ArrayTask):
             )
         try:
             # None while the lock is held: by this task before it was requeued, until that lock is taken over.
-            while executor.pretrained_encoder(pretraining) is None:
-                time.sleep(POLL_SECONDS)
+            while engine.pretrainings.encoder(pretraining) is None:
+                time.sleep(CLAIM_POLL_SECONDS)
         except Exception:  # the transfer tasks try it again and record the error in each job's error.json
             traceback.print_exc()
 
@@ -89,11 +82,11 @@ class TransferTask(_ArrayTask):
         self.retry_failed = retry_failed
 
     def __call__(self, job_ids: list[str]) -> None:
-        executor, plan = self._plan(retry_failed=self.retry_failed)
+        engine, plan = self._plan(retry_failed=self.retry_failed)
         jobs = [job for job in plan.jobs if job.id in job_ids]
         if len(jobs) != len(job_ids):
             raise DataError(f"jobs {job_ids} are no longer all in the plan of {self.config_path}: submit again")
-        executor.run(Plan(jobs, plan.data))
+        engine.run(Plan(jobs, plan.data))
 
 
 def transfer_chains(jobs: list[Job]) -> list[list[Job]]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ssl_bench.config import RunConfig
-from ssl_bench.runner import Executor, Plan, RunSummary, resolve_device
+from ssl_bench.engine import Engine, RunSummary, resolve_device
+from ssl_bench.planning import Plan
 
 
 class Inline:
-    """:class:`ssl_bench.runner.Executor` on this process's device."""
+    """:class:`ssl_bench.engine.Engine` on this process's device."""
 
     def __init__(
         self,
@@ -22,7 +23,7 @@ class Inline:
         self.fail_fast, self.retry_failed = fail_fast, retry_failed
 
     def run(self, plan: Plan) -> RunSummary:
-        executor = Executor(
+        engine = Engine(
             self.config,
             resolve_device(self.config.device),
             progress=self.progress,
@@ -30,4 +31,4 @@ class Inline:
             fail_fast=self.fail_fast,
             retry_failed=self.retry_failed,
         )
-        return executor.run(plan)
+        return engine.run(plan)

@@ -1,0 +1,90 @@
+"""What a run is made of: jobs and pretrainings, each named by the hash of its fully resolved spec.
+
+A job is one (pretraining, task, protocol, label fraction, seed). Its id hashes its spec, which includes a
+fingerprint of the task's data as read, and its seed derives from that id. A pretraining is keyed by its own id
+(method, non-default options, versions, encoder, pool fingerprint, profile, seed index) and is shared by every job
+that needs it. The spec is only the hash input: what the engine and the records read are the typed fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from ssl_bench.method import Method
+from ssl_bench.pools import PreparedPool
+from ssl_bench.protocol import Protocol
+from ssl_bench.task import ClassificationData, SegmentationData, Task
+
+TaskData = SegmentationData | ClassificationData
+
+
+def digest(spec: object) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seed_of(identity: str) -> int:
+    return int(identity[:8], 16)
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """One encoder to produce; without a pool (no stages) it stays at its seeded random init."""
+
+    id: str
+    spec: dict
+    method: Method
+    channels: int
+    pool: PreparedPool | None
+    #: ``name==version`` of the method's plugin.
+    plugin: str
+
+    @property
+    def seed(self) -> int:
+        return seed_of(self.id)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One protocol run of one pretraining on one task, label fraction and seed."""
+
+    id: str
+    spec: dict
+    pretraining: Pretraining
+    task: Task
+    protocol: Protocol
+    settings: object
+    label_fraction: float
+    seed_index: int
+    #: The leaderboard's row name (the method variant, and the encoder unless it is the default).
+    variant: str
+    #: The protocol's name plus the settings that differ from the profile's: ``finetune(lr=0.0001)``.
+    protocol_label: str
+    #: ``name==version`` of the plugins that made it: method, task and protocol.
+    plugins: tuple[str, ...]
+    #: The job whose selected model this one starts from (``finetune`` from ``frozen``), or None.
+    upstream: Job | None = None
+
+    @property
+    def seed(self) -> int:
+        return seed_of(self.id)
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the labelled subset: one per task and seed index, shared by every method and protocol."""
+        return seed_of(digest({"task": self.task.name, "seed_index": self.seed_index}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The jobs in run order (every job after the one it continues from) and each task's data, loaded once."""
+
+    jobs: list[Job]
+    data: dict[str, TaskData]
+
+    @cached_property  # asked for every job, again and again while workers poll
+    def upstream_ids(self) -> set[str]:
+        """Jobs whose selected model another job starts from: their model is kept on disk."""
+        return {job.upstream.id for job in self.jobs if job.upstream is not None}

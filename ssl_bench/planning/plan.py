@@ -1,0 +1,211 @@
+"""Plans a run (methods x tasks x protocols x label fractions x seeds) as jobs, each after the job it continues
+from: loads each task's data once and prepares each modality's pretraining pool once.
+
+A protocol that continues from another (``finetune`` from ``frozen``) makes a job that depends on that
+protocol's job: the plan puts it first, and the engine keeps its selected model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import ssl_bench
+from ssl_bench.config import RunConfig, make_method, protocol_settings
+from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.labelled import labelled_count
+from ssl_bench.method import Method, non_default_options, schedule, variant_name
+from ssl_bench.models import VGG16_BN_TINY
+from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, digest
+from ssl_bench.plugins import Registry
+from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
+from ssl_bench.protocol import Protocol, changed_settings
+from ssl_bench.results import pool_cache_dir
+from ssl_bench.stats import MIN_SEEDS
+from ssl_bench.task import Task
+
+
+def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
+    """Every job of the run, each after the job it continues from; tasks whose data is absent are left out, and so
+    are protocols using shapes on a task whose shape source's data is absent."""
+    methods = [make_method(registry, name, options) for name, options in config.methods.items()]
+    tasks = _available_tasks(config, registry, echo)
+    data = {task.name: task.load(config.data_root) for task in tasks}
+    protocols = _protocols(config, registry)
+    _load_shape_sources(tasks, protocols, config, registry, data, echo)
+    planner = _Planner(config, registry, data)
+    pools: dict[str, PreparedPool] = {}
+    for method in methods:
+        for seed_index in range(config.seeds):
+            for task in tasks:
+                pretraining = _pretraining(method, task, seed_index, config, registry, pools)
+                for fraction in label_fractions(config, task):
+                    labelled_count(len(data[task.name].train), fraction)  # too few labelled: refused before training
+                    for name, protocol in protocols.items():
+                        if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
+                            planner.job(pretraining, task, name, fraction, seed_index)
+    if config.seeds < MIN_SEEDS:
+        echo(
+            f"note: with {config.seeds} seed(s) the leaderboard can claim no difference between methods: a claim "
+            f"takes training seeds as its replicates and needs {MIN_SEEDS} per method (--seeds {MIN_SEEDS})"
+        )
+    # Insertion order already puts every upstream job before the jobs that continue from it.
+    return Plan(list(planner.jobs.values()), data)
+
+
+def _pretraining(
+    method: Method, task: Task, seed_index: int, config: RunConfig, registry: Registry, pools: dict
+) -> Pretraining:
+    spec = {
+        "method": method.name,
+        "options": non_default_options(method.options),
+        "method_version": method.version,
+        "plugin": registry.plugin_version("methods", method.name),
+        "encoder": config.encoder,
+        "channels": task.channels,
+        "profile": config.profile,
+        "seed_index": seed_index,
+        "ssl_bench": ssl_bench.__version__,
+    }
+    pool = None
+    if schedule(method, config.profile):
+        if task.modality not in pools:
+            source = resolve_pool(task.modality, registry, config.data_root, config.pools)
+            pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results))
+        pool = pools[task.modality]
+        spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
+    return Pretraining(digest(spec), spec, method, task.channels, pool, spec["plugin"])
+
+
+def variant_label(method: Method, encoder: str) -> str:
+    """The leaderboard's row name: the method variant, and the encoder unless it is the shared default."""
+    return method.variant if encoder == VGG16_BN_TINY else f"{method.variant}@{encoder}"
+
+
+def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
+    if config.label_fractions is not None:
+        return config.label_fractions
+    return (1.0,) if config.profile == "demo" else task.label_fractions
+
+
+def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str], None]) -> list[Task]:
+    """The run's tasks whose data is there. A task named in the run that cannot run is an error, not a skip."""
+    tasks = []
+    default = [name for name, task in registry.tasks.items() if task.default_run]
+    for name in config.tasks if config.tasks is not None else default:
+        task = registry.task(name)
+        availability = task.availability(config.data_root)
+        if availability.ok:
+            tasks.append(task)
+        elif config.tasks is not None:
+            raise DataError(f"task {name} was asked for but cannot run: {availability.reason}")
+        else:
+            echo(f"skipping task {name}: {availability.reason}")
+    return tasks
+
+
+def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
+    default = [name for name, protocol in registry.protocols.items() if protocol.default_run]
+    names = config.protocols if config.protocols is not None else default
+    return {name: registry.protocol(name)() for name in names}
+
+
+def _load_shape_sources(
+    tasks: list[Task],
+    protocols: dict[str, Protocol],
+    config: RunConfig,
+    registry: Registry,
+    data: dict[str, TaskData],
+    echo: Callable[[str], None],
+) -> None:
+    """Adds to ``data`` the shape source of each task that a protocol using shapes serves; where that source's
+    data is absent, says which protocols are left out on the task (its other protocols still run)."""
+    for task in tasks:
+        using = [name for name, protocol in protocols.items() if protocol.uses_shapes and protocol.serves(task)]
+        if not using or task.shape_source in data:
+            continue
+        source = registry.task(task.shape_source)
+        if source.kind != "segmentation":
+            raise ConfigError(f"task {task.name}'s shape source {source.name} is a {source.kind} task, not masks")
+        availability = source.availability(config.data_root)
+        if availability.ok:
+            data[source.name] = source.load(config.data_root)
+        else:
+            echo(
+                f"leaving out {', '.join(using)} on {task.name}: its shape source {source.name} cannot run: "
+                f"{availability.reason}"
+            )
+
+
+class _Planner:
+    """Builds each job once, its upstream job first (memoised, so a shared upstream is one job)."""
+
+    def __init__(self, config: RunConfig, registry: Registry, data: dict[str, TaskData]) -> None:
+        self.config, self.registry = config, registry
+        self.fingerprints = {name: task_data.fingerprint() for name, task_data in data.items()}  # hashed once
+        self.jobs: dict[tuple, Job] = {}
+
+    def job(self, pretraining: Pretraining, task: Task, protocol_name: str, fraction: float, seed_index: int) -> Job:
+        key = (pretraining.id, task.name, protocol_name, fraction)
+        if key in self.jobs:
+            return self.jobs[key]
+        protocol = self.registry.protocol(protocol_name)()
+        if not protocol.serves(task):
+            raise ConfigError(
+                f"protocol {protocol_name} serves {', '.join(protocol.task_kinds)} tasks, not {task.name} "
+                f"({task.kind}); leave it out of the run or pick tasks it serves"
+            )
+        upstream_name = protocol.continues_from(task, pretrained=pretraining.pool is not None)
+        upstream = self.job(pretraining, task, upstream_name, fraction, seed_index) if upstream_name else None
+        overrides = (self.config.protocols or {}).get(protocol_name, {})
+        base = protocol.settings(self.config.profile, task)
+        settings = protocol_settings(protocol_name, base, overrides)
+        spec = {
+            "pretraining": pretraining.spec,
+            "variant": variant_label(pretraining.method, self.config.encoder),
+            "task": task.name,
+            "task_version": task.version,
+            "task_plugin": self.registry.plugin_version("tasks", task.name),
+            "data": self.fingerprints[task.name],
+            "augmentation": {"flips": task.flips, "rotation_degrees": task.rotation_degrees},
+            "protocol": {
+                "name": protocol_name,
+                "label": variant_name(protocol_name, changed_settings(settings, base)),
+                "version": protocol.version,
+                "plugin": self.registry.plugin_version("protocols", protocol_name),
+                "settings": dataclasses.asdict(settings),
+            },
+            "continues_from": upstream.id if upstream else None,
+            "label_fraction": fraction,
+            "seed_index": seed_index,
+            "profile": self.config.profile,
+            "ssl_bench": ssl_bench.__version__,
+        }
+        if not task.ordered_split:
+            # Jobs of these tasks once labelled the training list's prefix; their ids must differ from those jobs'.
+            # Tasks that keep their released order label the prefix still, and keep their ids and cached results.
+            spec["labelled_subset"] = "seeded permutation"
+        if protocol.uses_shapes:  # the shapes steer training: other shapes, another job
+            source = task.shape_source
+            spec["shapes"] = {
+                "task": source,
+                "task_version": self.registry.task(source).version,
+                "task_plugin": self.registry.plugin_version("tasks", source),
+                "data": self.fingerprints[source],
+            }
+        job = Job(
+            digest(spec),
+            spec,
+            pretraining,
+            task,
+            protocol,
+            settings,
+            fraction,
+            seed_index,
+            variant=spec["variant"],
+            protocol_label=spec["protocol"]["label"],
+            plugins=tuple(sorted({pretraining.plugin, spec["task_plugin"], spec["protocol"]["plugin"]})),
+            upstream=upstream,
+        )
+        self.jobs[key] = job
+        return job
