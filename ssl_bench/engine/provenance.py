@@ -3,6 +3,7 @@ versions, git commit, configuration hash, the encoder's weight digest, where and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import subprocess
@@ -71,7 +72,7 @@ def result_record(job: Job, outcome: Outcome, pretrain: PretrainingRecord | None
             name=job.protocol.name,
             label=job.protocol_label,
             version=job.protocol.version,
-            settings=job.spec["protocol"]["settings"],
+            settings=dataclasses.asdict(job.settings),
             frozen_encoder=job.protocol.frozen_encoder,
             continued_from=job.upstream.id if job.upstream else None,
         ),
