@@ -27,16 +27,8 @@ from ssl_bench.data.imageio import (
 )
 from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_angiogram, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
-from ssl_bench.downstream import (
-    CLASSIFICATION_METRICS,
-    SEGMENTATION_METRICS,
-    SupervisedProtocol,
-    supervised_metrics,
-    supervised_transfer,
-)
 from ssl_bench.errors import ConfigError, DataError, TrainingError, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
-from ssl_bench.labelled import labelled_rows
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
@@ -50,6 +42,16 @@ from ssl_bench.regions import (
     local_discrimination_loss,
     region_features,
 )
+from ssl_bench.supervised.labelled import labelled_rows
+from ssl_bench.supervised.loop import SupervisedSettings, fit, fresh_model, seeded_init, standard_settings
+from ssl_bench.supervised.protocol import (
+    CLASSIFICATION_METRICS,
+    SEGMENTATION_METRICS,
+    SupervisedProtocol,
+    supervised_metrics,
+    supervised_transfer,
+)
+from ssl_bench.supervised.segmentation import SegmentationKind, resize_split, segmentation_splits, split_train_val
 from ssl_bench.task import (
     Availability,
     ClassificationData,
@@ -59,8 +61,6 @@ from ssl_bench.task import (
     SegmentationSplit,
     Task,
 )
-from ssl_bench.training import SupervisedSettings, fit, fresh_model, seeded_init, standard_settings
-from ssl_bench.transfer import SegmentationKind, resize_split, segmentation_splits, split_train_val
 
 __all__ = [
     "CLASSIFICATION_METRICS",

@@ -14,17 +14,17 @@ from ssl_bench_protocols.frozen import LinearProbe
 from torch import nn
 
 from ssl_bench.augment import normalize
-from ssl_bench.classify import ClassificationKind, Classifier, _auc, roc_auc
 from ssl_bench.config import resolve_config
-from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.engine import Engine
 from ssl_bench.errors import DataError
 from ssl_bench.models import create_encoder
 from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.protocol import Context, Outcome
+from ssl_bench.supervised.classification import ClassificationKind, Classifier, _auc, roc_auc
+from ssl_bench.supervised.loop import SupervisedSettings
+from ssl_bench.supervised.protocol import supervised_transfer, task_kind
 from ssl_bench.task import ClassificationData, ClassificationSplit, Task
-from ssl_bench.training import SupervisedSettings
 
 CPU = torch.device("cpu")
 

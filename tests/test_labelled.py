@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_bench.errors import ConfigError
-from ssl_bench.labelled import labelled_count, labelled_rows
+from ssl_bench.supervised.labelled import labelled_count, labelled_rows
 
 # A training list sorted by label, as PneumoniaMNIST's: 12 images of class 1, then 4 of class 0.
 SORTED = torch.tensor([1] * 12 + [0] * 4)

@@ -34,7 +34,7 @@ from ssl_bench.api import (
     create_encoder,
     fit,
 )
-from ssl_bench.transfer import SegmentationKind
+from ssl_bench.supervised.segmentation import SegmentationKind
 
 SIZE = 32
 

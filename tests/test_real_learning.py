@@ -13,7 +13,7 @@ from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 from ssl_bench.models import create_encoder
 from ssl_bench.plugins import get_registry
 from ssl_bench.protocol import Context
-from ssl_bench.training import SupervisedSettings
+from ssl_bench.supervised.loop import SupervisedSettings
 
 
 def _scratch_finetune_dice(task_name: str, folder: str, epochs: int) -> tuple[float, float]:

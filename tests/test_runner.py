@@ -148,7 +148,7 @@ def test_a_plan_with_fewer_seeds_than_a_claim_needs_says_so(tmp_path):
         lines: list[str] = []
         config = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], seeds=seeds)
         build_plan(config, get_registry(), echo=lines.append)
-        return [line for line in lines if "can claim no difference" in line]
+        return [line for line in lines if "no difference between methods can be claimed" in line]
 
     (warning,) = planned(2)
     assert "with 2 seed(s)" in warning and "--seeds 3" in warning

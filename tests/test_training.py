@@ -14,15 +14,22 @@ from test_transfer import Squares, encoder, squares_data
 from torch import nn
 
 from ssl_bench import downstream
-from ssl_bench.classify import ClassificationKind
 from ssl_bench.config import protocol_settings
-from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.errors import ConfigError, TrainingError
 from ssl_bench.method import variant_name
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Context, changed_settings
-from ssl_bench.training import SupervisedSettings, fit, fresh_model, seeded_init, set_trainable, standard_settings
-from ssl_bench.transfer import SegmentationKind
+from ssl_bench.supervised.classification import ClassificationKind
+from ssl_bench.supervised.loop import (
+    SupervisedSettings,
+    fit,
+    fresh_model,
+    seeded_init,
+    set_trainable,
+    standard_settings,
+)
+from ssl_bench.supervised.protocol import supervised_transfer, task_kind
+from ssl_bench.supervised.segmentation import SegmentationKind
 
 CPU = torch.device("cpu")
 

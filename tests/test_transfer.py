@@ -12,14 +12,14 @@ from ssl_bench_protocols.frozen import Frozen
 
 from ssl_bench import transfer
 from ssl_bench.augment import random_flip_rotate
-from ssl_bench.downstream import supervised_transfer, task_kind
 from ssl_bench.errors import ConfigError
-from ssl_bench.labelled import labelled_rows
 from ssl_bench.models import SegmentationModel, create_encoder
 from ssl_bench.protocol import Context, Outcome, Selection
+from ssl_bench.supervised.labelled import labelled_rows
+from ssl_bench.supervised.loop import SupervisedSettings, fit, fresh_model
+from ssl_bench.supervised.protocol import supervised_transfer, task_kind
+from ssl_bench.supervised.segmentation import SegmentationKind, resize_split, split_train_val
 from ssl_bench.task import SegmentationData, SegmentationSplit, Task
-from ssl_bench.training import SupervisedSettings, fit, fresh_model
-from ssl_bench.transfer import SegmentationKind, resize_split, split_train_val
 
 CPU = torch.device("cpu")
 SETTINGS = SupervisedSettings(image_size=32, epochs=2, batch_size=4)

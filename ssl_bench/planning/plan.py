@@ -13,7 +13,6 @@ from collections.abc import Callable
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.errors import ConfigError, DataError
-from ssl_bench.labelled import labelled_count
 from ssl_bench.method import Method, non_default_options, schedule, variant_name
 from ssl_bench.models import VGG16_BN_TINY
 from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, digest
@@ -22,6 +21,7 @@ from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
 from ssl_bench.protocol import Protocol, changed_settings
 from ssl_bench.results import pool_cache_dir
 from ssl_bench.stats import MIN_SEEDS
+from ssl_bench.supervised.labelled import labelled_count
 from ssl_bench.task import Task
 
 
@@ -46,8 +46,8 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                             planner.job(pretraining, task, name, fraction, seed_index)
     if config.seeds < MIN_SEEDS:
         echo(
-            f"note: with {config.seeds} seed(s) the leaderboard can claim no difference between methods: a claim "
-            f"takes training seeds as its replicates and needs {MIN_SEEDS} per method (--seeds {MIN_SEEDS})"
+            f"note: with {config.seeds} seed(s) no difference between methods can be claimed: a claim takes "
+            f"training seeds as its replicates and needs {MIN_SEEDS} per method (--seeds {MIN_SEEDS})"
         )
     # Insertion order already puts every upstream job before the jobs that continue from it.
     return Plan(list(planner.jobs.values()), data)

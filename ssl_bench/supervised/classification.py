@@ -16,11 +16,11 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from ssl_bench.augment import normalize, random_flip
-from ssl_bench.labelled import labelled_rows
 from ssl_bench.models import Encoder
 from ssl_bench.protocol import Scores
+from ssl_bench.supervised.labelled import labelled_rows
+from ssl_bench.supervised.loop import SupervisedSettings, TaskKind
 from ssl_bench.task import ClassificationData, ClassificationSplit
-from ssl_bench.training import SupervisedSettings, TaskKind
 
 _EVAL_BATCH_SIZE = 256
 

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ssl_bench.classify import ClassificationKind
 from ssl_bench.errors import PluginError
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
+from ssl_bench.supervised.classification import ClassificationKind
+from ssl_bench.supervised.loop import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
+from ssl_bench.supervised.segmentation import SegmentationKind
 from ssl_bench.task import Task
-from ssl_bench.training import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
-from ssl_bench.transfer import SegmentationKind
 
 SEGMENTATION_METRICS = (
     Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)"),

@@ -2,8 +2,9 @@
 
 LD's transfer (Chen et al.): only the encoder is transferred; a fresh U-Net decoder and head are trained with
 LD's soft Dice loss and scored on the test split by per-image Dice and IoU at 0.5. Validation is the first
-20% of the labelled subset (:mod:`ssl_bench.labelled`: for LD's tasks, which keep their released order, the first
-20% of the label-fraction prefix of the training list, as LD splits); test data never steer training or selection.
+20% of the labelled subset (:mod:`ssl_bench.supervised.labelled`: for LD's tasks, which keep their released
+order, the first 20% of the label-fraction prefix of the training list, as LD splits); test data never steer
+training or selection.
 
 Selection differs from the released code in one way, on purpose: the released code averages per-batch Dice
 over shuffled validation batches, which depends on the batch size and order; here the soft Dice loss is
@@ -21,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench.augment import normalize, random_flip_rotate
-from ssl_bench.labelled import labelled_rows
 from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_from_sums, soft_dice_loss
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Scores
+from ssl_bench.supervised.labelled import labelled_rows
+from ssl_bench.supervised.loop import SupervisedSettings, TaskKind
 from ssl_bench.task import SegmentationData, SegmentationSplit
-from ssl_bench.training import SupervisedSettings, TaskKind
 
 VALIDATION_FRACTION = 0.2
 # Inference only: larger than training batches for speed, small enough for 512 px on any device.
