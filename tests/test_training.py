@@ -13,12 +13,12 @@ from test_classify import BrightOrDark, calibrated_encoder, easy_data
 from test_transfer import Squares, encoder, squares_data
 from torch import nn
 
-from ssl_bench import downstream
 from ssl_bench.config import protocol_settings
 from ssl_bench.errors import ConfigError, TrainingError
 from ssl_bench.method import variant_name
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Context, changed_settings
+from ssl_bench.supervised import protocol as supervised_protocol
 from ssl_bench.supervised.classification import ClassificationKind
 from ssl_bench.supervised.loop import (
     SupervisedSettings,
@@ -160,7 +160,7 @@ def test_a_frozen_encoder_keeps_its_weights_and_batch_norm_statistics_and_a_trai
 @pytest.mark.parametrize(("protocol", "train_encoder"), [(Frozen, False), (LinearProbe, False), (Finetune, True)])
 def test_protocols_train_the_encoder_as_they_declare(monkeypatch: pytest.MonkeyPatch, protocol, train_encoder: bool):
     calls = []
-    for module in (downstream, finetune):
+    for module in (supervised_protocol, finetune):
         monkeypatch.setattr(module, "supervised_transfer", lambda ctx, **kwargs: calls.append((ctx, kwargs)))
     ctx = context("segmentation", settings=protocol().settings("demo", Squares()))
     protocol().run(ctx)

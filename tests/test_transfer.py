@@ -10,11 +10,11 @@ import torch
 from ssl_bench_protocols.finetune import Finetune, FinetuneSettings
 from ssl_bench_protocols.frozen import Frozen
 
-from ssl_bench import transfer
 from ssl_bench.augment import random_flip_rotate
 from ssl_bench.errors import ConfigError
 from ssl_bench.models import SegmentationModel, create_encoder
 from ssl_bench.protocol import Context, Outcome, Selection
+from ssl_bench.supervised import segmentation
 from ssl_bench.supervised.labelled import labelled_rows
 from ssl_bench.supervised.loop import SupervisedSettings, fit, fresh_model
 from ssl_bench.supervised.protocol import supervised_transfer, task_kind
@@ -247,7 +247,7 @@ def test_segmentation_training_uses_the_tasks_flips_and_rotation(
         calls.append((rotation_degrees, flips))
         return random_flip_rotate(images, masks, rotation_degrees, generator, flips=flips)
 
-    monkeypatch.setattr(transfer, "random_flip_rotate", recording)
+    monkeypatch.setattr(segmentation, "random_flip_rotate", recording)
     task = Squares(flips=flips, rotation_degrees=degrees)
     settings = SupervisedSettings(32, 1, 4)
     ctx = context(squares_data(), 0, task=task, settings=settings)
@@ -328,7 +328,7 @@ def test_supervised_transfer_scores_the_selected_epoch(monkeypatch: pytest.Monke
     assert same_state(outcome.state, snapshots[1])
     model = SegmentationModel(create_encoder(in_chans=1))
     model.load_state_dict(snapshots[1])
-    assert outcome.scores == transfer.score(model, resize_split(data.test, 32, CPU))
+    assert outcome.scores == segmentation.score(model, resize_split(data.test, 32, CPU))
 
 
 def test_validation_loss_is_global_over_the_validation_split() -> None:
@@ -338,7 +338,7 @@ def test_validation_loss_is_global_over_the_validation_split() -> None:
         probs = torch.sigmoid(model((val.images.float() / 255 - 0.5) / 0.5))
     targets = val.masks.unsqueeze(1).float()
     reference = -2 * (probs * targets).sum() / (targets.sum() + probs.sum() + 1)
-    assert transfer.validation_loss(model, val) == pytest.approx(reference.item(), rel=1e-5)
+    assert segmentation.validation_loss(model, val) == pytest.approx(reference.item(), rel=1e-5)
     # Not the mean of the two evaluation batches' losses, which would weigh the 4-image batch as the 16-image one.
     halves = ((probs[:16], targets[:16]), (probs[16:], targets[16:]))
     batches = [-2 * (p * t).sum() / (t.sum() + p.sum() + 1) for p, t in halves]
