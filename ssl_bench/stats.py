@@ -30,6 +30,7 @@ its false-positive rate is least robust to skewed seed distributions (Colas et a
 calibration tests in ``tests/test_calibration.py`` hold at the nominal rate."""
 MIN_COLUMNS = 5
 """Columns (tasks) a ranking needs before its Friedman test, critical difference and pairwise chances say anything."""
+_SCORE_GRID = 100_001  # values of p a score interval is looked for among: endpoints to within 1e-5
 _MAX_DRAWS = 1 << 20  # indices drawn per bootstrap chunk, bounds memory for large test sets
 
 
@@ -268,28 +269,39 @@ def probability_of_improvement(a_by_task: Sequence[ArrayLike], b_by_task: Sequen
 
 
 def probability_of_improvement_interval(
-    a_by_task: Sequence[ArrayLike],
-    b_by_task: Sequence[ArrayLike],
-    level: float = 0.95,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
+    a_by_task: Sequence[ArrayLike], b_by_task: Sequence[ArrayLike], level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of :func:`probability_of_improvement`, seeds redrawn within each task.
+    """Score interval of :func:`probability_of_improvement`: Newcombe's (2006) method 5, over tasks.
 
-    NaN where a task has fewer than 2 seeds on either side: one run has no spread to redraw.
+    For a task with m and n seeds, the variance of the Mann-Whitney estimate at a true value p is Hanley & McNeil's
+    (1982) ``p(1-p)/(mn) * (1 + (k-1)((1-p)/(2-p) + p/(1+p)))`` with ``k = (m+n)/2 - 1``; the mean over T tasks has
+    the tasks' variances summed and divided by T^2. The interval is every p with ``|estimate - p| <= z sqrt(V(p))``
+    after a continuity correction of half the estimate's step. Unlike a bootstrap, it does not shrink to a point when
+    every seed of A happens to beat every seed of B (with 3 seeds a side, 1 time in 20 under no difference at all).
+    Coverage (``tests/test_calibration.py``): 0.90 at 3 seeds a side and no difference (one side's seeds all beat
+    the other's 10% of the time there, and such a sample excludes 0.5), 0.93-0.97 elsewhere. NaN where a task has
+    fewer than 2 seeds on either side.
     """
     a, b = _per_task(a_by_task, "a"), _per_task(b_by_task, "b")
     if len(a) != len(b):
         raise ValueError(f"a and b need one entry per task each, got {len(a)} and {len(b)}")
     if min(len(scores) for scores in a + b) < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    per_task = []
-    for x, y in zip(a, b, strict=True):
-        draws_x = x[rng.integers(0, len(x), size=(resamples, len(x)))]
-        draws_y = y[rng.integers(0, len(y), size=(resamples, len(y)))]
-        per_task.append(_beats(draws_x, draws_y))
-    return _percentile_interval(np.mean(per_task, axis=0), level)
+    estimate = probability_of_improvement(a, b)
+    p = np.linspace(0.0, 1.0, _SCORE_GRID)
+    pairs = [(len(x), len(y)) for x, y in zip(a, b, strict=True)]
+    variance = sum(_mann_whitney_variance(p, m, n) for m, n in pairs) / len(pairs) ** 2
+    # Continuity correction: the estimate moves in steps of 1/(mn) per task, 1/(T mn) in the mean over T tasks.
+    half_step = float(np.mean([1 / (2 * m * n) for m, n in pairs])) / len(pairs)
+    distance = np.maximum(np.abs(estimate - p) - half_step, 0)
+    inside = p[distance**2 <= sps.norm.ppf((1 + level) / 2) ** 2 * variance]
+    return float(inside.min()), float(inside.max())
+
+
+def _mann_whitney_variance(p: NDArray[np.float64], m: int, n: int) -> NDArray[np.float64]:
+    """Hanley & McNeil's variance of the Mann-Whitney estimate of P(X > Y) at true values ``p``, m and n draws."""
+    k = (m + n) / 2 - 1
+    return p * (1 - p) / (m * n) * (1 + (k - 1) * ((1 - p) / (2 - p) + p / (1 + p)))
 
 
 def _per_task(scores_by_task: Sequence[ArrayLike], name: str) -> list[NDArray[np.float64]]:

@@ -19,7 +19,7 @@ from scipy import stats as sps
 
 from ssl_bench.board.claims import BETTER, WORSE
 from ssl_bench.board.tables import summary_table
-from ssl_bench.stats import MIN_SEEDS, seed_comparison
+from ssl_bench.stats import MIN_SEEDS, probability_of_improvement_interval, seed_comparison
 
 NOMINAL = 0.05
 DRAWS = 2000
@@ -115,3 +115,19 @@ def test_through_the_leaderboard_twins_and_checkpoints_of_scratch_are_flagged_at
     families = flagged.groupby("variant")["flag"].any()
     assert len(families) == 120 and families.mean() <= NOMINAL + 2.5 * math.sqrt(NOMINAL * (1 - NOMINAL) / 120)
     assert flagged["flag"].mean() <= NOMINAL
+
+
+@pytest.mark.parametrize(("columns", "n", "shift", "least"), [(1, 3, 0.0, 0.88), (1, 5, 1.0, 0.92), (3, 3, 2.0, 0.92)])
+def test_the_interval_of_the_chance_to_beat_covers_the_true_chance(columns: int, n: int, shift: float, least: float):
+    # Seeds of A ~ N(shift, 1) and of B ~ N(0, 1): P(A beats B) = Phi(shift / sqrt 2). Measured coverage: 0.897,
+    # 0.970, 0.965. At 3 seeds and no difference one side beats the other in every pair 10% of the time, and such a
+    # sample excludes 0.5: that caps the coverage near 0.90 there.
+    rng = np.random.default_rng(30 + n)
+    true = sps.norm.cdf(shift / math.sqrt(2))
+    covered = 0
+    for _ in range(600):
+        a = [rng.normal(shift, 1, n) for _ in range(columns)]
+        b = [rng.normal(0, 1, n) for _ in range(columns)]
+        low, high = probability_of_improvement_interval(a, b)
+        covered += low <= true <= high
+    assert covered / 600 >= least

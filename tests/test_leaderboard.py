@@ -203,6 +203,7 @@ def test_a_set_level_metric_is_a_headline_without_image_std(tmp_path: Path) -> N
     summary = summary_table(records)
     auc = row(summary, metric="auc")
     assert (auc["mean"], bool(auc["headline"]), math.isnan(auc["image_std"])) == (0.9, True, True)
+    assert auc["n_images"] == 4  # the test images its job's accuracy counted
     acc = row(summary, metric="acc")
     assert acc["mean"] == pytest.approx(0.75) and not bool(acc["headline"])
     assert acc["image_std"] == pytest.approx(math.sqrt(3 / 16))  # deviations 0.25, -0.75, 0.25, 0.25

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import optimize
 from scipy import stats as sps
 
 from ssl_bench.stats import (
@@ -295,10 +296,21 @@ def test_probability_of_improvement_counts_every_pair_of_seeds() -> None:
 
 
 def test_the_chance_to_beat_carries_its_uncertainty() -> None:
-    # One column whose seeds overlap: the point is inside a wide interval; seeds far apart give [1, 1].
+    # Every seed of A beats every seed of B, 3 a side: the estimate is 1 but the interval is not a point. Its lower
+    # end solves (1 - p - 1/18)^2 = z^2 V(p), Hanley & McNeil's V(p) = p(1-p)/9 (1 + (k - 1)((1-p)/(2-p) + p/(1+p)))
+    # with k = 2, and 1/18 half the estimate's step of 1/9.
+    def gap(p: float) -> float:
+        variance = p * (1 - p) / 9 * (1 + (1 - p) / (2 - p) + p / (1 + p))
+        return (1 - p - 1 / 18) ** 2 - sps.norm.ppf(0.975) ** 2 * variance
+
+    low, high = probability_of_improvement_interval([[0.9, 0.91, 0.92]], [[0.1, 0.11, 0.12]])
+    assert low == pytest.approx(optimize.brentq(gap, 0.3, 0.9), abs=2e-5) and high == 1.0
+    assert low == pytest.approx(0.523, abs=1e-3)
+    # One column whose seeds overlap: the point is inside a wide interval.
     low, high = probability_of_improvement_interval([[0.50, 0.55, 0.60]], [[0.48, 0.53, 0.58]])
-    point = probability_of_improvement([[0.50, 0.55, 0.60]], [[0.48, 0.53, 0.58]])
-    assert low < point < high and high - low > 0.5
-    assert probability_of_improvement_interval([[0.9, 0.91, 0.92]], [[0.1, 0.11, 0.12]]) == (1.0, 1.0)
-    # A single seed has no spread to redraw.
+    assert low < probability_of_improvement([[0.50, 0.55, 0.60]], [[0.48, 0.53, 0.58]]) < high and high - low > 0.5
+    # More columns that agree narrow it.
+    five = probability_of_improvement_interval([[0.9, 0.91, 0.92]] * 5, [[0.1, 0.11, 0.12]] * 5)
+    assert five[0] > 0.85 and five[1] == 1.0
+    # A single seed has no spread to judge by.
     assert all(math.isnan(v) for v in probability_of_improvement_interval([[0.9]], [[0.1, 0.2]]))

@@ -123,6 +123,8 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "job_id": result.job_id,
         "encoder_digest": result.encoder_digest,
     }
+    # A set-level metric (AUC) scores the same test images as the job's per-image metrics: count those.
+    test_images = max((len(scores.per_image) for scores in result.metrics.values() if scores.per_image), default=None)
     rows = []
     for metric, scores in result.metrics.items():
         score, image_std, n_images = _reduce(scores, f"job {result.job_id}, {result.protocol.label}/{metric}")
@@ -134,7 +136,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
                 "metric": metric,
                 "score": score,
                 "image_std": image_std,
-                "n_images": n_images,
+                "n_images": test_images if n_images is None else n_images,
                 "images": _images(scores),
             }
         )
