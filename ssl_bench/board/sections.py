@@ -200,7 +200,7 @@ def _cell_details(row: Any) -> list[str]:
 def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame) -> Table | None:
     """Per variant over the columns every variant completed: the IQM of scratch-normalised headline scores
     (no one easy task dominates it) and the probability of beating scratch on a random column, each with its 95%
-    bootstrap interval over training seeds."""
+    interval over training seeds."""
     headline = rows_of(rows, HEADLINE_METRIC)
     board = score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
     scratch = [v for v in board.index if set(headline.loc[headline["variant"] == v, "method"]) == {"scratch"}]
@@ -227,8 +227,9 @@ def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFram
     caption = (
         f"Over the {board.shape[1]} column(s) every variant completed: the interquartile mean of "
         "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect), and the chance that a run of the "
-        "variant beats a run of scratch on a random column (ties count half); 95% bootstrap intervals redraw the "
-        "training seeds within each column (blank: a column with a single seed has no spread to redraw)."
+        "variant beats a run of scratch on a random column (ties count half). 95% intervals: the IQM's a bootstrap "
+        "that redraws the training seeds within each column, the chance's a score interval (Newcombe's method 5); "
+        "blank where a column has a single seed."
     )
     header = ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)", "P 95% interval"]
     return Table(caption, header, body)
