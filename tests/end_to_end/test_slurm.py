@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import write_distribution
 from typer.testing import CliRunner
 
@@ -30,6 +31,8 @@ from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_record
 from ssl_bench.results import pretrain_dir
 
+# One cluster per session: under pytest-xdist every test of this module runs on the same worker.
+pytestmark = pytest.mark.xdist_group("slurm")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "srun", "sinfo")
 
@@ -234,7 +237,8 @@ def _scontrol(job_id: str) -> str:
 
 @pytest.mark.slow
 def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_methods, tmp_path):
-    slurm = {"time_minutes": 20, "cpus_per_job": 2, "mem_gb": 1}  # 2 CPUs: the threads that inline uses here
+    threads = torch.get_num_threads()  # each array task gets the CPUs, and so the threads, that inline uses here
+    slurm = {"time_minutes": 20, "cpus_per_job": threads, "mem_gb": 1}
     config = _tiny_config(tmp_path, "slurm", executor="slurm", slurm=slurm)
     plan = build_plan(config, get_registry())
     executor = create_launcher(config, progress=False, echo=lambda line: None)
@@ -244,7 +248,7 @@ def test_a_plan_through_two_slurm_arrays_gives_the_inline_metrics(slurm, tiny_me
     assert [job.job_id for job in arrays.pretrainings] == [f"{pretrain_id}_0", f"{pretrain_id}_1"]
     transfer = _scontrol(transfer_id)
     assert f"Dependency=afterok:{pretrain_id}_*" in transfer
-    assert "MinCPUsNode=2" in transfer and "MinMemoryNode=1G" in transfer
+    assert f"MinCPUsNode={threads}" in transfer and "MinMemoryNode=1G" in transfer
     summary = executor.wait(plan, arrays)
     assert len(summary.written) == 4 and not summary.failed
 

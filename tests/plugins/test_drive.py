@@ -15,7 +15,7 @@ from ssl_bench_tasks.drive import DriveVessel, ssl_bench_register_tasks
 
 from ssl_bench.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 REAL_DRIVE = SHARED / "data" / "DRIVE"
 TRAIN_IDS = tuple(str(i) for i in range(21, 41))
 TEST_IDS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", *(str(i) for i in range(10, 21)))
