@@ -51,7 +51,13 @@ from ssl_bench.supervised.protocol import (
     supervised_metrics,
     supervised_transfer,
 )
-from ssl_bench.supervised.segmentation import SegmentationKind, resize_split, segmentation_splits, split_train_val
+from ssl_bench.supervised.segmentation import (
+    SegmentationKind,
+    mask_scores,
+    resize_split,
+    segmentation_splits,
+    split_train_val,
+)
 from ssl_bench.task import (
     Availability,
     ClassificationData,
@@ -112,6 +118,7 @@ __all__ = [
     "make_angiogram",
     "make_cxr",
     "make_fundus",
+    "mask_scores",
     "normalize",
     "prepared_arrays",
     "read_image",

@@ -42,13 +42,11 @@ from ssl_bench.api import (
     Metric,
     Outcome,
     Protocol,
-    Scores,
     SegmentationSplit,
     Selection,
     Task,
-    dice_per_image,
     hookimpl,
-    iou_per_image,
+    mask_scores,
     normalize,
     require_whole_numbers,
     segmentation_splits,
@@ -190,15 +188,6 @@ def foreground_clusters(clusters: Tensor, masks: Tensor, count: int) -> tuple[Te
     sizes = torch.bincount(clusters.flatten(), minlength=count).cpu()
     overlaps = torch.bincount(clusters[masks], minlength=count).cpu()
     return match_clusters(sizes, overlaps, int(masks.sum()))
-
-
-def mask_scores(predicted: Tensor, test: SegmentationSplit) -> dict[str, Scores]:
-    """Per-image Dice and IoU of the ``predicted`` masks ``(N, H, W)`` (binary, or probabilities taken at 0.5)."""
-    predicted, masks, ids = predicted.unsqueeze(1).float(), test.masks.unsqueeze(1).float(), tuple(test.ids)
-    return {
-        "dice": Scores(per_image=tuple(dice_per_image(predicted, masks).tolist()), ids=ids),
-        "iou": Scores(per_image=tuple(iou_per_image(predicted, masks).tolist()), ids=ids),
-    }
 
 
 class Clustering(Protocol):

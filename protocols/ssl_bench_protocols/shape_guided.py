@@ -69,6 +69,7 @@ from ssl_bench.api import (
     entropy_loss,
     hookimpl,
     local_discrimination_loss,
+    mask_scores,
     normalize,
     region_features,
     require_whole_numbers,
@@ -78,7 +79,6 @@ from ssl_bench.api import (
     supervised_metrics,
 )
 from ssl_bench_protocols._multiscale import MultiScaleLinear
-from ssl_bench_protocols.clustering import mask_scores
 
 # LD's published loss weights and region-discrimination temperature (the ld method's defaults).
 LD_WEIGHT = 10.0

@@ -99,6 +99,16 @@ def validation_loss(model: nn.Module, val: SegmentationSplit) -> float:
     return float(soft_dice_from_sums(overlap, target_sum, prob_sum))
 
 
+def mask_scores(predicted: Tensor, test: SegmentationSplit) -> dict[str, Scores]:
+    """Per-image Dice and IoU of the ``predicted`` masks ``(N, H, W)`` (binary, or probabilities taken at 0.5), for
+    protocols that predict masks without a model of their own (clustering, shape-guided)."""
+    predicted, masks, ids = predicted.unsqueeze(1).float(), test.masks.unsqueeze(1).float(), tuple(test.ids)
+    return {
+        "dice": Scores(per_image=tuple(dice_per_image(predicted, masks).tolist()), ids=ids),
+        "iou": Scores(per_image=tuple(iou_per_image(predicted, masks).tolist()), ids=ids),
+    }
+
+
 def score(model: nn.Module, test: SegmentationSplit) -> dict[str, Scores]:
     """Per-image Dice and IoU at 0.5 of ``model``'s sigmoid output on ``test``."""
     dice, iou = [], []

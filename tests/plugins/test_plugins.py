@@ -1,8 +1,13 @@
 """Plugin discovery through real entry points (distributions on sys.path), and failure isolation."""
 
+import ast
 import importlib.metadata
+from pathlib import Path
 
 import pytest
+import ssl_bench_methods
+import ssl_bench_protocols
+import ssl_bench_tasks
 from conftest import write_distribution
 
 from ssl_bench.errors import PluginError
@@ -126,3 +131,29 @@ def test_allow_and_deny_lists(site, monkeypatch):
 def test_unknown_names_suggest_close_matches():
     with pytest.raises(PluginError, match="Did you mean simclr"):
         get_registry().method("simclrr")
+
+
+# --- Module structure: plugins depend on ssl_bench.api alone, never on the core's internals or on each other ---
+
+PLUGIN_PACKAGES = (ssl_bench_methods, ssl_bench_tasks, ssl_bench_protocols)
+PLUGIN_MODULES = sorted(path for package in PLUGIN_PACKAGES for path in Path(package.__path__[0]).glob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative, f"{path.name}: import shared modules by their absolute name"
+    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+
+@pytest.mark.parametrize("path", PLUGIN_MODULES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_a_plugin_module_imports_only_the_api_and_its_own_packages_shared_modules(path: Path) -> None:
+    plugin_packages = {package.__name__ for package in PLUGIN_PACKAGES}
+    for module in imported_modules(path):
+        package, _, rest = module.partition(".")
+        if package == "ssl_bench":
+            assert module == "ssl_bench.api", f"{path.name} imports {module}"
+        elif package in plugin_packages:
+            assert package == path.parent.name, f"{path.name} imports another plugin package's {module}"
+            assert rest.startswith("_"), f"{path.name} imports the plugin module {module}"

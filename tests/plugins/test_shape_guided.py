@@ -9,7 +9,6 @@ import pytest
 import torch
 from fakes import NoiseEncoder, mean_dice, seeded_context
 from ssl_bench_protocols import shape_guided
-from ssl_bench_protocols.clustering import mask_scores
 from ssl_bench_protocols.shape_guided import ShapeGuided
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from ssl_bench.api import (
     FeatureInfo,
     SegmentationData,
     SegmentationSplit,
+    mask_scores,
 )
 from ssl_bench.cli import app
 from ssl_bench.config import resolve_config

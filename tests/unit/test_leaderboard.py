@@ -710,6 +710,7 @@ def test_the_aggregate_table_gives_the_iqm_of_scratch_normalised_scores_and_the_
     ]
     markdown = markdown_of(tmp_path, records)
     section = protocol_section(markdown, "frozen")
+
     # Both seeds of a cell score alike, so no resample of the seeds moves the IQM: its interval is the point. The
     # chance's score interval solves (|0.875 - p| - 1/32)^2 = z^2 V(p): four columns of 2 seeds a side give
     # V(p) = (1/16) 4 p(1-p)/4 (Hanley-McNeil with k = 1), and 1/32 is half the step of a mean of 4 columns of 4 pairs.

@@ -1,11 +1,6 @@
 """The method contract's shared pieces: variant labels, the matched schedule, what method plugins import."""
 
-import ast
 from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-import ssl_bench_methods
 
 from ssl_bench.method import MATCHED_BATCH_SIZE, MATCHED_STEPS, Method, Stage, non_default_options, schedule
 
@@ -41,21 +36,3 @@ def test_variant_names_only_the_options_that_differ():
     assert TwoStages().variant == "toy"
     assert TwoStages(ToyOptions(temperature=0.2)).variant == "toy(temperature=0.2)"
     assert non_default_options(ToyOptions(dim=64, temperature=0.5)) == {"dim": 64}
-
-
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
-    assert not relative, f"{path.name}: import shared modules by their absolute name"
-    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-
-
-@pytest.mark.parametrize("path", sorted(Path(ssl_bench_methods.__path__[0]).glob("*.py")), ids=lambda p: p.name)
-def test_a_shipped_method_module_imports_only_the_api_and_the_packages_shared_modules(path: Path):
-    for module in imported_modules(path):
-        package, _, rest = module.partition(".")
-        if package == "ssl_bench":
-            assert module == "ssl_bench.api", f"{path.name} imports {module}"
-        elif package == "ssl_bench_methods":
-            assert rest.startswith("_"), f"{path.name} imports the method module {module}"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -143,19 +142,3 @@ def test_data_check_reports_class_balance_and_warns_of_sorted_training_labels(tm
     write_breastmnist(tmp_path, [1, 1, 1, 0] * 25)  # the same labels in 50 runs: no warning
     report = check_task_data(task, tmp_path)
     assert report.status == "found" and len(report.notes) == 1
-
-
-# --- Module structure -----------------------------------------------------------------------------------
-
-
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    return found | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-
-
-@pytest.mark.parametrize("path", sorted(TASKS.glob("[!_]*.py")), ids=lambda path: path.stem)
-def test_task_modules_import_only_the_api_and_shared_private_modules(path: Path) -> None:
-    ours = {name for name in imported_modules(path) if name.split(".")[0] in ("ssl_bench", "ssl_bench_tasks")}
-    allowed = {name for name in ours if name == "ssl_bench.api" or name.startswith("ssl_bench_tasks._")}
-    assert ours - allowed == set()
