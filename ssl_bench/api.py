@@ -6,8 +6,8 @@
   :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
   selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split of the
-  labelled subset, resized), :func:`labelled_rows` (the labelled subset of a training list),
-  per-image :func:`dice_per_image`, LD's :func:`soft_dice_loss`, :func:`require_whole_numbers` for settings.
+  labelled subset, resized), :func:`mask_scores` (per-image Dice and IoU of predicted masks),
+  :func:`require_whole_numbers` for settings.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - LD's region clustering (``ld`` and ``shape-guided``): :func:`cluster_assignment`, :func:`region_features`,
   :func:`local_discrimination_loss`, :func:`entropy_loss`, :func:`l2_normalize`.
@@ -27,10 +27,9 @@ from ssl_bench.data.imageio import (
 )
 from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_angiogram, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
-from ssl_bench.errors import ConfigError, DataError, TrainingError, require_whole_numbers
+from ssl_bench.errors import ConfigError, DataError, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
-from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_loss
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Scores, Selection
 from ssl_bench.regions import (
@@ -42,22 +41,9 @@ from ssl_bench.regions import (
     local_discrimination_loss,
     region_features,
 )
-from ssl_bench.supervised.labelled import labelled_rows
-from ssl_bench.supervised.loop import SupervisedSettings, fit, fresh_model, seeded_init, standard_settings
-from ssl_bench.supervised.protocol import (
-    CLASSIFICATION_METRICS,
-    SEGMENTATION_METRICS,
-    SupervisedProtocol,
-    supervised_metrics,
-    supervised_transfer,
-)
-from ssl_bench.supervised.segmentation import (
-    SegmentationKind,
-    mask_scores,
-    resize_split,
-    segmentation_splits,
-    split_train_val,
-)
+from ssl_bench.supervised.loop import SupervisedSettings, fit, seeded_init, standard_settings
+from ssl_bench.supervised.protocol import SupervisedProtocol, supervised_metrics, supervised_transfer
+from ssl_bench.supervised.segmentation import mask_scores, resize_split, segmentation_splits
 from ssl_bench.task import (
     Availability,
     ClassificationData,
@@ -68,12 +54,15 @@ from ssl_bench.task import (
     Task,
 )
 
+#: The version of this contract. Every name in ``__all__`` keeps its meaning and signature within a major version;
+#: a name is removed or changed only with the next one. Anything not listed here is ssl-bench's internals.
+API_VERSION = "1.0"
+
 __all__ = [
-    "CLASSIFICATION_METRICS",
+    "API_VERSION",
     "FUNDUS_LANDMARKS",
     "IMAGE_SUFFIXES",
     "NORM_EPS",
-    "SEGMENTATION_METRICS",
     "Availability",
     "ClassificationData",
     "ClassificationSplit",
@@ -91,29 +80,23 @@ __all__ = [
     "Protocol",
     "Scores",
     "SegmentationData",
-    "SegmentationKind",
     "SegmentationSplit",
     "Selection",
     "Stage",
     "SupervisedProtocol",
     "SupervisedSettings",
     "Task",
-    "TrainingError",
     "UNet",
     "at_least_fp32",
     "augment",
     "cluster_assignment",
     "create_encoder",
     "crop",
-    "dice_per_image",
     "entropy_loss",
     "fit",
-    "fresh_model",
     "fundus_roi_box",
     "hookimpl",
-    "iou_per_image",
     "l2_normalize",
-    "labelled_rows",
     "local_discrimination_loss",
     "make_angiogram",
     "make_cxr",
@@ -130,8 +113,6 @@ __all__ = [
     "resize_split",
     "seeded_init",
     "segmentation_splits",
-    "soft_dice_loss",
-    "split_train_val",
     "standard_settings",
     "supervised_metrics",
     "supervised_transfer",

@@ -2,6 +2,7 @@
 
 import ast
 import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,12 @@ def test_a_plugin_module_imports_only_the_api_and_its_own_packages_shared_module
         elif package in plugin_packages:
             assert package == path.parent.name, f"{path.name} imports another plugin package's {module}"
             assert rest.startswith("_"), f"{path.name} imports the plugin module {module}"
+
+
+def test_the_api_names_its_version_and_every_name_it_exports_resolves() -> None:
+    import ssl_bench.api as api
+
+    assert re.fullmatch(r"\d+\.\d+", api.API_VERSION)
+    assert len(set(api.__all__)) == len(api.__all__) and all(hasattr(api, name) for name in api.__all__)
+    # Names no plugin needs are not part of the contract: the supervised loop's internals stay in the core.
+    assert not {"SegmentationKind", "fresh_model", "split_train_val", "labelled_rows"} & set(api.__all__)
