@@ -184,11 +184,14 @@ class SlurmArrays:
 
     def _running(self, arrays: Arrays) -> bool:
         """Whether a task of the arrays is still queued or running; a transfer array that can never start (a
-        pretraining task died, so ``afterok`` cannot hold) is cancelled and reported."""
+        pretraining task died and is not coming back, so ``afterok`` cannot hold) is cancelled and reported."""
         states = _queued(arrays.ids)
         if states is None:
             return True  # the controller did not answer: look again later
-        if arrays.transfers and "DependencyNeverSatisfied" in states.values():
+        pretraining_arrays = {job.job_id.split("_")[0] for job in arrays.pretrainings}
+        # A preempted pretraining task is requeued: until it has left the queue, "never satisfied" may pass.
+        pretraining_queued = any(task.split("_")[0] in pretraining_arrays for task in states)
+        if arrays.transfers and "DependencyNeverSatisfied" in states.values() and not pretraining_queued:
             transfer_id = arrays.ids[-1]
             subprocess.run(["scancel", transfer_id], check=False)
             logs = ", ".join(str(job.paths.stderr) for job in arrays.pretrainings if _task_error(job))

@@ -347,3 +347,30 @@ def test_fail_fast_and_workers_are_refused_where_they_cannot_apply(tmp_path):
 def test_the_run_command_reports_a_bad_executor_without_a_traceback(tmp_path):
     result = CliRunner().invoke(app, ["run", "-m", "scratch", "--executor", "cluster", "--results", str(tmp_path)])
     assert result.exit_code == 2 and "executor must be one of inline, local, slurm; got 'cluster'" in result.output
+
+
+def test_a_transfer_array_is_cancelled_only_once_no_pretraining_task_can_come_back(tiny_methods, tmp_path, monkeypatch):
+    """A preempted pretraining task is requeued: while it is queued again, squeue may already call the transfer
+    array's ``afterok`` "never satisfied". Only when no pretraining task is left in the queue is that final."""
+    from types import SimpleNamespace
+
+    from ssl_bench.errors import DataError
+    from ssl_bench.launchers import slurm as launcher
+
+    def task(job_id: str) -> SimpleNamespace:
+        paths = SimpleNamespace(stderr=tmp_path / f"{job_id}.err", result_pickle=tmp_path / f"{job_id}.pkl")
+        return SimpleNamespace(job_id=job_id, paths=paths, exception=lambda: None)
+
+    arrays = launcher.Arrays([task("5_0"), task("5_1")], [task("6_0")], submitted=0.0)
+    cancelled: list[list[str]] = []
+    monkeypatch.setattr(launcher.subprocess, "run", lambda command, **kwargs: cancelled.append(command))
+    arrays_launcher = launcher.SlurmArrays(_tiny_config(tmp_path, "slurm", executor="slurm"), progress=False)
+
+    requeued = {"5_0": "BeginTime", "6_[0]": "DependencyNeverSatisfied"}
+    monkeypatch.setattr(launcher, "_queued", lambda ids: requeued)
+    assert arrays_launcher._running(arrays) and cancelled == []
+
+    monkeypatch.setattr(launcher, "_queued", lambda ids: {"6_[0]": "DependencyNeverSatisfied"})
+    with pytest.raises(DataError, match="transfer array 6 can never start"):
+        arrays_launcher._running(arrays)
+    assert cancelled == [["scancel", "6"]]
