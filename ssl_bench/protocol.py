@@ -31,7 +31,7 @@ class Metric:
 
 @dataclass(frozen=True)
 class Scores:
-    """One metric's test scores: per image (in ``ids`` order, for paired tests), or one set-level ``value``."""
+    """One metric's test scores: per image (in ``ids`` order), or one set-level ``value``."""
 
     per_image: tuple[float, ...] | None = None
     ids: tuple[str, ...] | None = None

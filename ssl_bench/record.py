@@ -27,7 +27,7 @@ SCHEMA_VERSION = 2
 
 @dataclass(frozen=True)
 class MetricRecord:
-    """One metric's test scores: ``per_image`` with ``ids`` (for paired tests), or a set-level ``value``."""
+    """One metric's test scores: ``per_image`` with ``ids`` (for image-level intervals), or a set-level ``value``."""
 
     higher_is_better: bool
     per_image: list[float | None] | None = None
@@ -182,6 +182,11 @@ def read_failure(path: Path) -> FailureRecord:
     return read_record(path, FailureRecord)
 
 
+#: The schema a file without ``schema_version`` has: ``pretraining.json`` was written with these same fields, untyped
+#: and unversioned, before it became a record; those cached encoders stay valid.
+_UNVERSIONED = {PretrainingRecord: SCHEMA_VERSION}
+
+
 def read_record(path: Path, kind: type = ResultRecord) -> Any:
     """The record in ``path``, every field checked; :class:`DataError` naming the file and the fix otherwise."""
     fix = f"delete {path.parent} and rerun the benchmark (`--overwrite missing` recomputes it)"
@@ -189,7 +194,7 @@ def read_record(path: Path, kind: type = ResultRecord) -> Any:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"result file {path} is unreadable or corrupt ({error}); {fix}") from error
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    version = data.get("schema_version", _UNVERSIONED.get(kind)) if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise DataError(
             f"result file {path} has schema_version {version!r}, this ssl-bench reads {SCHEMA_VERSION}; "

@@ -27,7 +27,7 @@ MIN_SEEDS = 3
 
 With 2 seeds a side Welch's test has 1-2 degrees of freedom (a 95% interval of +-12.7 standard errors at worst) and
 its false-positive rate is least robust to skewed seed distributions (Colas et al. 2019); 3 is the least that the
-calibration tests in ``tests/test_calibration.py`` hold at the nominal rate."""
+calibration tests in ``tests/unit/test_calibration.py`` hold at the nominal rate."""
 MIN_COLUMNS = 5
 """Columns (tasks) a ranking needs before its Friedman test, critical difference and pairwise chances say anything."""
 _SCORE_GRID = 100_001  # values of p a score interval is looked for among: endpoints to within 1e-5
@@ -278,7 +278,7 @@ def probability_of_improvement_interval(
     the tasks' variances summed and divided by T^2. The interval is every p with ``|estimate - p| <= z sqrt(V(p))``
     after a continuity correction of half the estimate's step. Unlike a bootstrap, it does not shrink to a point when
     every seed of A happens to beat every seed of B (with 3 seeds a side, 1 time in 20 under no difference at all).
-    Coverage (``tests/test_calibration.py``): 0.90 at 3 seeds a side and no difference (one side's seeds all beat
+    Coverage (``tests/unit/test_calibration.py``): 0.90 at 3 seeds a side and no difference (one side's seeds all beat
     the other's 10% of the time there, and such a sample excludes 0.5), 0.93-0.97 elsewhere. NaN where a task has
     fewer than 2 seeds on either side.
     """

@@ -15,8 +15,6 @@ from ssl_bench.stats import MIN_SEEDS, SeedComparison, holm, seed_comparison
 SIGNIFICANCE = 0.05
 #: What a comparison with scratch or the column's best can say (the ``claim_vs_*`` columns).
 BETTER, WORSE, NOT_DISTINGUISHABLE = "better", "worse", "not distinguishable"
-
-
 TOO_FEW_SEEDS, UNTESTABLE = "too few seeds", "untestable"
 #: How a claim is made, said in every table that marks claims.
 CLAIM_RULE = (
@@ -74,12 +72,12 @@ def _scratch_references(summary: pd.DataFrame) -> dict[int, int]:
     """Row index -> the row of ``scratch`` with the same task, protocol, fraction, metric, profile and encoder
     (none where there are several scratch variants to choose from)."""
     compared_on = ["task", "protocol", "label_fraction", "metric", "profile", "encoder"]
-    scratch = summary[(summary["method"] == "scratch") & (summary["n_seeds"] > 0)]
+    scratch = summary[summary["method"] == "scratch"]
     references = {key: rows.index[0] for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1}
     return {
         index: references[key]
         for index, row in summary.iterrows()
-        if row["method"] != "scratch" and row["n_seeds"] > 0 and (key := tuple(row[compared_on])) in references
+        if row["method"] != "scratch" and (key := tuple(row[compared_on])) in references
     }
 
 
@@ -91,5 +89,5 @@ def _best_references(summary: pd.DataFrame) -> dict[int, int]:
         if np.isnan(signed).all():
             continue
         best = column.index[int(np.nanargmax(np.round(signed, TIE_DECIMALS)))]
-        references |= {index: best for index in column.index if index != best and column.at[index, "n_seeds"] > 0}
+        references |= {index: best for index in column.index if index != best}
     return references

@@ -62,16 +62,18 @@ def _claims_table(claims: pd.DataFrame, protocol: str) -> Table:
 
 
 def _no_claim_line(rows: pd.DataFrame) -> str:
-    claims = set(rows["claim_vs_scratch"]) - {""}
-    seeds = seed_range(rows)
-    if not claims:
+    scored = rows[rows["n_seeds"] > 0]  # a cell whose every seed failed has nothing to compare
+    claims = scored["claim_vs_scratch"]
+    if not (claims != "").any():
         return "Nothing to claim against: no `scratch` cell to compare with."
-    if claims == {TOO_FEW_SEEDS}:
+    too_few = int((claims == TOO_FEW_SEEDS).sum())
+    if too_few == (claims != "").sum():
         return (
-            f"**Too few seeds to claim anything** against `scratch`: {seeds} seed(s) per cell, a claim needs "
-            f"{MIN_SEEDS} per variant (`--seeds {MIN_SEEDS}`)."
+            f"**Too few seeds to claim anything** against `scratch`: {seed_range(scored)} seed(s) per cell, a claim "
+            f"needs {MIN_SEEDS} per variant (`--seeds {MIN_SEEDS}`)."
         )
+    unclaimed = f"; {too_few} cell(s) have too few seeds to claim" if too_few else ""
     return (
-        f"**No variant is distinguishable from `scratch`** in any column ({seeds} seed(s) per cell, p >= "
-        f"{SIGNIFICANCE} after Holm over each variant's columns)."
+        f"**No variant is distinguishable from `scratch`** in any column it can be compared in ({seed_range(scored)} "
+        f"seed(s) per cell, p >= {SIGNIFICANCE} after Holm over each variant's columns{unclaimed})."
     )

@@ -99,7 +99,7 @@ def _friedman_line(rows: pd.DataFrame) -> str:
     if not result.informative:
         return (
             f"Friedman test over {result.n_tasks} column(s) of {result.n_methods} variants: not informative below "
-            "5 columns, so not reported."
+            f"{MIN_COLUMNS} columns, so not reported."
         )
     return (
         f"Friedman test over {result.n_tasks} columns of {result.n_methods} variants: chi-square "
@@ -119,7 +119,7 @@ def _metric_table(rows: pd.DataFrame, order: pd.DataFrame, with_ranks: bool) -> 
     header += ["mean rank", "wins"] if with_ranks else []
     ranked = order.set_index("variant")
     body = []
-    for variant in ordered_variants(order, rows["variant"]):
+    for variant in _ordered_variants(order, rows["variant"]):
         cells = [Cell(variant)]
         cells += [_score_cell(by_key.get((variant, *col)), best[col], most_seeds, few_everywhere) for col in columns]
         if with_ranks and variant in ranked.index:
@@ -149,7 +149,7 @@ def _caption(rows: pd.DataFrame, most_seeds: int, few_everywhere: bool) -> str:
     return caption
 
 
-def ordered_variants(order: pd.DataFrame, present: Iterable[str]) -> list[str]:
+def _ordered_variants(order: pd.DataFrame, present: Iterable[str]) -> list[str]:
     ranked = [variant for variant in order["variant"] if variant in set(present)]
     return ranked + sorted(set(present) - set(ranked))
 
@@ -209,7 +209,7 @@ def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFram
         return None
     reference, reference_seeds = board.loc[scratch[0]].to_numpy(), _seed_scores(seeds, scratch[0], board.columns)
     body = []
-    for variant in ordered_variants(order, board.index):
+    for variant in _ordered_variants(order, board.index):
         if variant == scratch[0]:
             continue
         variant_seeds = _seed_scores(seeds, variant, board.columns)
@@ -249,7 +249,7 @@ def _pairwise_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame
     board = score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
     if board.shape[0] < 3 or board.shape[1] < MIN_COLUMNS:
         return None
-    variants = ordered_variants(order, board.index)
+    variants = _ordered_variants(order, board.index)
     signed = {variant: _seed_scores(seeds, variant, board.columns, signed=True) for variant in variants}
     body = []
     for a in variants:
@@ -290,7 +290,7 @@ def _compute_section(summary: pd.DataFrame) -> Section:
     grouped = per_run.groupby("variant")
     header = ["variant", "pretraining s", "pretraining images/s", "protocol s", "peak memory MB"]
     body = []
-    for variant in ordered_variants(ranks(summary, HEADLINE_METRIC), summary["variant"]):
+    for variant in _ordered_variants(ranks(summary, HEADLINE_METRIC), summary["variant"]):
         group = grouped.get_group(variant)
         values = [
             (group["pretrain_seconds"].mean(), 1),

@@ -75,16 +75,17 @@ def _run_of(result: ResultRecord) -> tuple[str, str, str, str]:
 def _failed_run_of(failure: FailureRecord) -> tuple[str, str, str, str]:
     pretraining = failure.spec.get("pretraining")
     pool = pretraining.get("pool") if isinstance(pretraining, dict) else None
-    return failure.variant, failure.profile, failure.task, _key_of(pool) if isinstance(pool, dict) else ""
+    key = _pool_label(str(pool.get("id", "")), str(pool.get("fingerprint", ""))) if isinstance(pool, dict) else ""
+    return failure.variant, failure.profile, failure.task, key
 
 
 def _pool_key(result: ResultRecord) -> str:
-    return _key_of({"id": result.pool.id, "fingerprint": result.pool.fingerprint}) if result.pool else ""
+    return _pool_label(result.pool.id, result.pool.fingerprint) if result.pool else ""
 
 
-def _key_of(pool: dict) -> str:
+def _pool_label(pool_id: str, fingerprint: str) -> str:
     """A pool as a row label shows it: its id and the start of its fingerprint."""
-    return f"{pool.get('id', '')}:{str(pool.get('fingerprint', ''))[:8]}"
+    return f"{pool_id}:{fingerprint[:8]}"
 
 
 def _latest_runs(results: Iterable[ResultRecord]) -> list[ResultRecord]:
@@ -144,7 +145,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
 
 
 def _images(scores: MetricRecord) -> dict[str, float] | None:
-    """Per-image scores by image id (for paired tests and the bootstrap); None for a set-level metric."""
+    """Per-image scores by image id (for the test-image bootstrap); None for a set-level metric."""
     if scores.per_image is None:
         return None
     return {i: math.nan if v is None else v for i, v in zip(scores.ids, scores.per_image, strict=True)}
@@ -264,14 +265,14 @@ def _join_unique(values: pd.Series) -> str:
     return ",".join(sorted({str(value) for value in values if value}))
 
 
-def protocol_key(protocol: str) -> tuple[int, str]:
+def _protocol_key(protocol: str) -> tuple[int, str]:
     name = protocol.split("(")[0]
     order = PROTOCOL_ORDER.index(name) if name in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
     return order, protocol
 
 
 def _sort_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    protocol_rank = summary["protocol"].map(protocol_key)
+    protocol_rank = summary["protocol"].map(_protocol_key)
     metric_rank = ~summary["headline"].astype(bool)
     return (
         summary.assign(_protocol=protocol_rank, _metric=metric_rank, _fraction=-summary["label_fraction"])
@@ -322,7 +323,7 @@ def score_board(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def protocols_of(summary: pd.DataFrame) -> list[str]:
-    return sorted(summary["protocol"].unique(), key=protocol_key)
+    return sorted(summary["protocol"].unique(), key=_protocol_key)
 
 
 def metrics_of(summary: pd.DataFrame) -> list[str]:

@@ -44,7 +44,7 @@ class PretrainingCache:
         self.config, self.device, self.progress, self.echo = config, device, progress, echo
         self._refreshed: set[str] = set()  # pretrainings that --overwrite always has already redone
 
-    def fresh_encoder(self, pretraining: Pretraining) -> torch.nn.Module:
+    def _fresh_encoder(self, pretraining: Pretraining) -> torch.nn.Module:
         """The encoder at its random init, drawn from the pretraining's seed."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(pretraining.seed)
@@ -53,7 +53,7 @@ class PretrainingCache:
     def encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, PretrainingRecord | None] | None:
         """The encoder of ``pretraining``, trained now or loaded from the cache, and its record (None for a method
         without pretraining); None while another worker holds its lock (it is training it)."""
-        encoder = self.fresh_encoder(pretraining)
+        encoder = self._fresh_encoder(pretraining)
         if pretraining.pool is None:
             return encoder, None
         folder = pretrain_dir(self.config.results, pretraining.id)

@@ -747,25 +747,51 @@ def test_a_failed_seed_lands_in_the_row_of_its_own_pool(tmp_path: Path) -> None:
         record("old0", "simclr", seed_index=0, scores=[0.5]),
         record("new0", "simclr", seed_index=0, scores=[0.7], pool=new_pool),
     ]
-    failure = FailureRecord(
-        job_id="new1",
-        variant="simclr",
-        task="lung",
-        protocol="frozen",
-        label_fraction=1.0,
-        seed_index=1,
-        profile="paper",
-        phase="protocol",
-        error="RuntimeError: out of memory",
-        traceback="",
-        spec={"pretraining": {"pool": {"id": new_pool.id, "fingerprint": new_pool.fingerprint}}},
-        host="h",
-        pid=1,
-        unix_time=2000.0,
-    )
+    pool = {"id": new_pool.id, "fingerprint": new_pool.fingerprint}
+    failure = _failure("new1", "simclr", seed_index=1, spec={"pretraining": {"pool": pool}})
     summary = Board(tmp_path, records, failures=[failure]).summary
     dice = summary[summary["metric"].isin(["dice", ""])].set_index("variant")
     assert sorted(dice.index) == ["simclr {fundus:aaaaaaaa}", "simclr {fundus:bbbbbbbb}"]
     assert (
         dice.loc["simclr {fundus:bbbbbbbb}", "n_failed"] == 1 and dice.loc["simclr {fundus:aaaaaaaa}", "n_failed"] == 0
     )
+
+
+def _failure(job_id: str, variant: str, *, seed_index: int = 0, spec: dict | None = None) -> FailureRecord:
+    """A job of ``variant`` on lung under frozen that failed in its protocol."""
+    return FailureRecord(
+        job_id=job_id,
+        variant=variant,
+        task="lung",
+        protocol="frozen",
+        label_fraction=1.0,
+        seed_index=seed_index,
+        profile="paper",
+        phase="protocol",
+        error="RuntimeError: out of memory",
+        traceback="",
+        spec=spec or {},
+        host="h",
+        pid=1,
+        unix_time=2000.0,
+    )
+
+
+def _findings(board: Board) -> str:
+    return render_markdown(board).split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_a_cell_whose_every_seed_failed_does_not_change_what_the_findings_say(tmp_path: Path) -> None:
+    records = [record("s", "scratch", scores=[0.5] * 12), record("b", "better", scores=[0.9] * 12)]
+    findings = _findings(Board(tmp_path, records, failures=[_failure("m", "moco")]))
+    assert "**Too few seeds to claim anything** against `scratch`: 1 seed(s) per cell" in findings
+
+
+def test_findings_say_which_cells_had_too_few_seeds_beside_those_not_distinguishable(tmp_path: Path) -> None:
+    records = _seeds("scratch", (0.50, 0.52, 0.54)) + _seeds("near", (0.51, 0.53, 0.55))
+    records.append(record("one", "single", scores=[0.9] * 12))
+    findings = _findings(Board(tmp_path, records))
+    assert "**No variant is distinguishable from `scratch`** in any column it can be compared in (1 to 3 seed(s)" in (
+        findings
+    )
+    assert "; 1 cell(s) have too few seeds to claim)" in findings

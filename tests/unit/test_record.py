@@ -17,6 +17,7 @@ from ssl_bench.record import (
     Compute,
     MetricRecord,
     PoolRecord,
+    PretrainingRecord,
     ProtocolRecord,
     ResultRecord,
     read_record,
@@ -202,6 +203,30 @@ def test_another_schema_version_is_refused(tmp_path: Path, version: object, show
 def test_a_file_without_schema_version_is_refused(tmp_path: Path) -> None:
     path = edited(tmp_path, lambda data: data.pop("schema_version"))
     assert "schema_version None" in refusal(path)
+
+
+def test_a_pretraining_json_from_before_it_was_versioned_still_marks_a_finished_pretraining(tmp_path: Path) -> None:
+    # The fields, as the runner wrote them untyped and without schema_version: the cached encoder stays valid.
+    legacy = {
+        "spec": {"method": "simclr"},
+        "seconds": 12.5,
+        "source_images": 320,
+        "images_per_second": 25.6,
+        "views_per_second": 51.2,
+        "peak_memory_mb": None,
+        "resumed_from_step": 0,
+        "val_losses": [0.9, None],
+        "selected_epoch": None,
+        "device": "cpu",
+        "torch_threads": 2,
+    }
+    path = tmp_path / "pretraining.json"
+    path.write_text(json.dumps(legacy))
+    record = read_record(path, PretrainingRecord)
+    assert (record.seconds, record.val_losses, record.schema_version) == (12.5, [0.9, None], SCHEMA_VERSION)
+    path.write_text(json.dumps({**legacy, "schema_version": 1}))  # a version it does carry is still checked
+    with pytest.raises(DataError, match="schema_version 1"):
+        read_record(path, PretrainingRecord)
 
 
 def test_a_json_value_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
