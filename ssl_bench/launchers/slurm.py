@@ -45,6 +45,11 @@ except ModuleNotFoundError as error:
     ) from error
 
 
+#: How long a pretraining task must stay dead (out of the queue, without a result) before its transfer array is
+#: cancelled.
+DEAD_PRETRAINING_GRACE_SECONDS = 30.0
+
+
 class _ArrayTask(submitit.helpers.Checkpointable):
     """One array task: requeued with the same arguments when preempted or out of time (submitit's checkpoint)."""
 
@@ -119,6 +124,7 @@ class SlurmArrays:
         self.config, self.retry_failed, self.progress, self.echo = config, retry_failed, progress, echo
         self.settings = config.slurm or SlurmSettings()
         self.logs = config.results / "logs" / "slurm"
+        self._dead_since: float | None = None  # when a pretraining task was first seen dead (time.monotonic)
 
     def run(self, plan: Plan) -> RunSummary:
         return self.wait(plan, self.submit(plan))
@@ -188,18 +194,35 @@ class SlurmArrays:
         states = _queued(arrays.ids)
         if states is None:
             return True  # the controller did not answer: look again later
-        pretraining_arrays = {job.job_id.split("_")[0] for job in arrays.pretrainings}
-        # A preempted pretraining task is requeued: until it has left the queue, "never satisfied" may pass.
-        pretraining_queued = any(task.split("_")[0] in pretraining_arrays for task in states)
-        if arrays.transfers and "DependencyNeverSatisfied" in states.values() and not pretraining_queued:
-            transfer_id = arrays.ids[-1]
-            subprocess.run(["scancel", transfer_id], check=False)
-            logs = ", ".join(str(job.paths.stderr) for job in arrays.pretrainings if _task_error(job))
-            raise DataError(
-                f"a pretraining array task died, so the transfer array {transfer_id} can never start and was "
-                f"cancelled; see {logs or self.logs}. Fix the cause and run the same command again to resume."
-            )
-        return bool(states)
+        dead = _dead_pretrainings(arrays, states)
+        if not dead:
+            self._dead_since = None
+            return bool(states)
+        # squeue can miss a task that is between states for a moment: only a verdict that lasts is final.
+        self._dead_since = self._dead_since or time.monotonic()
+        if time.monotonic() - self._dead_since < DEAD_PRETRAINING_GRACE_SECONDS:
+            return True
+        transfer_id = arrays.ids[-1]
+        subprocess.run(["scancel", transfer_id], check=False)
+        logs = ", ".join(str(job.paths.stderr) for job, _ in dead)
+        raise DataError(
+            f"a pretraining array task died ({dead[0][1]}), so the transfer array {transfer_id} can never start "
+            f"and was cancelled; see {logs}. Fix the cause and run the same command again to resume."
+        )
+
+
+def _dead_pretrainings(arrays: Arrays, states: dict[str, str]) -> list[tuple[submitit.Job, str]]:
+    """The pretraining tasks, with why, that keep the transfer array from ever starting; none while one may come
+    back. Where all of them finished, a "never satisfied" verdict is stale and the transfer array is released."""
+    if not (arrays.transfers and "DependencyNeverSatisfied" in states.values()):
+        return []
+    pretraining_arrays = {job.job_id.split("_")[0] for job in arrays.pretrainings}
+    if any(task.split("_")[0] in pretraining_arrays for task in states):
+        return []  # a preempted task is requeued: SLURM judges ``afterok`` again once it has run
+    dead = [(job, error) for job in arrays.pretrainings if (error := _task_error(job))]
+    if not dead:  # SLURM judged ``afterok`` while a task was being requeued, and kept that verdict
+        subprocess.run(["scontrol", "update", f"JobId={arrays.ids[-1]}", "Dependency="], check=False)
+    return dead
 
 
 def _queued(array_ids: list[str]) -> dict[str, str] | None:

@@ -351,7 +351,8 @@ def test_the_run_command_reports_a_bad_executor_without_a_traceback(tmp_path):
 
 def test_a_transfer_array_is_cancelled_only_once_no_pretraining_task_can_come_back(tiny_methods, tmp_path, monkeypatch):
     """A preempted pretraining task is requeued: while it is queued again, squeue may already call the transfer
-    array's ``afterok`` "never satisfied". Only when no pretraining task is left in the queue is that final."""
+    array's ``afterok`` "never satisfied". That is final only once no pretraining task is left in the queue, one
+    of them left no result, and this has lasted; where all of them finished, the stale verdict is lifted."""
     from types import SimpleNamespace
 
     from ssl_bench.errors import DataError
@@ -362,15 +363,25 @@ def test_a_transfer_array_is_cancelled_only_once_no_pretraining_task_can_come_ba
         return SimpleNamespace(job_id=job_id, paths=paths, exception=lambda: None)
 
     arrays = launcher.Arrays([task("5_0"), task("5_1")], [task("6_0")], submitted=0.0)
-    cancelled: list[list[str]] = []
-    monkeypatch.setattr(launcher.subprocess, "run", lambda command, **kwargs: cancelled.append(command))
+    commands: list[list[str]] = []
+    monkeypatch.setattr(launcher.subprocess, "run", lambda command, **kwargs: commands.append(command))
     arrays_launcher = launcher.SlurmArrays(_tiny_config(tmp_path, "slurm", executor="slurm"), progress=False)
 
     requeued = {"5_0": "BeginTime", "6_[0]": "DependencyNeverSatisfied"}
     monkeypatch.setattr(launcher, "_queued", lambda ids: requeued)
-    assert arrays_launcher._running(arrays) and cancelled == []
+    assert arrays_launcher._running(arrays) and commands == []
 
+    # Both pretraining tasks left the queue; 5_1 left no result. Not final at once: squeue may have missed it.
+    (tmp_path / "5_0.pkl").touch()
     monkeypatch.setattr(launcher, "_queued", lambda ids: {"6_[0]": "DependencyNeverSatisfied"})
-    with pytest.raises(DataError, match="transfer array 6 can never start"):
+    assert arrays_launcher._running(arrays) and commands == []
+    monkeypatch.setattr(launcher, "DEAD_PRETRAINING_GRACE_SECONDS", 0.0)
+    with pytest.raises(DataError, match=r"task 5_1 ended without a result .* transfer array 6 can never start"):
         arrays_launcher._running(arrays)
-    assert cancelled == [["scancel", "6"]]
+    assert commands == [["scancel", "6"]]
+
+    # Both finished: the transfer array waits on a verdict SLURM made during the requeue, and is released.
+    commands.clear()
+    (tmp_path / "5_1.pkl").touch()
+    assert arrays_launcher._running(arrays)
+    assert commands == [["scontrol", "update", "JobId=6", "Dependency="]]
