@@ -7,7 +7,8 @@
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
   selection on validation, NaN guard), :func:`standard_settings`, :func:`segmentation_splits` (LD's split of the
   labelled subset, resized), :func:`mask_scores` (per-image Dice and IoU of predicted masks),
-  :func:`require_whole_numbers` for settings.
+  :func:`require_whole_numbers`, :func:`require_positive` and :func:`require_fractions` for settings and
+  options.
 - Shared networks: :func:`create_encoder` (``vgg16_bn_tiny`` or any timm model), :class:`UNet`.
 - LD's region clustering (``ld`` and ``shape-guided``): :func:`cluster_assignment`, :func:`region_features`,
   :func:`local_discrimination_loss`, :func:`entropy_loss`, :func:`l2_normalize`.
@@ -27,7 +28,7 @@ from ssl_bench.data.imageio import (
 )
 from ssl_bench.data.phantoms import FUNDUS_LANDMARKS, PhantomSet, make_angiogram, make_cxr, make_fundus
 from ssl_bench.data.prepared import prepared_arrays
-from ssl_bench.errors import ConfigError, DataError, require_whole_numbers
+from ssl_bench.errors import ConfigError, DataError, require_fractions, require_positive, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
@@ -56,7 +57,7 @@ from ssl_bench.task import (
 
 #: The version of this contract. Every name in ``__all__`` keeps its meaning and signature within a major version;
 #: a name is removed or changed only with the next one. Anything not listed here is ssl-bench's internals.
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 
 __all__ = [
     "API_VERSION",
@@ -107,6 +108,8 @@ __all__ = [
     "read_image",
     "read_mask",
     "region_features",
+    "require_fractions",
+    "require_positive",
     "require_whole_numbers",
     "resize_image",
     "resize_mask",

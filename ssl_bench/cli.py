@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ssl_bench.errors import SslBenchError
+from ssl_bench.errors import SslBenchError, SslBenchWarning
+
+_source_line_warning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, SslBenchWarning):
+        return f"warning: {message}\n"
+    return _source_line_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _one_line_warning
 
 app = typer.Typer(
     help="Benchmark self-supervised pretraining on medical image segmentation.",
@@ -43,10 +55,6 @@ def _registry():
 def _fail(error: Exception) -> typer.Exit:
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=2)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _warn_about_plugins(registry) -> None:
@@ -151,12 +159,13 @@ def run(
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.board import write_boards
     from ssl_bench.config import read_config_file, resolve_config
+    from ssl_bench.engine import request_stop
     from ssl_bench.launchers import create_launcher
     from ssl_bench.planning import build_plan
 
     if not (all_ or method or task or config):
         raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's SIGTERM (preemption) resumes like a Ctrl-C
+    signal.signal(signal.SIGTERM, request_stop)  # a scheduler's SIGTERM (preemption) resumes like a Ctrl-C
     started = time.perf_counter()
     try:
         registry = _registry()
@@ -193,7 +202,8 @@ def run(
             fail_fast=fail_fast,
             retry_failed=retry_failed,
         )
-        summary = launcher.run(build_plan(resolved, registry, echo=typer.echo))
+        plan = build_plan(resolved, registry, echo=typer.echo)
+        summary = launcher.run(plan)
         finished = any(resolved.results.glob("runs/*/result.json"))
         paths = write_boards(resolved.results) if report and (finished or not summary.failed) else ()
     except SslBenchError as error:
@@ -212,6 +222,9 @@ def run(
             where = f"{failure.variant}, {failure.task}, {failure.protocol}, seed {failure.seed_index}"
             typer.secho(f"  {failure.job_id} ({where}): {failure.summary}", fg="red", err=True)
         typer.secho("fix the cause and run again with --retry-failed", err=True)
+    for error in plan.left_out.values():
+        typer.secho(f"left out: {error}", fg="red", err=True)
+    if summary.failed or plan.left_out:
         raise typer.Exit(code=1)
 
 

@@ -42,6 +42,7 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.method import PROFILES, Method
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
+from ssl_bench.results import checkpoint_seconds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,6 +52,8 @@ else:
 DEVICES = ("auto", "cpu", "cuda")
 OVERWRITE_POLICIES = ("never", "missing", "always")
 EXECUTORS = ("inline", "local", "slurm")
+#: More training seeds than any study runs: a larger number is a typo (it would plan jobs until memory runs out).
+MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
@@ -217,9 +220,12 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
     if unknown := sorted(set(values) - known):
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
     seeds = values.get("seeds", 1)
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be a whole number >= 1; got {seeds!r}.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"seeds must be a whole number from 1 to {MAX_SEEDS}; got {seeds!r}.")
     data_root = values.get("data_root") or os.environ.get("SSL_BENCH_DATA")
+    if data_root is not None and not isinstance(data_root, str):
+        raise ConfigError(f'data_root must be a folder\'s path, e.g. data_root = "~/data"; got {data_root!r}.')
+    checkpoint_seconds()  # a bad SSL_BENCH_CHECKPOINT_SECONDS is refused before any work, not in every job
     return RunConfig(
         methods=_methods(values.get("methods"), registry),
         tasks=_tasks(values.get("tasks"), registry),

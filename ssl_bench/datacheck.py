@@ -9,16 +9,16 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench.errors import DataError
+from ssl_bench.errors import SslBenchError
 from ssl_bench.plugins import Registry
-from ssl_bench.task import ClassificationData, ClassificationSplit, Task
+from ssl_bench.task import ClassificationData, ClassificationSplit, Task, load_task_data
 
 
 @dataclass(frozen=True)
 class DataReport:
     task: str
     #: "found", "warning" (found, but the counts differ or the training labels are sorted), "missing" (no dataset
-    #: folder) or "error" (found but incomplete, unreadable or with all-empty masks: load raised DataError)
+    #: folder) or "error" (found but incomplete, unreadable or with all-empty masks, or its plugin broke: load raised)
     status: str
     detail: str
     #: Lines under the detail: a classification task's class balance per split, and a warning if its training
@@ -27,7 +27,7 @@ class DataReport:
 
 
 def _counts(task: Task, data_root: Path | None) -> DataReport:
-    data = task.load(data_root)
+    data = load_task_data(task, data_root)
     found = (len(data.train), len(data.test))
     detail = f"{found[0]} train, {found[1]} test images"
     warned = task.expected_counts is not None and found != tuple(task.expected_counts)
@@ -91,7 +91,7 @@ def check_task_data(task: Task, data_root: Path | None) -> DataReport:
         return DataReport(task.name, "missing", availability.reason + where)
     try:
         return _counts(task, data_root)
-    except DataError as error:
+    except SslBenchError as error:  # the data is wrong (DataError), or the task's plugin broke (PluginError)
         return DataReport(task.name, "error", str(error))
 
 

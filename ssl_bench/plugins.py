@@ -93,8 +93,23 @@ class Registry:
             f" Plugin {info.label} failed to load and may provide it: {info.error}." for info in self.failed
         )
         raise PluginError(
-            f"Unknown {kind[:-1]} {name!r}.{hint}{failed} See `ssl-bench list {kind}` and `ssl-bench plugins`."
+            f"Unknown {kind[:-1]} {name!r}.{hint}{failed}{_filter_note()} See `ssl-bench list {kind}` and "
+            "`ssl-bench plugins`."
         )
+
+
+def _filter_note() -> str:
+    """What SSL_BENCH_PLUGINS / SSL_BENCH_DISABLE_PLUGINS leave out, for an error about a name they may hide."""
+    installed = sorted({entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    notes = []
+    if (allowed := _env_names("SSL_BENCH_PLUGINS")) is not None:
+        notes.append(f" SSL_BENCH_PLUGINS loads only the plugins it names ({', '.join(sorted(allowed))})")
+        if missing := sorted(allowed - set(installed)):
+            notes.append(f", and no installed plugin is called {', '.join(missing)}")
+        notes.append(f"; the installed plugins are {', '.join(installed)}.")
+    if denied := _env_names("SSL_BENCH_DISABLE_PLUGINS"):
+        notes.append(f" SSL_BENCH_DISABLE_PLUGINS leaves out {', '.join(sorted(denied))}.")
+    return "".join(notes)
 
 
 def _env_names(variable: str) -> set[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.data.imageio import IMAGE_SUFFIXES, read_image
-from ssl_bench.errors import ConfigError, DataError, PluginError
+from ssl_bench.errors import ConfigError, DataError, PluginError, SslBenchWarning
 from ssl_bench.method import Method
 from ssl_bench.plugins import Registry
-from ssl_bench.results import write_atomic, write_json
+from ssl_bench.results import artefact_problem, write_checked, write_json
+from ssl_bench.task import load_task_data
 
 #: Every source image of a folder pool is resized to this square side (LD's prepared size).
 POOL_IMAGE_SIZE = 512
@@ -66,8 +68,18 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _folder_listing(folder: Path) -> str:
+    """The folder's image files with their sizes and modification times: a replaced or added file changes it."""
+    files = _folder_files(folder)
+    return _digest(json.dumps([[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]))
+
+
 def _folder_images(folder: Path, channels: int) -> torch.Tensor:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _folder_files(folder)
     if not files:
         raise DataError(f"pool folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     arrays = [read_image(path, channels) for path in files]
@@ -82,7 +94,11 @@ def _default_images(registry: Registry, modality: str, data_root: Path | None) -
     test_hashes: set[str] = set()
     train_images = []
     for task in [t for t in registry.tasks.values() if t.availability(data_root).ok]:
-        data = task.load(data_root)
+        try:
+            data = load_task_data(task, data_root)
+        except PluginError as error:  # its images can be neither pooled nor held out: they are not in the pool
+            warnings.warn(f"{error}; the {modality} pool is made without it", SslBenchWarning, stacklevel=2)
+            continue
         test_hashes.update(_digest(image.numpy().tobytes()) for image in data.test.images)
         if task.modality == modality:
             train_images.extend(data.train.images.split(1))
@@ -105,7 +121,7 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
             f"folder:{folder}",
             modality,
             channels,
-            f"folder:{folder.resolve()}:{channels}",
+            f"folder:{folder.resolve()}:{channels}:{_folder_listing(folder)}",
             lambda: _folder_images(folder, channels),
         )
     for pool in registry.pools.values():
@@ -124,14 +140,18 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
     )
 
 
-def prepare_pool(source: PoolSource, cache_dir: Path) -> PreparedPool:
-    """Decode ``source`` once into ``cache_dir`` and memory-map it; later calls only map the file."""
+def prepare_pool(source: PoolSource, cache_dir: Path, echo: Callable[[str], None] = print) -> PreparedPool:
+    """Decode ``source`` once into ``cache_dir`` and memory-map it; later calls check the file and map it."""
     stem = cache_dir / _digest(source.key)[:16]
     array_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     try:
+        if problem := artefact_problem(array_path):
+            raise ValueError(problem)
         images = np.load(array_path, mmap_mode="r")
         fingerprint = json.loads(meta_path.read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):  # absent, or truncated (a copy cut short): decode it again
+    except (OSError, ValueError, KeyError) as error:  # absent, damaged or changed: decode it again
+        if array_path.exists():
+            echo(f"{array_path} {error}: decoding pool {source.id} again")
         _decode(source, array_path, meta_path)
         images = np.load(array_path, mmap_mode="r")
         fingerprint = json.loads(meta_path.read_text())["fingerprint"]
@@ -148,20 +168,24 @@ def _decode(source: PoolSource, array_path: Path, meta_path: Path) -> None:
             f"expected uint8 (N, {source.channels}, H, W)."
         )
     array = np.ascontiguousarray(images.numpy())
-    write_atomic(array_path, lambda stream: np.save(stream, array))
+    write_checked(array_path, lambda stream: np.save(stream, array))
     write_json(meta_path, {"id": source.id, "key": source.key, "fingerprint": _digest(array.tobytes())})
 
 
-def prepare_extras(pool: PreparedPool, method: Method, cache_dir: Path) -> np.ndarray | None:
+def prepare_extras(
+    pool: PreparedPool, method: Method, cache_dir: Path, echo: Callable[[str], None] = print
+) -> np.ndarray | None:
     """``method.pool_extras`` of ``pool``, computed once and memory-mapped from ``cache_dir`` after."""
     path = cache_dir / f"{pool.fingerprint[:16]}-extras-{method.name}-{method.version}.npy"
     if path.exists():
-        return np.load(path, mmap_mode="r")
+        if (problem := artefact_problem(path)) is None:
+            return np.load(path, mmap_mode="r")
+        echo(f"{path} {problem}: computing {method.name}'s pool extras again")
     extras = method.pool_extras(np.asarray(pool.images))
     if extras is None:
         return None
     if len(extras) != len(pool.images):
         raise PluginError(f"{method.name}.pool_extras gave {len(extras)} rows for {len(pool.images)} pool images")
     extras = np.ascontiguousarray(extras)
-    write_atomic(path, lambda stream: np.save(stream, extras))
+    write_checked(path, lambda stream: np.save(stream, extras))
     return np.load(path, mmap_mode="r")

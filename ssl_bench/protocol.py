@@ -22,11 +22,14 @@ from ssl_bench.task import ClassificationData, SegmentationData, Task
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric a protocol reports. ``higher_is_better`` decides ranks, bold cells and significance signs."""
+    """A metric a protocol reports. ``higher_is_better`` decides ranks, bold cells and significance signs; a value
+    outside ``low``..``high`` (None: unbounded) is refused when the record is written and when it is read."""
 
     name: str
     higher_is_better: bool = True
     description: str = ""
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ class MetricRecord:
     per_image: list[float | None] | None = None
     ids: list[str] | None = None
     value: float | None = None
+    #: The declared range of the metric's values (None: unbounded); a value outside it makes the record invalid.
+    low: float | None = None
+    high: float | None = None
 
     def __post_init__(self) -> None:
         if (self.per_image is None) == (self.value is None):
@@ -41,6 +44,18 @@ class MetricRecord:
             not self.per_image or self.ids is None or len(self.ids) != len(self.per_image)
         ):
             raise ValueError("per_image scores must be non-empty, with one image id each")
+        values = self.per_image if self.per_image is not None else [self.value]
+        outside = [v for v in values if v is not None and not self._within(v)]
+        if outside:
+            raise ValueError(
+                f"{len(outside)} value(s) outside the metric's declared range [{self.low}, {self.high}], "
+                f"e.g. {outside[0]}"
+            )
+
+    def _within(self, value: float) -> bool:
+        """NaN (a score that is undefined for this image) lies in every range."""
+        below = self.low is not None and value < self.low
+        return not (below or (self.high is not None and value > self.high))
 
 
 @dataclass(frozen=True)
@@ -187,23 +202,32 @@ def read_failure(path: Path) -> FailureRecord:
 _UNVERSIONED = {PretrainingRecord: SCHEMA_VERSION}
 
 
+class UnreadableRecord(DataError):
+    """A record file that cannot be read or fails its checks; ``problem`` says what, without the fix."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.problem = f"result file {path} {problem}"
+        fix = f"delete {path.parent} and rerun the benchmark (`--overwrite missing` recomputes it)"
+        super().__init__(f"{self.problem}; {fix}")
+
+
 def read_record(path: Path, kind: type = ResultRecord) -> Any:
-    """The record in ``path``, every field checked; :class:`DataError` naming the file and the fix otherwise."""
-    fix = f"delete {path.parent} and rerun the benchmark (`--overwrite missing` recomputes it)"
+    """The record in ``path``, every field checked; :class:`UnreadableRecord` naming the file and the fix otherwise."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"result file {path} is unreadable or corrupt ({error}); {fix}") from error
+        raise UnreadableRecord(path, f"is unreadable or corrupt ({error})") from error
     version = data.get("schema_version", _UNVERSIONED.get(kind)) if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
-        raise DataError(
-            f"result file {path} has schema_version {version!r}, this ssl-bench reads {SCHEMA_VERSION}; "
-            f"its job is run again under this version's id; {fix}"
+        raise UnreadableRecord(
+            path,
+            f"has schema_version {version!r}, this ssl-bench reads {SCHEMA_VERSION}; its job is run again under this "
+            "version's id",
         )
     try:
         return _build(kind, data, "")
     except (TypeError, ValueError) as error:
-        raise DataError(f"result file {path}: {error}; {fix}") from error
+        raise UnreadableRecord(path, f"is invalid: {error}") from error
 
 
 def _build(kind: Any, value: Any, where: str) -> Any:

@@ -1,5 +1,9 @@
 """Where a run's files live, and how they are written: atomically, so that a kill loses nothing finished.
 
+What a run makes once and uses again (decoded pools, encoders, selected models, checkpoints) is written with a
+checksum beside it (``<name>.checksum.json``) and checked where it is used: size and modification time first,
+the content hash only when those changed. What fails the check is made again, never trusted.
+
 Layout under the results directory (DomainBed-style: one folder per hashed job, its result the marker)::
 
     runs/<job_id>/result.json        one finished job (``ssl_bench.record``); its presence marks the job done
@@ -16,19 +20,34 @@ Layout under the results directory (DomainBed-style: one folder per hashed job, 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import pickle
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
+
+from ssl_bench.errors import ConfigError, DataError, SslBenchWarning
 
 
 def checkpoint_seconds() -> float:
     """Seconds between checkpoints of long work (``SSL_BENCH_CHECKPOINT_SECONDS``, 60 by default)."""
-    return float(os.environ.get("SSL_BENCH_CHECKPOINT_SECONDS", "60"))
+    text = os.environ.get("SSL_BENCH_CHECKPOINT_SECONDS", "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"SSL_BENCH_CHECKPOINT_SECONDS must be a number of seconds >= 0 (60 if unset); got {text!r}")
+    return seconds
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -57,8 +76,91 @@ def write_text(path: Path, text: str) -> Path:
     return write_atomic(path, lambda stream: stream.write(text.encode()))
 
 
+@dataclass(frozen=True)
+class Checksum:
+    """A file's content hash, and the size and modification time at which it was last hashed."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Checksum:
+        with path.open("rb") as stream:
+            sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+        stat = path.stat()
+        return cls(sha256, stat.st_size, stat.st_mtime_ns)
+
+
+class DamagedArtefact(DataError):
+    """A cached artefact is missing its checksum, changed since it was written, or cannot be read."""
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.checksum.json")
+
+
+def write_checked(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """:func:`write_atomic`, then the file's checksum beside it (a kill between the two leaves it unchecked,
+    and so made again)."""
+    write_atomic(path, write)
+    write_json(checksum_path(path), asdict(Checksum.of(path)))
+    return path
+
+
+def remove_checked(path: Path) -> None:
+    """Remove an artefact and its checksum, if they are there."""
+    path.unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)
+
+
+def artefact_problem(path: Path) -> str | None:
+    """Why the artefact at ``path`` cannot be trusted ("is missing", "changed since it was written", ...); None
+    when it can."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        recorded = Checksum(**json.loads(checksum_path(path).read_text()))
+    except FileNotFoundError:
+        return f"has no checksum beside it ({checksum_path(path).name})"
+    except (OSError, ValueError, TypeError):
+        return f"has an unreadable checksum ({checksum_path(path).name})"
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) == (recorded.size, recorded.mtime_ns):
+        return None
+    actual = Checksum.of(path)
+    if actual.sha256 != recorded.sha256:
+        return "changed since it was written (its checksum differs)"
+    with contextlib.suppress(OSError):  # the same bytes, touched or copied: check cheaply next time (if writable)
+        write_json(checksum_path(path), asdict(actual))
+    return None
+
+
 def save_torch(path: Path, obj: object) -> Path:
-    return write_atomic(path, lambda stream: torch.save(obj, stream))
+    return write_checked(path, lambda stream: torch.save(obj, stream))
+
+
+def load_torch(path: Path, **options: Any) -> Any:
+    """``torch.load(path, **options)`` of an artefact that passes its check; :class:`DamagedArtefact` if not."""
+    if problem := artefact_problem(path):
+        raise DamagedArtefact(f"{path} {problem}")
+    try:
+        return torch.load(path, **options)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise DamagedArtefact(f"{path} cannot be read ({type(error).__name__}: {error})") from error
+
+
+def resume_checkpoint(path: Path, device: torch.device, *, weights_only: bool = True) -> Any:
+    """The checkpoint that interrupted work left at ``path``; None when there is none, or when it is damaged (then it
+    is removed and the work starts over, said in a warning)."""
+    if not path.exists():
+        return None
+    try:
+        return load_torch(path, map_location=device, weights_only=weights_only)
+    except DamagedArtefact as error:
+        warnings.warn(f"{error}: starting over instead of resuming", SslBenchWarning, stacklevel=2)
+        remove_checked(path)
+        return None
 
 
 def result_path(results_dir: Path, job_id: str) -> Path:

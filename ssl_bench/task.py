@@ -10,6 +10,8 @@ from typing import ClassVar
 
 import torch
 
+from ssl_bench.errors import PluginError, SslBenchError
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -201,9 +203,19 @@ class Task(ABC):
         at, or LD's 512 x 512 for its tasks; protocols resize to their own input size. Raise ``DataError`` (which
         file, what was expected, how to fix) for data that cannot be right."""
 
-    @property
-    def headline_metric(self) -> str:
-        return "auc" if self.kind == "classification" else "dice"
+
+def load_task_data(task: Task, data_root: Path | None) -> SegmentationData | ClassificationData:
+    """``task.load(data_root)``. Any error but ssl-bench's own is a bug in the task's plugin: it becomes a
+    :class:`PluginError` naming the task, so that callers leave that task out and go on with the others."""
+    try:
+        return task.load(data_root)
+    except SslBenchError:
+        raise
+    except Exception as error:
+        raise PluginError(
+            f"task {task.name} failed to load its data ({type(error).__name__}: {error}): a bug in its plugin, "
+            "report it to the plugin's authors"
+        ) from error
 
 
 class Pool(ABC):

@@ -17,7 +17,7 @@ from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules.heads import BarlowTwinsProjectionHead
 from torch import nn
 
-from ssl_bench.api import hookimpl
+from ssl_bench.api import hookimpl, require_positive
 from ssl_bench_methods._global import TwoViewMethod
 
 
@@ -25,6 +25,9 @@ from ssl_bench_methods._global import TwoViewMethod
 class BarlowTwinsOptions:
     projection_dim: int = 2048
     off_diagonal_weight: float = 5e-3
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("projection_dim", "off_diagonal_weight"), "barlowtwins")
 
 
 class BarlowTwins(TwoViewMethod):

@@ -19,7 +19,7 @@ from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bench.api import Stage, hookimpl
+from ssl_bench.api import Stage, hookimpl, require_fractions, require_positive
 from ssl_bench_methods._global import (
     GlobalMethod,
     MomentumModel,
@@ -34,6 +34,10 @@ from ssl_bench_methods._global import (
 class BYOLOptions:
     base_momentum: float = 0.996
     projection_dim: int = 256
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("projection_dim",), "byol")
+        require_fractions(self, ("base_momentum",), "byol")
 
 
 class BYOLModel(MomentumModel):

@@ -23,7 +23,7 @@ from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad, select_most_similar, update_momentum
 from torch import nn
 
-from ssl_bench.api import Method, Stage, augment, hookimpl
+from ssl_bench.api import Method, Stage, augment, hookimpl, require_fractions, require_positive
 from ssl_bench_methods._dense import two_view_stages
 from ssl_bench_methods._global import checkpointed
 
@@ -36,6 +36,10 @@ class DenseCLOptions:
     dense_weight: float = 0.5
     momentum: float = 0.999
     projection_dim: int = 128
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("temperature", "queue_size", "projection_dim"), "densecl")
+        require_fractions(self, ("dense_weight", "momentum"), "densecl")
 
 
 class Branch(nn.Module):

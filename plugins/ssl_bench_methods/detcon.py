@@ -22,7 +22,7 @@ from lightly.loss import DetConSLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 
-from ssl_bench.api import Method, Stage, hookimpl
+from ssl_bench.api import Method, Stage, hookimpl, require_positive
 from ssl_bench_methods._dense import ViewGeometry, dense_view, two_view_stages
 
 # The over-segmentation is cached under the method's name and version only, so its settings are constants,
@@ -80,6 +80,9 @@ class DetConOptions:
     #: segments drawn per image and view (with replacement, among those both views show)
     samples: int = 16
     projection_dim: int = 128
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("temperature", "samples", "projection_dim"), "detcon")
 
 
 class DetConModel(nn.Module):

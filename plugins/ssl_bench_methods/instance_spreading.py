@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.api import Stage, hookimpl
+from ssl_bench.api import Stage, hookimpl, require_positive
 from ssl_bench_methods._criteria import batch_criterion
 from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, encoder_width, two_views
 
@@ -27,6 +27,9 @@ from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, encoder_wid
 class InstanceSpreadingOptions:
     temperature: float = 0.1
     embedding_dim: int = 128
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("temperature", "embedding_dim"), "instance-spreading")
 
 
 class InstanceSpreading(GlobalMethod):

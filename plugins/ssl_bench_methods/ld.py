@@ -34,6 +34,7 @@ from ssl_bench.api import (
     l2_normalize,
     local_discrimination_loss,
     region_features,
+    require_positive,
 )
 from ssl_bench_methods._criteria import batch_criterion
 
@@ -59,11 +60,7 @@ class LDOptions:
     true_flip: bool = False
 
     def __post_init__(self) -> None:
-        sizes = {"embedding_dim": self.embedding_dim, "clusters": self.clusters, "grid": self.grid}
-        temperatures = {"batch_temperature": self.batch_temperature, "ld_temperature": self.ld_temperature}
-        for name, value in {**sizes, **temperatures}.items():
-            if value <= 0:
-                raise ConfigError(f"LD option {name} must be positive, got {value}")
+        require_positive(self, ("embedding_dim", "clusters", "grid", "batch_temperature", "ld_temperature"), "LD")
 
 
 # --- views ----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import MoCoProjectionHead
 from torch import nn
 
-from ssl_bench.api import Stage, augment, hookimpl
+from ssl_bench.api import Stage, augment, hookimpl, require_fractions, require_positive
 from ssl_bench_methods._global import GlobalMethod, MomentumModel, checkpointed, encoder_width, head_hidden_width
 
 
@@ -29,6 +29,10 @@ class MoCoOptions:
     momentum: float = 0.999
     queue_size: int = 4096
     projection_dim: int = 128
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("temperature", "queue_size", "projection_dim"), "moco")
+        require_fractions(self, ("momentum",), "moco")
 
 
 class MoCoModel(MomentumModel):

@@ -15,7 +15,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 
-from ssl_bench.api import hookimpl
+from ssl_bench.api import hookimpl, require_positive
 from ssl_bench_methods._global import TwoViewMethod
 
 
@@ -23,6 +23,9 @@ from ssl_bench_methods._global import TwoViewMethod
 class SimCLROptions:
     temperature: float = 0.5
     projection_dim: int = 128
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("temperature", "projection_dim"), "simclr")
 
 
 class SimCLR(TwoViewMethod):

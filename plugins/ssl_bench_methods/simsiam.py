@@ -17,13 +17,16 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
-from ssl_bench.api import Stage, hookimpl
+from ssl_bench.api import Stage, hookimpl, require_positive
 from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, encoder_width, swapped_prediction_loss, two_views
 
 
 @dataclass(frozen=True)
 class SimSiamOptions:
     projection_dim: int = 2048
+
+    def __post_init__(self) -> None:
+        require_positive(self, ("projection_dim",), "simsiam")
 
 
 class SimSiamModel(PooledHeadModel):

@@ -23,7 +23,7 @@ from lightly.models.modules.heads import SwaVProjectionHead, SwaVPrototypes
 from lightly.models.modules.memory_bank import MemoryBankModule
 from torch import nn
 
-from ssl_bench.api import Stage, augment, hookimpl
+from ssl_bench.api import Stage, augment, hookimpl, require_positive, require_whole_numbers
 from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, checkpointed, encoder_width, head_hidden_width
 
 
@@ -51,6 +51,14 @@ class SwAVOptions:
     frozen_prototype_epochs: int = 1
     queue_length: int = 3840
     queue_start_epoch: int = 15
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self,
+            ("prototypes", "projection_dim", "temperature", "sinkhorn_epsilon", "sinkhorn_iterations", "queue_length"),
+            "swav",
+        )
+        require_whole_numbers(self, {"frozen_prototype_epochs": 0, "queue_start_epoch": 0}, "swav")
 
 
 class SwAVModel(PooledHeadModel):

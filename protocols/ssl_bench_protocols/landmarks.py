@@ -219,10 +219,17 @@ class Landmarks(Protocol):
 
     def metrics(self, task: Task) -> tuple[Metric, ...]:
         return (
-            Metric("radial_error_px", higher_is_better=False, description="mean radial error, task pixels"),
-            Metric("radial_error_diag", higher_is_better=False, description="mean radial error / image diagonal"),
+            Metric("radial_error_px", higher_is_better=False, description="mean radial error, task pixels", low=0.0),
+            Metric(
+                "radial_error_diag", higher_is_better=False, description="mean radial error / image diagonal", low=0.0
+            ),
             *(
-                Metric(f"success_{round(100 * p)}pct", description=f"predictions within {p:.0%} of the diagonal")
+                Metric(
+                    f"success_{round(100 * p)}pct",
+                    description=f"predictions within {p:.0%} of the diagonal",
+                    low=0.0,
+                    high=1.0,
+                )
                 for p in SUCCESS_FRACTIONS
             ),
         )

@@ -206,7 +206,7 @@ def _with_failures(
     summary = summary.assign(n_failed=[counts.get(cell, 0) for cell in cells])
     failed_only = [
         {**dict(zip(RUN_KEYS[:4], cell, strict=True)), "metric": "", "headline": True, "higher_is_better": True}
-        | {"n_seeds": 0, "mean": math.nan, "n_failed": count}
+        | {"n_seeds": 0, "mean": math.nan, "n_failed": count, "random_encoder": False}
         for cell, count in counts.items()
         if cell not in set(cells)
     ]

@@ -7,6 +7,7 @@ half-open, in pixels.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I"}
 _PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}
 # PIL raises these for missing, truncated or undecodable files (UnidentifiedImageError is an OSError).
 _READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+#: How many distinct values a mask error shows.
+_FEW_VALUES = 8
 
 
 def read_image(path: Path, channels: int | None = None) -> np.ndarray:
@@ -78,9 +81,105 @@ def _as_hwc(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., None] if array.ndim == 2 else array, dtype=np.uint8)
 
 
-def read_mask(path: Path, threshold: int = 128) -> np.ndarray:
-    """The binary mask at ``path``: its grey level (first channel if colour) ``>= threshold``."""
-    return read_image(path)[..., 0] >= threshold
+def read_mask(
+    path: Path, threshold: int = 128, foreground: Collection[int] | None = None, channel: str = "first"
+) -> np.ndarray:
+    """The mask at ``path`` as ``bool (H, W)``, from a file of any bit depth in the usual encodings.
+
+    A pixel's value is its grey level (1-, 8- or 16-bit) or, in colour and palette images (alpha dropped:
+    transparency alone is not foreground), its first colour channel (``channel="first"``, the built-in tasks'
+    rule) or its largest (``"largest"``: any colour counts, so that a mask drawn green is not lost). Then:
+
+    - ``foreground`` declared (label values, e.g. ``(1, 2)``): the pixels holding one of them, compared with the
+      grey level or a colour palette's index (label maps such as VOC's); a colour image is refused.
+    - Binary: the non-zero pixels all hold one value (``{0, 1}``, ``{0, 255}``, ``{0, 65535}``, 1-bit, a mask
+      drawn in one colour): those pixels, whatever ``threshold``.
+    - Soft (several non-zero values, some reaching ``threshold`` on the 8-bit scale, 16-bit scaled by
+      255/65535): the pixels ``>= threshold``, so that anti-aliased edges and JPEG noise fall on their side.
+    - Otherwise (several non-zero values, all below ``threshold``: a label map such as ``{0, 1, 2}``): a
+      :class:`DataError` naming the file and its values, and saying how to declare which labels are foreground.
+
+    A colour mask empty in its first channel but not in the others (``"first"``) is a :class:`DataError` too, as
+    is a missing or unreadable file.
+    """
+    if channel not in ("first", "largest"):
+        raise ValueError(f"channel must be 'first' or 'largest', got {channel!r}")
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            pixels, labels = _mask_pixels(im)
+    except _READ_ERRORS as error:
+        raise DataError(f"{path} is not a readable image: {error}") from error
+    if foreground is not None:
+        if labels is None:
+            raise DataError(
+                f"{path} is a colour image, but foreground labels {sorted(foreground)} were declared, which need a "
+                "grey or palette label map: save the label map as grey values"
+            )
+        return np.isin(labels, np.asarray(sorted(foreground)))
+    mask = _binarised(pixels[..., 0] if channel == "first" else pixels.max(axis=2), threshold, path)
+    if channel == "first" and not mask.any() and pixels.any():
+        raise DataError(
+            f"{path} is 0 in its first colour channel, which is the mask, but not in the others: draw the mask "
+            "in red or white, or save it grey (0 and 255)"
+        )
+    return mask
+
+
+def _mask_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A mask file's values, ``(H, W, 1)`` grey in its own dtype or ``uint8 (H, W, 3)`` colour, and its label
+    values (grey levels, palette indices; None for other colour images)."""
+    if im.mode == "1":
+        grey = np.asarray(im).astype(np.uint8)
+    elif im.mode in _SIXTEEN_BIT_MODES or im.mode in ("L", "F"):
+        grey = np.asarray(im)
+    elif im.mode == "LA":
+        grey = np.asarray(im.convert("L"))
+    else:
+        # Through RGBA, which keeps palette transparency out of the colours; alpha is dropped.
+        colours = np.asarray(im.convert("RGBA"))[..., :3]
+        if not (colours[..., :1] == colours).all():
+            return colours, (np.asarray(im) if im.mode == "P" else None)
+        # Grey stored as colour or as a grey palette, whose indices GIF writers reorder: the grey levels count.
+        grey = colours[..., 0]
+    return grey[..., None], grey
+
+
+def _binarised(plane: np.ndarray, threshold: int, path: Path) -> np.ndarray:
+    """The foreground of one plane of mask values: binary, soft, or refused (see :func:`read_mask`)."""
+    values = _distinct(plane)
+    nonzero = values[values != 0]
+    if len(nonzero) <= 1:
+        return plane != 0
+    if plane.dtype.kind == "f":
+        raise DataError(
+            f"{path} holds {len(values)} distinct float values ({_few(values)}), expected a binary mask "
+            "(0 and one other value); save it as 8-bit 0/255"
+        )
+    eight = plane if plane.dtype == np.uint8 else _sixteen_to_eight_bit(plane)
+    if int(eight.max()) >= threshold:
+        return eight >= threshold
+    # Several small values and none bright: a label map (or a faint soft map), never to be read as empty.
+    labels = ", ".join(str(value) for value in nonzero[:_FEW_VALUES].tolist())
+    raise DataError(
+        f"{path} holds mask values {_few(values)}: not binary (0 and one other value) and none reaches the "
+        f"soft-mask threshold {threshold} of 255, so it looks like a label map: declare which labels are "
+        f"foreground, e.g. foreground = [{labels}] in a folder task's table"
+    )
+
+
+def _distinct(plane: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of ``plane``; counted rather than sorted where the type is small (faster)."""
+    if plane.dtype in (np.uint8, np.uint16):
+        return np.flatnonzero(np.bincount(plane.ravel())).astype(plane.dtype)
+    return np.unique(plane)
+
+
+def _few(values: np.ndarray) -> str:
+    """The first of ``values`` for a message: ``0, 1, 2`` or ``0, 1, 2, ... (300 values)``."""
+    shown = ", ".join(str(value) for value in values[:_FEW_VALUES].tolist())
+    return shown if len(values) <= _FEW_VALUES else f"{shown}, ... ({len(values)} values)"
 
 
 def fundus_roi_box(image: np.ndarray, threshold: int = 20, margin: int = 16) -> Box:

@@ -8,11 +8,14 @@ goes on, unless ``fail_fast``. The launchers (:mod:`ssl_bench.launchers`) only d
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +29,24 @@ from ssl_bench.locks import Lock
 from ssl_bench.planning import Job, Plan, digest
 from ssl_bench.pretraining import PretrainingCache
 from ssl_bench.protocol import Context
-from ssl_bench.record import FailureRecord, PretrainingRecord, read_failure, read_record, write_record
+from ssl_bench.record import (
+    FailureRecord,
+    PretrainingRecord,
+    UnreadableRecord,
+    read_failure,
+    read_record,
+    write_record,
+)
 from ssl_bench.resources import PeakMemory
-from ssl_bench.results import failure_path, result_path, save_torch, selected_model_path, write_text
+from ssl_bench.results import (
+    artefact_problem,
+    failure_path,
+    load_torch,
+    result_path,
+    save_torch,
+    selected_model_path,
+    write_text,
+)
 
 #: How often an engine looks again at work that other engines hold.
 CLAIM_POLL_SECONDS = 5.0
@@ -42,13 +60,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_stop_requested = threading.Event()
+
+
+def request_stop(signum: int, frame: object) -> None:
+    """The handler of SIGINT and SIGTERM while a run goes on: the run stops and resumes later. The job it lands in is
+    interrupted, never failed, even where torch turned the KeyboardInterrupt into another error (inside torch.save)."""
+    _stop_requested.set()
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stops_on_signals() -> Iterator[None]:
+    _stop_requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can handle signals: an embedding program keeps its own handlers
+        return
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def job_is_done(results: Path, job: Job, plan: Plan) -> bool:
-    """A job is done when its record reads back and validates (and its model is kept, if others need it)."""
+    """A job is done when its record reads back and validates (and its model is kept and passes its check, if
+    others need it)."""
     try:
         read_record(result_path(results, job.id))
     except DataError:
         return False
-    return job.id not in plan.upstream_ids or selected_model_path(results, job.id).exists()
+    return job.id not in plan.upstream_ids or artefact_problem(selected_model_path(results, job.id)) is None
 
 
 @dataclass(frozen=True)
@@ -95,6 +138,7 @@ class Engine:
     def run(self, plan: Plan) -> RunSummary:
         results = self.config.results
         done = {job.id for job in plan.jobs if self.is_done(job, plan)}
+        self._say_why_finished_jobs_run_again(plan, done)
         if done and self.config.overwrite == "never":
             raise ConfigError(
                 f"{len(done)} of {len(plan.jobs)} results of this plan already exist in {results}. "
@@ -111,7 +155,7 @@ class Engine:
         write_text(results / "run-config.toml", self.config.to_toml())
         written = []
         pending = list(todo)
-        with tqdm(total=len(todo), desc="jobs", unit="job", disable=not self.progress) as bar:
+        with _stops_on_signals(), tqdm(total=len(todo), desc="jobs", unit="job", disable=not self.progress) as bar:
             while pending:
                 waiting = []
                 for job in pending:
@@ -125,6 +169,21 @@ class Engine:
                     time.sleep(CLAIM_POLL_SECONDS)  # all that is left is held by other engines
                 pending = waiting
         return RunSummary(written, list(failures.values()))
+
+    def _say_why_finished_jobs_run_again(self, plan: Plan, done: set[str]) -> None:
+        """One line for each job that left a result but is not done: its record cannot be read, or the model that
+        others continue from failed its check."""
+        for job in plan.jobs:
+            path = result_path(self.config.results, job.id)
+            if job.id in done or not path.exists():
+                continue
+            try:
+                read_record(path)
+                model = selected_model_path(self.config.results, job.id)
+                why = f"{model} {artefact_problem(model)}"
+            except UnreadableRecord as error:
+                why = error.problem
+            self.echo(f"{why}: running job {job.id} ({job.variant}, {job.protocol_label}) again")
 
     def _attempt(self, job: Job, plan: Plan, failures: dict[str, FailureRecord]) -> tuple[str, Path | None]:
         """Run ``job`` if nobody else is: ``("done", path)``, ``("failed", None)`` or ``("busy", None)``."""
@@ -160,6 +219,8 @@ class Engine:
             phase = "protocol"
             path = self.run_job(job, plan, *pretrained)
         except Exception as error:  # any failure of a job, plugin code included, must not end the run
+            if _stop_requested.is_set():
+                raise KeyboardInterrupt from error  # a stop that landed inside torch, not a failure of the job
             if self.fail_fast:
                 raise
             failures[job.id] = self._fail(job, phase, f"{type(error).__name__}: {error}", traceback.format_exc())
@@ -196,7 +257,7 @@ class Engine:
         start = None
         if job.upstream is not None:
             path = selected_model_path(self.config.results, job.upstream.id)
-            start = torch.load(path, map_location=self.device, weights_only=True)
+            start = load_torch(path, map_location=self.device, weights_only=True)
         return Context(
             encoder=encoder,
             data=plan.data[job.task.name],

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 import ssl_bench
-from ssl_bench.errors import ConfigError
+from ssl_bench.errors import ConfigError, PluginError
 from ssl_bench.planning import Job
-from ssl_bench.protocol import Outcome, Scores
+from ssl_bench.protocol import Metric, Outcome, Scores
 from ssl_bench.record import Compute, MetricRecord, PoolRecord, PretrainingRecord, ProtocolRecord, ResultRecord
 
 
@@ -81,9 +81,7 @@ def result_record(job: Job, outcome: Outcome, pretrain: PretrainingRecord | None
         seed=job.seed,
         profile=run.profile,
         headline_metric=metrics[0].name,
-        metrics={
-            metric.name: _metric_record(metric.higher_is_better, outcome.scores[metric.name]) for metric in metrics
-        },
+        metrics={metric.name: _metric_record(metric, outcome.scores[metric.name]) for metric in metrics},
         selection=outcome.selection,
         compute=Compute(
             device=run.device.type,
@@ -141,10 +139,15 @@ def _pretraining_compute(record: PretrainingRecord | None) -> dict[str, Any]:
     }
 
 
-def _metric_record(higher_is_better: bool, scores: Scores) -> MetricRecord:
-    return MetricRecord(
-        higher_is_better=higher_is_better,
-        per_image=list(scores.per_image) if scores.per_image is not None else None,
-        ids=list(scores.ids) if scores.ids is not None else None,
-        value=scores.value,
-    )
+def _metric_record(metric: Metric, scores: Scores) -> MetricRecord:
+    try:
+        return MetricRecord(
+            higher_is_better=metric.higher_is_better,
+            per_image=list(scores.per_image) if scores.per_image is not None else None,
+            ids=list(scores.ids) if scores.ids is not None else None,
+            value=scores.value,
+            low=metric.low,
+            high=metric.high,
+        )
+    except ValueError as error:
+        raise PluginError(f"metric {metric.name}: {error}") from error

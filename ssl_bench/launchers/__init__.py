@@ -23,6 +23,16 @@ class Launcher(Protocol):
     def run(self, plan: Plan) -> RunSummary: ...
 
 
+def _check_gpus(gpus: list[str]) -> None:
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError(f"--gpus {','.join(gpus)} names GPUs, but torch sees no CUDA device: drop --gpus")
+    if wrong := [gpu for gpu in gpus if not (gpu.isdigit() and int(gpu) < count)]:
+        raise ConfigError(f"--gpus: {', '.join(wrong)} is not a GPU index of this machine (0 to {count - 1})")
+
+
 def create_launcher(
     config: RunConfig,
     *,
@@ -34,6 +44,10 @@ def create_launcher(
     retry_failed: bool = False,
 ) -> Launcher:
     """The executor that ``config.executor`` names, set up with the run's flags."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if gpus:
+        _check_gpus(gpus)
     if (workers > 1 or gpus) and config.executor != "local":
         raise ConfigError(f"--workers and --gpus size a local pool, not executor {config.executor}: drop them")
     if fail_fast and config.executor != "inline":

@@ -14,7 +14,7 @@ import sys
 
 from ssl_bench.config import RunConfig
 from ssl_bench.engine import RunSummary
-from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.errors import DataError
 from ssl_bench.launchers.watch import Watch, write_run_config
 from ssl_bench.planning import Plan
 
@@ -23,8 +23,6 @@ def slots(workers: int, gpus: list[str] | None) -> list[dict[str, str]]:
     """The environment of each worker: its GPU, or its share of the CPU cores."""
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus]
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * workers
 

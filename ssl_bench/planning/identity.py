@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from ssl_bench.method import Method
@@ -83,6 +83,9 @@ class Plan:
 
     jobs: list[Job]
     data: dict[str, TaskData]
+    #: Tasks left out because their plugin failed to load their data, with the error: the run says so in its exit
+    #: code.
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @cached_property  # asked for every job, again and again while workers poll
     def upstream_ids(self) -> set[str]:

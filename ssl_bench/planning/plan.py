@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
-from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.errors import ConfigError, DataError, PluginError
 from ssl_bench.method import Method, non_default_options, schedule, variant_name
 from ssl_bench.models import VGG16_BN_TINY
 from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, digest
@@ -22,7 +23,7 @@ from ssl_bench.protocol import Protocol, changed_settings
 from ssl_bench.results import pool_cache_dir
 from ssl_bench.stats import MIN_SEEDS
 from ssl_bench.supervised.labelled import labelled_count
-from ssl_bench.task import Task
+from ssl_bench.task import Task, load_task_data
 
 
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
@@ -30,15 +31,18 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
     are protocols using shapes on a task whose shape source's data is absent."""
     methods = [make_method(registry, name, options) for name, options in config.methods.items()]
     tasks = _available_tasks(config, registry, echo)
-    data = {task.name: task.load(config.data_root) for task in tasks}
+    data, left_out = _load_data(tasks, config.data_root, echo)
+    tasks = [task for task in tasks if task.name in data]
     protocols = _protocols(config, registry)
+    if config.protocols is not None:
+        _refuse_protocols_serving_no_task(protocols, tasks, registry)
     _load_shape_sources(tasks, protocols, config, registry, data, echo)
     planner = _Planner(config, registry, data)
     pools: dict[str, PreparedPool] = {}
     for method in methods:
         for seed_index in range(config.seeds):
             for task in tasks:
-                pretraining = _pretraining(method, task, seed_index, config, registry, pools)
+                pretraining = _pretraining(method, task, seed_index, config, registry, pools, echo)
                 for fraction in label_fractions(config, task):
                     labelled_count(len(data[task.name].train), fraction)  # too few labelled: refused before training
                     for name, protocol in protocols.items():
@@ -50,11 +54,17 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
             f"training seeds as its replicates and needs {MIN_SEEDS} per method (--seeds {MIN_SEEDS})"
         )
     # Insertion order already puts every upstream job before the jobs that continue from it.
-    return Plan(list(planner.jobs.values()), data)
+    return Plan(list(planner.jobs.values()), data, left_out)
 
 
 def _pretraining(
-    method: Method, task: Task, seed_index: int, config: RunConfig, registry: Registry, pools: dict
+    method: Method,
+    task: Task,
+    seed_index: int,
+    config: RunConfig,
+    registry: Registry,
+    pools: dict,
+    echo: Callable[[str], None],
 ) -> Pretraining:
     spec = {
         "method": method.name,
@@ -71,7 +81,7 @@ def _pretraining(
     if schedule(method, config.profile):
         if task.modality not in pools:
             source = resolve_pool(task.modality, registry, config.data_root, config.pools)
-            pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results))
+            pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results), echo)
         pool = pools[task.modality]
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
     return Pretraining(digest(spec), spec, method, task.channels, pool, spec["plugin"])
@@ -104,10 +114,37 @@ def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str]
     return tasks
 
 
+def _load_data(
+    tasks: list[Task], data_root: Path | None, echo: Callable[[str], None]
+) -> tuple[dict[str, TaskData], dict[str, str]]:
+    """Each task's data, and the tasks whose plugin failed to load it (left out, said, and kept with the error)."""
+    data, left_out = {}, {}
+    for task in tasks:
+        try:
+            data[task.name] = load_task_data(task, data_root)
+        except PluginError as error:
+            left_out[task.name] = str(error)
+            echo(f"{error}; the task is left out of this run")
+    return data, left_out
+
+
 def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
     default = [name for name, protocol in registry.protocols.items() if protocol.default_run]
     names = config.protocols if config.protocols is not None else default
     return {name: registry.protocol(name)() for name in names}
+
+
+def _refuse_protocols_serving_no_task(protocols: dict[str, Protocol], tasks: list[Task], registry: Registry) -> None:
+    """A protocol the run names that serves none of its tasks is a mistake, not an empty plan."""
+    for name, protocol in protocols.items():
+        if tasks and not any(protocol.serves(task) for task in tasks):
+            named = ", ".join(f"{task.name} ({task.kind})" for task in tasks)
+            serving = sorted(p for p, cls in registry.protocols.items() if any(cls().serves(t) for t in tasks))
+            raise ConfigError(
+                f"protocol {name} serves {' and '.join(protocol.task_kinds)} tasks"
+                f"{' with a shape source' if protocol.uses_shapes else ''}, and none of this run's tasks is one: "
+                f"{named}. Protocols that serve them: {', '.join(serving) or 'none'}."
+            )
 
 
 def _load_shape_sources(
@@ -128,13 +165,14 @@ def _load_shape_sources(
         if source.kind != "segmentation":
             raise ConfigError(f"task {task.name}'s shape source {source.name} is a {source.kind} task, not masks")
         availability = source.availability(config.data_root)
+        reason = availability.reason
         if availability.ok:
-            data[source.name] = source.load(config.data_root)
-        else:
-            echo(
-                f"leaving out {', '.join(using)} on {task.name}: its shape source {source.name} cannot run: "
-                f"{availability.reason}"
-            )
+            try:
+                data[source.name] = load_task_data(source, config.data_root)
+                continue
+            except PluginError as error:
+                reason = str(error)
+        echo(f"leaving out {', '.join(using)} on {task.name}: its shape source {source.name} cannot run: {reason}")
 
 
 class _Planner:

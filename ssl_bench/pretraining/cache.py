@@ -18,16 +18,24 @@ from ssl_bench.pools import prepare_extras
 from ssl_bench.pretraining.loop import BEST_ENCODER, pretrain
 from ssl_bench.record import PretrainingRecord, read_record, write_record
 from ssl_bench.resources import PeakMemory
-from ssl_bench.results import pool_cache_dir, pretrain_dir, save_torch
+from ssl_bench.results import (
+    artefact_problem,
+    load_torch,
+    pool_cache_dir,
+    pretrain_dir,
+    remove_checked,
+    save_torch,
+)
 
 ENCODER_WEIGHTS = "encoder.pt"
 PRETRAINING_RECORD = "pretraining.json"
 
 
 def finished_pretraining(folder: Path) -> PretrainingRecord | None:
-    """The record of the pretraining in ``folder`` if it finished (its weights and a readable record are there)."""
+    """The record of the pretraining in ``folder`` if it finished (its weights pass their check and a readable
+    record is there)."""
     record = folder / PRETRAINING_RECORD
-    if not ((folder / ENCODER_WEIGHTS).exists() and record.exists()):
+    if not record.exists() or artefact_problem(folder / ENCODER_WEIGHTS) is not None:
         return None
     try:
         return read_record(record, PretrainingRecord)
@@ -65,16 +73,27 @@ class PretrainingCache:
             with lock:
                 if refresh:
                     for name in (ENCODER_WEIGHTS, PRETRAINING_RECORD, "state.pt", BEST_ENCODER):
-                        (folder / name).unlink(missing_ok=True)
+                        remove_checked(folder / name)
                     self._refreshed.add(pretraining.id)
                 if finished_pretraining(folder) is None:  # not finished by another just before
+                    self._forget_unusable(folder, pretraining)
                     self._pretrain(pretraining, encoder, folder)
-        weights = torch.load(folder / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)
+        weights = load_torch(folder / ENCODER_WEIGHTS, map_location="cpu", weights_only=True)
         encoder.load_state_dict(weights, strict=True)
         return encoder, finished_pretraining(folder)
 
+    def _forget_unusable(self, folder: Path, pretraining: Pretraining) -> None:
+        """Says why a pretraining that finished once cannot be used (its weights failed their check, or its record
+        cannot be read) and removes its record, so that it is pretrained again."""
+        record, weights = folder / PRETRAINING_RECORD, folder / ENCODER_WEIGHTS
+        if record.exists():
+            why = f"{weights} {problem}" if (problem := artefact_problem(weights)) else f"{record} is unreadable"
+            self.echo(f"{why}: pretraining {pretraining.method.variant} again")
+            record.unlink()
+
     def _pretrain(self, pretraining: Pretraining, encoder: torch.nn.Module, folder: Path) -> None:
         self.echo(f"pretraining {pretraining.method.variant} ({pretraining.id}) on {pretraining.pool.id}")
+        results = self.config.results
         encoder.to(self.device)
         with PeakMemory(self.device) as memory:
             outcome = pretrain(
@@ -85,7 +104,7 @@ class PretrainingCache:
                 seed=pretraining.seed,
                 device=self.device,
                 workdir=folder,
-                extras=prepare_extras(pretraining.pool, pretraining.method, pool_cache_dir(self.config.results)),
+                extras=prepare_extras(pretraining.pool, pretraining.method, pool_cache_dir(results), self.echo),
                 progress=self.progress,
             )
         save_torch(folder / ENCODER_WEIGHTS, outcome.encoder_state)
@@ -105,6 +124,6 @@ class PretrainingCache:
         write_record(folder / PRETRAINING_RECORD, record)
         # The record is the marker of a finished pretraining; what only resuming needed goes after it.
         for leftover in ("state.pt", BEST_ENCODER):
-            (folder / leftover).unlink(missing_ok=True)
+            remove_checked(folder / leftover)
         for orphan in folder.glob(".*.tmp"):
             orphan.unlink(missing_ok=True)

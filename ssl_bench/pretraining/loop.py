@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 from ssl_bench.errors import PluginError, TrainingError
 from ssl_bench.method import Method, Stage, schedule
 from ssl_bench.pools import PreparedPool
-from ssl_bench.results import checkpoint_seconds, save_torch
+from ssl_bench.results import (
+    DamagedArtefact,
+    checkpoint_seconds,
+    load_torch,
+    remove_checked,
+    resume_checkpoint,
+    save_torch,
+)
 
 BEST_ENCODER = "best_encoder.pt"
 #: The loss is read back (a host sync) and checked for NaN every this many steps and at each epoch's end.
@@ -167,7 +174,7 @@ def pretrain(
     stages = schedule(method, profile)
     trainer = Trainer(method, encoder, pool, device, seed, extras)
     state_path = workdir / "state.pt"
-    saved = torch.load(state_path, map_location=device, weights_only=False) if state_path.exists() else None
+    saved = resume_checkpoint(state_path, device, weights_only=False)
     position = _Position(**saved["position"]) if saved else _Position()
     resumed_from_step = position.steps
     torch.manual_seed(seed)
@@ -189,7 +196,11 @@ def pretrain(
         _run_stage(trainer, stage, position, model, optimizer, scheduler, state_path, progress, select_best)
     best_path = state_path.with_name(BEST_ENCODER)
     if position.best_epoch is not None:
-        encoder_state = torch.load(best_path, map_location="cpu", weights_only=True)
+        try:
+            encoder_state = load_torch(best_path, map_location="cpu", weights_only=True)
+        except DamagedArtefact as error:  # the selection cannot be trusted: the next try trains from the start
+            remove_checked(state_path)
+            raise DamagedArtefact(f"{error}; its checkpoint was removed, so running again pretrains anew") from error
     else:
         encoder_state = _encoder_state(encoder)
     return PretrainOutcome(
@@ -239,6 +250,11 @@ def _run_stage(
                 _save_checkpoint(state_path, position, model, optimizer, scheduler, trainer.generator)
                 last_checkpoint = time.monotonic()
         val_loss = trainer.validate(model, stage, position)
+        if val_loss is not None and not math.isfinite(val_loss):  # a diverged encoder is not a pretrained one
+            raise TrainingError(
+                f"{trainer.method.name}: the held-out loss became {val_loss} after epoch {position.epoch + 1} of "
+                f"{stage.name}"
+            )
         position.epoch, position.step = position.epoch + 1, 0
         position.val_losses.append(val_loss)
         if select_best and val_loss is not None and val_loss < position.best_val_loss:

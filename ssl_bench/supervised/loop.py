@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ssl_bench.errors import ConfigError, TrainingError, require_whole_numbers
 from ssl_bench.method import PROFILES
 from ssl_bench.protocol import Scores
-from ssl_bench.results import checkpoint_seconds, save_torch
+from ssl_bench.results import checkpoint_seconds, remove_checked, resume_checkpoint, save_torch
 from ssl_bench.task import Task
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -146,8 +146,8 @@ def fit(
     set_trainable(model, train_encoder)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     state = _Progress()
-    if checkpoint is not None and checkpoint.exists():
-        state = _resume(checkpoint, model, optimizer, generator)
+    if checkpoint is not None and (snapshot := resume_checkpoint(checkpoint, next(model.parameters()).device)):
+        state = _resume(snapshot, model, optimizer, generator)
     start, last_saved = perf_counter() - state.seconds, perf_counter()
     bar = tqdm(range(state.epoch + 1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -169,7 +169,7 @@ def fit(
             last_saved = perf_counter()
         bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{state.best_loss:.4f}@{state.best_epoch}")
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)  # finished: only an interrupted run needs it
+        remove_checked(checkpoint)  # finished: only an interrupted run needs it
     images_per_second = epochs * kind.train_size / max(state.train_seconds, 1e-9)
     return Fit(state.best_state, state.best_epoch, state.best_loss, perf_counter() - start, images_per_second)
 
@@ -196,9 +196,7 @@ def _save(path: Path, state: _Progress, model: nn.Module, optimizer, generator: 
     save_torch(path, snapshot)
 
 
-def _resume(path: Path, model: nn.Module, optimizer, generator: torch.Generator) -> _Progress:
-    device = next(model.parameters()).device
-    snapshot = torch.load(path, map_location=device, weights_only=True)
+def _resume(snapshot: dict, model: nn.Module, optimizer, generator: torch.Generator) -> _Progress:
     model.load_state_dict(snapshot["model"], strict=True)
     optimizer.load_state_dict(snapshot["optimizer"])
     generator.set_state(snapshot["generator"].cpu())

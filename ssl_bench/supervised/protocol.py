@@ -14,12 +14,12 @@ from ssl_bench.supervised.segmentation import SegmentationKind
 from ssl_bench.task import Task
 
 SEGMENTATION_METRICS = (
-    Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)"),
-    Metric("iou", description="per-image intersection over union at 0.5"),
+    Metric("dice", description="per-image Dice at 0.5 (empty on empty is 1)", low=0.0, high=1.0),
+    Metric("iou", description="per-image intersection over union at 0.5", low=0.0, high=1.0),
 )
 CLASSIFICATION_METRICS = (
-    Metric("auc", description="macro ROC AUC over classes (one-vs-rest) or labels"),
-    Metric("acc", description="per-image accuracy (mean over labels for multi-label tasks)"),
+    Metric("auc", description="macro ROC AUC over classes (one-vs-rest) or labels", low=0.0, high=1.0),
+    Metric("acc", description="per-image accuracy (mean over labels for multi-label tasks)", low=0.0, high=1.0),
 )
 
 

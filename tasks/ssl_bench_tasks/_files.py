@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,16 +40,31 @@ def image_files(folder: Path, suffix: str = "", extensions: frozenset[str] = IMA
     """Id -> file for the images in ``folder`` named ``<id><suffix><extension>``, extensions in any case.
 
     Other files (``ATTRIBUTION.txt``) are ignored, and an absent folder has none. Raises :class:`DataError`
-    when two files give one id (``a.png`` and ``a.jpg``): which one is meant?
+    when two files give one id (``a.png`` and ``a.jpg``): which one is meant? And when a name of an image is
+    not a file (a symbolic link that loops or points nowhere, a folder): dropping it would shrink a split.
     """
     found: dict[str, Path] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in extensions or not path.stem.endswith(suffix) or not path.is_file():
+        if path.suffix.lower() not in extensions or not path.stem.endswith(suffix):
             continue
+        if not path.is_file():
+            raise DataError(f"{path} is not an image file but {_not_a_file(path)}; replace it with the image")
         image_id = path.stem[: len(path.stem) - len(suffix)]
         if image_id in found:
             raise DataError(f"{found[image_id]} and {path} have the same name: keep one of them")
         found[image_id] = path
     return found
+
+
+def _not_a_file(path: Path) -> str:
+    """What ``path``, named like an image but not a file, is instead."""
+    try:
+        path.stat()
+    except OSError as error:
+        if path.is_symlink():
+            what = "loops" if error.errno == errno.ELOOP else f"points to {os.readlink(path)}, which is absent"
+            return f"a symbolic link that {what}"
+        return f"unreadable ({error.strerror})"
+    return "a folder" if path.is_dir() else "not a regular file"

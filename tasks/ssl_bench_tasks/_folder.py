@@ -15,23 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_bench.api import DataError, read_image
+from ssl_bench.api import DataError, read_mask
 from ssl_bench_tasks._files import image_files, seeded_split, split_counts
 from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 from ssl_bench_tasks._prepared import PreparedTask, Sample, XRayTask
 
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-def read_user_mask(path: Path, threshold: int) -> np.ndarray:
-    """A mask as people store them, as ``bool (H, W)``: grey or colour, {0, 255} or {0, 1}.
-
-    A pixel's value is its largest channel, so that a mask drawn red (255, 0, 0) is not lost to its grey
-    (76). The mask's own maximum tells the scale: a mask whose maximum is 1 is {0, 1} and kept where 1; any
-    other is kept where ``>= threshold``, so that JPEG noise around 0 and 255 stays on its side.
-    """
-    values = read_image(path).max(axis=2)
-    return values >= (1 if values.max() == 1 else threshold)
 
 
 @dataclass(frozen=True)
@@ -53,6 +42,8 @@ class FolderSpec:
     expected_total: int | None = None
     #: Whether the masks are both lungs, so that the task carries lung apices and costophrenic angles as landmarks.
     lung_landmarks: bool = False
+    #: The label values that are foreground in masks that are label maps ({0, 1, 2}); None: masks are binary or soft.
+    foreground: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.fullmatch(self.name):
@@ -66,6 +57,18 @@ class FolderSpec:
             raise DataError(f"folder task {self.name!r}: channels must be 1 or 3, got {self.channels!r}")
         if not self.folders or not all(isinstance(folder, str) and folder for folder in self.folders):
             raise DataError(f"folder task {self.name!r}: folder must be a non-empty path")
+        if self.foreground is not None:
+            # A tuple, so that the frozen spec stays hashable whatever sequence TOML gave.
+            object.__setattr__(self, "foreground", self._labels(self.foreground))
+
+    def _labels(self, values: object) -> tuple[int, ...]:
+        labels = tuple(values) if isinstance(values, (list, tuple)) else ()
+        if not labels or not all(type(label) is int and label >= 0 for label in labels):
+            raise DataError(
+                f"folder task {self.name!r}: foreground must be a list of label values >= 0, e.g. foreground = [1, 2], "
+                f"got {values!r}"
+            )
+        return tuple(sorted(set(labels)))
 
     def _has_its_type(self, field: dataclasses.Field) -> bool:
         """Whether a text field holds text (TOML tables can hold anything); other fields are checked apart."""
@@ -73,7 +76,9 @@ class FolderSpec:
 
     def fingerprint(self) -> str:
         """A short hash of the fields that shape the task's data."""
-        shaping = [self.folders, self.modality, self.channels, self.mask_suffix]
+        shaping: list[object] = [self.folders, self.modality, self.channels, self.mask_suffix]
+        if self.foreground is not None:  # only when set, so that other tasks keep their versions
+            shaping.append(self.foreground)
         return hashlib.sha256(json.dumps(shaping).encode()).hexdigest()[:10]
 
 
@@ -104,8 +109,9 @@ class FolderTask(PreparedTask):
         self.expected_counts = None if spec.expected_total is None else split_counts(spec.expected_total)
         if spec.lung_landmarks:
             self.landmarks = LUNG_LANDMARKS
-        # 2: masks are read by read_user_mask (largest channel, {0, 1} or {0, 255}), no longer as grey.
-        self.version = f"2-{spec.fingerprint()}"
+        # 2: masks read by their largest channel, {0, 1} or {0, 255}; 3: by read_mask (any bit depth, {0, v},
+        # label maps), so that masks cached empty by 2 are read again.
+        self.version = f"3-{spec.fingerprint()}"
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         images = image_files(root / "images")
@@ -120,7 +126,8 @@ class FolderTask(PreparedTask):
         return root / "masks" / f"{image_id}{self.spec.mask_suffix}.png"
 
     def read_label_file(self, path: Path) -> np.ndarray:
-        return read_user_mask(path, self.preparation.label_threshold)
+        # The largest channel: a user's mask drawn green or blue is as much a mask as one drawn red.
+        return read_mask(path, self.preparation.label_threshold, self.spec.foreground, channel="largest")
 
     def mask_landmarks(self, masks: np.ndarray) -> torch.Tensor | None:
         return lung_landmarks(masks) if self.spec.lung_landmarks else None

@@ -1,10 +1,13 @@
 """Folder tasks: a dataset that is just ``images/`` and ``masks/`` with matching stems, configured without code.
 
 Any common image format is accepted (PNG, JPEG, BMP, TIFF, GIF, PPM/PGM, in any case); other files, such as
-``ATTRIBUTION.txt``, are ignored. A mask may be grey or colour (a pixel's value is its largest channel, so a
-mask drawn red counts), stored as {0, 255} (kept where >= 128, so JPEG noise does not count) or as {0, 1} (a
-mask whose maximum is 1). Images and masks are resized to 512x512. A task whose training or test masks are
-all empty is refused when it loads.
+``ATTRIBUTION.txt``, are ignored, but a name of an image that is not a readable image (a symbolic link that
+loops, an undecodable file) is an error, never dropped. Masks are read by :func:`ssl_bench.api.read_mask`: 1-,
+8- or 16-bit, grey, palette or colour (a pixel's value is its largest colour channel, so a mask drawn in any
+colour counts; alpha is ignored); a mask whose non-zero pixels hold one value ({0, 1}, {0, 255}, {0, 65535}) is
+binary, a soft one (anti-aliased, JPEG) is kept where >= 128 of 255, and a label map ({0, 1, 2}) is refused
+unless ``foreground`` names its foreground labels. Images and masks are resized to 512x512. A task whose
+training or test masks are all empty is refused when it loads.
 
 Split: the seeded split of :func:`ssl_bench_tasks._files.seeded_split`, which the dataset modules without an
 official split use too.
@@ -19,6 +22,7 @@ TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
     target = "polyps"          # optional, like the keys below
     mask_suffix = "_mask"      # masks/<stem>_mask.png for images/<stem>.jpg; default ""
     lung_landmarks = false     # true: masks are both lungs; lung apices and costophrenic angles become landmarks
+    foreground = [1, 2]        # masks are label maps: these labels (grey levels or colour palette indices) count
     dataset = "My polyps"      # the name messages use; default the task's name
     description = "..."
     url = "..."
@@ -27,7 +31,7 @@ TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
 
 Modality ``cxr`` gets LD's X-ray protocol (no flips, rotation 30 degrees, label fractions 0.2 to 1.0); any
 other flips, 180 degrees and the full training list. A task's version hashes what shapes its data (folder,
-modality, channels, mask suffix), so that editing its table never reuses stale results.
+modality, channels, mask suffix, foreground), so that editing its table never reuses stale results.
 """
 
 from __future__ import annotations

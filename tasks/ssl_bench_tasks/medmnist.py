@@ -4,6 +4,10 @@ Each file holds ``{train,val,test}_images`` (N, 28, 28[, 3]) uint8 and ``{train,
 Files are found as ``<data_root>/MedMNIST/<flag>.npz`` or ``<data_root>/<flag>.npz``; the larger-image
 variants (``<flag>_64.npz``, ``_128``, ``_224``) are used when the 28-pixel file is absent. Each set is its
 own modality, so that a method is pretrained on that set's training images only.
+
+Labels are checked when a file loads, before anything trains: whole numbers within the set's classes (0 or 1
+per label for the multi-label ChestMNIST), no split empty, and a test split with at least two classes (else AUC
+is undefined); anything else is a :class:`DataError` naming the file, the split and the values found.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class MedMNISTTask(Task):
             raise DataError(
                 f"{path} is not a readable MedMNIST file ({error}); download it again from {URL}"
             ) from error
+        self._refuse_one_class_test(splits["test"].labels, path)
         return ClassificationData(**splits)
 
     def _split(self, stored, split: str, path: Path) -> ClassificationSplit:
@@ -111,10 +116,56 @@ class MedMNISTTask(Task):
                 f"{path}: {split}_images {images.dtype} {images.shape} with {len(labels)} labels; expected uint8 "
                 f"with {self.channels} channel(s) and one label row per image"
             )
+        if len(images) == 0:
+            raise DataError(f"{path}: the {split} split has no images; download {path.name} again from {URL}")
         ids = tuple(f"{split}{i:06d}" for i in range(len(images)))
         return ClassificationSplit(
-            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)), ids
+            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(self._labels(labels, split, path)), ids
         )
+
+    def _labels(self, labels: np.ndarray, split: str, path: Path) -> np.ndarray:
+        """``labels`` as ``int64 (N, L)`` once checked against the declared classes: wrong labels train without
+        error (-1, one class) or fail inside torch far from the file, so they are refused here."""
+        flag, columns = self.flag, self.flag.classes if self.flag.multi_label else 1
+        where = f"{path}: {split}_labels"
+        fix = f"fix them or download {path.name} again from {URL}"
+        if labels.ndim == 1 and columns == 1:
+            labels = labels[:, None]
+        if labels.ndim != 2 or labels.shape[1] != columns or labels.dtype.kind not in "biuf":
+            raise DataError(
+                f"{where} are {labels.dtype} {labels.shape}, expected whole numbers of shape (N, {columns}); {fix}"
+            )
+        if labels.dtype.kind == "f":
+            bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+            if bad.size:
+                raise DataError(f"{where} hold non-integer values {_few(bad)}, expected class indices; {fix}")
+        allowed = "0 or 1 (one column per label)" if flag.multi_label else f"0..{flag.classes - 1}"
+        bad = labels[(labels < 0) | (labels > (1 if flag.multi_label else flag.classes - 1))]
+        if bad.size:
+            meaning = f"{flag.classes} labels" if flag.multi_label else f"{flag.classes} classes"
+            raise DataError(f"{where} hold {_few(bad)}, expected {allowed} ({flag.name} has {meaning}); {fix}")
+        return labels.astype(np.int64)
+
+    def _refuse_one_class_test(self, labels: torch.Tensor, path: Path) -> None:
+        """AUC needs positives and negatives: a test split of one class scores NaN (and accuracy 1.0)."""
+        if self.flag.multi_label:
+            mixed = bool(((labels == 0).any(dim=0) & (labels == 1).any(dim=0)).any())
+        else:
+            mixed = len(torch.unique(labels)) >= 2
+        if not mixed:
+            found = ", ".join(str(value) for value in torch.unique(labels).tolist())
+            what = "every label is all 0 or all 1" if self.flag.multi_label else f"every image is of class {found}"
+            raise DataError(
+                f"{path}: test_labels hold one class only ({what}), expected at least two, which AUC needs; "
+                f"use the release's test split (download {path.name} again from {URL})"
+            )
+
+
+def _few(values: np.ndarray) -> str:
+    """A few distinct ``values`` for a message: ``-1, 7`` or ``-3, -2, -1, 7, 8, ... (12 distinct values)``."""
+    distinct = np.unique(values)
+    shown = ", ".join(str(value) for value in distinct[:5].tolist())
+    return shown if len(distinct) <= 5 else f"{shown}, ... ({len(distinct)} distinct values)"
 
 
 @hookimpl

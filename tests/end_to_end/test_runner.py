@@ -32,6 +32,10 @@ def _config(results: Path, **values):
     return resolve_config(values, {"results": str(results)}, get_registry())
 
 
+def default_protocols() -> list[str]:
+    return [name for name, protocol in get_registry().protocols.items() if protocol.default_run]
+
+
 def _run(config) -> list[ResultRecord]:
     executor = Engine(config, torch.device("cpu"), progress=False, echo=lambda line: None)
     summary = executor.run(build_plan(config, get_registry()))
@@ -124,12 +128,19 @@ def test_a_label_fraction_that_leaves_too_few_images_is_refused_before_any_train
     assert not (tmp_path / "cache" / "pretrain").exists()
 
 
-def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out(tmp_path):
-    plan = build_plan(
-        _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols=["linear-probe"]),
-        get_registry(),
-    )
-    assert plan.jobs == []
+def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out_and_refused_when_named(tmp_path):
+    values = {"methods": {"scratch": {}}, "tasks": ["synthetic-vessel"]}
+    default = resolve_config(values, {"results": str(tmp_path)}, get_registry())  # every default protocol
+    assert "linear-probe" in default_protocols() and default.protocols is None
+    assert "linear-probe" not in {job.protocol.name for job in build_plan(default, get_registry()).jobs}
+    # Named, a protocol that serves none of the run's tasks is a mistake, not an empty plan.
+    named = _config(tmp_path, **values, protocols=["finetune", "linear-probe"])
+    with pytest.raises(
+        ConfigError,
+        match=r"protocol linear-probe serves classification tasks, and none of this run's tasks is one: "
+        r"synthetic-vessel \(segmentation\)\. Protocols that serve them: .*frozen",
+    ):
+        build_plan(named, get_registry())
 
 
 def test_protocol_settings_from_the_config_name_the_variant(tmp_path):

@@ -127,6 +127,19 @@ def test_allow_and_deny_lists(site, monkeypatch):
     monkeypatch.setenv("SSL_BENCH_DISABLE_PLUGINS", "good, simclr")
     methods = set(_registry().methods)
     assert "scratch" in methods and not {"sbtest-good", "simclr"} & methods
+    with pytest.raises(PluginError, match="SSL_BENCH_DISABLE_PLUGINS leaves out good, simclr"):
+        _registry().method("simclr")
+
+
+def test_an_allow_list_naming_no_installed_plugin_says_so_when_a_name_is_not_found(monkeypatch):
+    monkeypatch.setenv("SSL_BENCH_PLUGINS", "nonexistent")
+    with pytest.raises(
+        PluginError,
+        match=r"Unknown method 'scratch'\. SSL_BENCH_PLUGINS loads only the plugins it "
+        r"names \(nonexistent\), and no installed plugin is called nonexistent; the installed plugins "
+        r"are .*scratch",
+    ):
+        _registry().method("scratch")
 
 
 def test_unknown_names_suggest_close_matches():

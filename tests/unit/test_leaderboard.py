@@ -783,8 +783,12 @@ def _findings(board: Board) -> str:
 
 def test_a_cell_whose_every_seed_failed_does_not_change_what_the_findings_say(tmp_path: Path) -> None:
     records = [record("s", "scratch", scores=[0.5] * 12), record("b", "better", scores=[0.9] * 12)]
-    findings = _findings(Board(tmp_path, records, failures=[_failure("m", "moco")]))
-    assert "**Too few seeds to claim anything** against `scratch`: 1 seed(s) per cell" in findings
+    board = Board(tmp_path, records, failures=[_failure("m", "moco")])
+    assert "**Too few seeds to claim anything** against `scratch`: 1 seed(s) per cell" in _findings(board)
+    # A pretrained method that failed is not described as one without pretraining.
+    frozen = render_markdown(board).split("## `frozen`", 1)[1]
+    (random_encoders,) = [line for line in frozen.splitlines() if ": no pretraining, so" in line]
+    assert "| moco | failed |" in frozen and random_encoders.startswith("`scratch`: no pretraining")
 
 
 def test_findings_say_which_cells_had_too_few_seeds_beside_those_not_distinguishable(tmp_path: Path) -> None:

@@ -70,3 +70,16 @@ class Exploding(Diverging):
 def test_a_non_finite_loss_stops_the_run_with_the_method_named(tmp_path):
     with pytest.raises(TrainingError, match=r"diverging: the loss became nan by step 1 of only"):
         _pretrain(Exploding(epochs=1), tmp_path)
+
+
+class InfiniteHeldOut(Diverging):
+    """Finite while it trains, infinite on held-out images (eval mode): only validation sees it."""
+
+    def training_step(self, model, images, stage, generator):
+        loss = super().training_step(model, images, stage, generator)
+        return loss if model.training else loss * float("inf")
+
+
+def test_an_infinite_held_out_loss_stops_the_run_rather_than_export_a_diverged_encoder(tmp_path):
+    with pytest.raises(TrainingError, match=r"diverging: the held-out loss became inf after epoch 1 of only"):
+        _pretrain(InfiniteHeldOut(epochs=2), tmp_path)
