@@ -266,14 +266,14 @@ def status(results: ResultsOption = Path("results")) -> None:
         if not config_path.exists():
             raise SslBenchError(f"{config_path} does not exist: start a run with --results {results} first")
         registry = _registry()
-        config = resolve_config(read_config_file(config_path), {"results": str(results)}, registry)
+        config = resolve_config(read_config_file(config_path), {"results": str(results)}, registry, read_only=True)
         plan = build_plan(config, registry, echo=lambda line: None)
     except SslBenchError as error:
         raise _fail(error) from None
     statuses = plan_status(results, plan)
     for item in (item for item in statuses if item.state != "done"):
         job = item.job
-        where = f"{job.spec['variant']}, {job.task.name}, {job.spec['protocol']['label']}, seed {job.seed_index}"
+        where = f"{job.variant}, {job.task.name}, {job.protocol_label}, seed {job.seed_index}"
         typer.echo(f"{item.state:<8} {job.id}  {where}" + (f": {item.detail}" if item.detail else ""))
     counts = {state: sum(item.state == state for item in statuses) for state in STATES}
     typer.echo(", ".join(f"{counts[state]} {state}" for state in STATES) + f" of {len(statuses)} jobs")

@@ -172,10 +172,12 @@ def _pools(value: object) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
-def _results_folder(value: object) -> Path:
+def _results_folder(value: object, read_only: bool) -> Path:
     path = Path(str(value)).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"results {path} is a file, not a folder: pass --results a folder (it is made if absent).")
+    if read_only:
+        return path
     existing = next(folder for folder in (path, *path.parents) if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"results folder {path} cannot be written here ({existing} is not writable): pick another.")
@@ -210,8 +212,9 @@ def _encoder(name: str) -> str:
     return name
 
 
-def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> RunConfig:
-    """Merge a config file's values with command-line overrides (those not None) and validate them.
+def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, read_only: bool = False) -> RunConfig:
+    """Merge a config file's values with command-line overrides (those not None) and validate them; ``read_only``
+    for a command that only reads the results folder (which need not be writable then).
 
     ``overrides["slurm"]``, a dict of settings, is merged into the file's [slurm] table rather than replacing it.
     """
@@ -233,7 +236,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry) -> Ru
         profile=_choice("profile", values.get("profile", "demo"), PROFILES),
         device=_choice("device", values.get("device", "auto"), DEVICES),
         data_root=Path(data_root).expanduser() if data_root else None,
-        results=_results_folder(values.get("results", "results")),
+        results=_results_folder(values.get("results", "results"), read_only),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
         label_fractions=_label_fractions(values["label_fractions"]) if "label_fractions" in values else None,
         encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),

@@ -14,6 +14,7 @@ Layout under the results directory (DomainBed-style: one folder per hashed job, 
     cache/pretrain/<id>/encoder.pt   a finished pretraining, shared by every job that uses it
     cache/pretrain/<id>/state.pt     an unfinished one, resumed from here
     cache/pools/<id>.npy             a pool decoded once to uint8, memory-mapped
+    <artefact>.checksum.json         beside each cached artefact: its sha256, size and mtime when last checked
     run-config.toml                  the resolved configuration of the last run
     leaderboard.{csv,md,png}
 """
@@ -21,10 +22,12 @@ Layout under the results directory (DomainBed-style: one folder per hashed job, 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -50,21 +53,48 @@ def checkpoint_seconds() -> float:
     return seconds
 
 
+class CannotWrite(DataError):
+    """A file could not be written: the disk is full, or the folder is read-only. Not a failure of the job that
+    wrote it: the run stops, and resumes once the cause is fixed."""
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write through a temporary file in the same folder, then rename: readers never see half a file. An OS
+    error (a full disk, a read-only folder) is :class:`CannotWrite`, saying which path and what to do."""
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as error:
+        written = Path(temporary).stat().st_size if temporary and Path(temporary).exists() else 0
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _cannot_write(path, error, written) from error
         raise
     return path
+
+
+def _cannot_write(path: Path, error: OSError, written: int) -> CannotWrite:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        existing = next(folder for folder in path.parents if folder.exists())
+        free = shutil.disk_usage(existing).free
+        return CannotWrite(
+            f"no space left to write {path} ({written / 1e6:.1f} MB written when the disk filled, "
+            f"{free / 1e6:.1f} MB free): free some space and run the same command again; nothing finished is lost"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CannotWrite(
+            f"cannot write {path}: {error.strerror}; make {path.parent} writable, or copy the results folder "
+            "somewhere writable and work on the copy"
+        )
+    return CannotWrite(f"cannot write {path}: {error}")
 
 
 def write_json(path: Path, data: object) -> Path:
@@ -131,7 +161,7 @@ def artefact_problem(path: Path) -> str | None:
     actual = Checksum.of(path)
     if actual.sha256 != recorded.sha256:
         return "changed since it was written (its checksum differs)"
-    with contextlib.suppress(OSError):  # the same bytes, touched or copied: check cheaply next time (if writable)
+    with contextlib.suppress(CannotWrite):  # the same bytes, touched or copied: check cheaply next time (if writable)
         write_json(checksum_path(path), asdict(actual))
     return None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_bench.results import write_atomic
+from ssl_bench.results import CannotWrite, write_atomic
 
 
 def cache_root() -> Path:
@@ -57,6 +57,6 @@ def prepared_arrays(
         arrays = build()
         try:
             write_atomic(path, lambda stream: np.savez(stream, **arrays))
-        except OSError as error:  # a read-only or full cache only costs speed
+        except CannotWrite as error:  # a read-only or full cache only costs speed
             warnings.warn(f"could not cache prepared {name} data in {path}: {error}", stacklevel=2)
     return arrays

@@ -39,6 +39,7 @@ from ssl_bench.record import (
 )
 from ssl_bench.resources import PeakMemory
 from ssl_bench.results import (
+    CannotWrite,
     artefact_problem,
     failure_path,
     load_torch,
@@ -221,6 +222,8 @@ class Engine:
         except Exception as error:  # any failure of a job, plugin code included, must not end the run
             if _stop_requested.is_set():
                 raise KeyboardInterrupt from error  # a stop that landed inside torch, not a failure of the job
+            if isinstance(error, CannotWrite):
+                raise  # a full disk or a read-only folder fails every job after this one too: stop here
             if self.fail_fast:
                 raise
             failures[job.id] = self._fail(job, phase, f"{type(error).__name__}: {error}", traceback.format_exc())

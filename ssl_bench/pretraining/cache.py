@@ -71,6 +71,11 @@ class PretrainingCache:
             if not lock.acquire():
                 return None
             with lock:
+                if lock.taken_over:
+                    self.echo(
+                        f"pretraining {pretraining.method.variant} ({pretraining.id}): took over the lock of "
+                        f"{lock.taken_over.describe()}, which is gone; resuming from its checkpoint"
+                    )
                 if refresh:
                     for name in (ENCODER_WEIGHTS, PRETRAINING_RECORD, "state.pt", BEST_ENCODER):
                         remove_checked(folder / name)

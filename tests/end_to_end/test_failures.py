@@ -20,6 +20,7 @@ from ssl_bench.locks import Lock
 from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_failure, read_record
+from ssl_bench.results import CannotWrite
 
 runner = CliRunner()
 
@@ -326,3 +327,43 @@ def test_the_default_pool_of_a_modality_is_made_without_a_task_that_fails_to_loa
     with pytest.warns(SslBenchWarning, match="task sbtest-broken failed to load .*the sbtest pool is made without it"):
         images = source.load()
     assert images[:, 0, 0, 0].tolist() == [1, 2, 3]  # the working task's training images
+
+
+def test_a_job_that_cannot_write_stops_the_run_instead_of_failing_every_job_after_it(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise CannotWrite("no space left to write runs/x/result.json (...): free some space and run the same command")
+
+    monkeypatch.setattr(Engine, "run_job", disk_full)
+    config = _config(tmp_path, methods=["scratch"])
+    with pytest.raises(CannotWrite, match="no space left"):
+        _executor(config).run(build_plan(config, get_registry()))
+    assert not list(tmp_path.glob("runs/*/error.json"))
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Makes a folder read-only even for root (``chattr +i``, recursively) for the test, and writable after."""
+    made = []
+
+    def make(folder):
+        if subprocess.run(["chattr", "-R", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available on this file system")
+        made.append(folder)
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+
+
+def test_a_read_only_results_folder_can_be_read_and_writing_to_it_is_one_clear_error(tmp_path, immutable):
+    args = ["run", "-m", "scratch", "-t", "synthetic-lung", "-p", "finetune", "--no-progress"]
+    assert runner.invoke(app, [*args, "--results", str(tmp_path / "results")]).exit_code == 0
+    immutable(tmp_path / "results")
+    status = runner.invoke(app, ["status", "--results", str(tmp_path / "results")])
+    assert status.exit_code == 0 and "1 done, 0 running, 0 failed, 0 pending of 1 jobs" in status.output
+    for command in ("leaderboard", "report"):
+        result = runner.invoke(app, [command, "--results", str(tmp_path / "results")])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"error: cannot write {tmp_path / 'results' / 'leaderboard.csv'}: Operation not permitted" in (
+            result.output
+        )

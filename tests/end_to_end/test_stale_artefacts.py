@@ -1,7 +1,12 @@
 """Every cached artefact that is damaged or stale is made again, said in one line, to the same final numbers."""
 
+import json
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -16,14 +21,20 @@ from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.pools import prepare_pool, resolve_pool
 from ssl_bench.record import read_record
+from ssl_bench.results import pretrain_dir, result_path
 
 TINY = {"epochs": 2, "image_size": 32}
 
 
-def _run(results: Path) -> tuple[dict[str, list[float]], list[str]]:
-    """simclr, frozen then finetune (which continues from frozen's selected model): dice per job, and what was said."""
+def _config(results: Path):
+    """simclr, frozen then finetune (which continues from frozen's selected model), small."""
     values = {"methods": {"simclr": {}}, "tasks": ["synthetic-vessel"], "protocols": {"frozen": TINY, "finetune": TINY}}
-    config = resolve_config(values, {"results": str(results)}, get_registry())
+    return resolve_config(values, {"results": str(results)}, get_registry())
+
+
+def _run(results: Path) -> tuple[dict[str, list[float]], list[str]]:
+    """Runs :func:`_config`: dice per job, and what was said."""
+    config = _config(results)
     said: list[str] = []
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
@@ -112,3 +123,16 @@ def test_a_folder_pool_whose_images_changed_is_decoded_again(tmp_path):
     again = prepare_pool(resolve_pool("synthetic-fundus", registry, None, {"synthetic-fundus": folder}), cache)
     assert len(again.images) == 8 and again.fingerprint != first.fingerprint
     assert sorted(np.asarray(again.images)[:, 0, 0, 0].tolist()) == list(range(200, 208))
+
+
+def test_locks_left_by_a_dead_worker_are_taken_over_and_said(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is now free: the lock's holder is gone
+    holder = {"host": socket.gethostname(), "pid": dead.pid, "since": time.time(), "heartbeat": time.time()}
+    first = build_plan(_config(tmp_path), get_registry(), echo=lambda line: None).jobs[0]
+    for folder in (pretrain_dir(tmp_path, first.pretraining.id), result_path(tmp_path, first.id).parent):
+        folder.mkdir(parents=True)
+        (folder / "lock").write_text(json.dumps(holder))
+    _, said = _run(tmp_path)
+    taken = [line for line in said if f"took over the lock of {socket.gethostname()} pid {dead.pid}" in line]
+    assert [line.split(":")[0] for line in taken] == [f"job {first.id}", f"pretraining simclr ({first.pretraining.id})"]

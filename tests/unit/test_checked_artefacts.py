@@ -1,5 +1,6 @@
 """Cached artefacts carry a checksum and are checked where they are used: size and mtime first, the hash after."""
 
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ from records import record
 
 from ssl_bench.record import MetricRecord, UnreadableRecord, read_record, write_record
 from ssl_bench.results import (
+    CannotWrite,
     DamagedArtefact,
     artefact_problem,
     checksum_path,
@@ -17,6 +19,7 @@ from ssl_bench.results import (
     remove_checked,
     resume_checkpoint,
     save_torch,
+    write_atomic,
 )
 
 
@@ -81,3 +84,24 @@ def test_a_metric_outside_its_declared_range_makes_the_record_unreadable(tmp_pat
     assert MetricRecord(False, value=123.0, low=0.0).value == 123.0
     with pytest.raises(ValueError, match="outside"):
         MetricRecord(False, value=-0.5, low=0.0)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            errno.ENOSPC,
+            r"no space left to write .*big\.bin \(0\.0 MB written when the disk filled, [\d.]+ MB free\): "
+            r"free some space and run the same command again; nothing finished is lost",
+        ),
+        (errno.EROFS, r"cannot write .*big\.bin: Read-only file system; make .* writable, or copy the results folder"),
+    ],
+)
+def test_a_full_disk_or_a_read_only_folder_is_one_clear_error_and_leaves_no_temporary(tmp_path, code, message):
+    def fail(stream):
+        stream.write(b"x" * 1000)
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(CannotWrite, match=message):
+        write_atomic(tmp_path / "big.bin", fail)
+    assert list(tmp_path.iterdir()) == []

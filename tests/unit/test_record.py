@@ -55,7 +55,7 @@ def full_record(**changes: object) -> ResultRecord:
         metrics={
             "dice": MetricRecord(higher_is_better=True, per_image=[0.5, 0.75, None], ids=["a", "b", "c"]),
             "hd95": MetricRecord(higher_is_better=False, per_image=[3.5, 1.25, 2.0], ids=["a", "b", "c"]),
-            "auc": MetricRecord(higher_is_better=True, value=0.875),
+            "auc": MetricRecord(higher_is_better=True, value=0.875, low=0.0, high=1.0),
         },
         selection=Selection(epoch=17, val_loss=0.125, val_loss_name="dice+bce"),
         compute=Compute(
@@ -116,7 +116,14 @@ def test_the_file_is_plain_json_with_the_schema_version(tmp_path: Path) -> None:
     assert data["schema_version"] == 2
     assert data["pool"] == {"id": "fundus", "fingerprint": "0f" * 32}
     assert data["metrics"]["dice"]["per_image"] == [0.5, 0.75, None]
-    assert data["metrics"]["auc"] == {"higher_is_better": True, "per_image": None, "ids": None, "value": 0.875}
+    assert data["metrics"]["auc"] == {
+        "higher_is_better": True,
+        "per_image": None,
+        "ids": None,
+        "value": 0.875,
+        "low": 0.0,
+        "high": 1.0,
+    }
 
 
 def test_a_nan_score_survives_as_nan(tmp_path: Path) -> None:
