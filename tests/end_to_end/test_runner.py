@@ -278,10 +278,13 @@ def test_sigkill_inside_a_pretraining_epoch_resumes_to_identical_results(tmp_pat
     state_files = killed / "cache" / "pretrain"
     while time.monotonic() < deadline:
         states = list(state_files.glob("*/state.pt"))
+        # Paused while its checkpoint is read, so that a busy machine cannot let it run past the window unseen.
+        process.send_signal(signal.SIGSTOP)
         position = _state_position(states[0]) if states else None
         if position and position["epoch"] == 0 and position["step"] >= 3:
             break
-        time.sleep(0.05)
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
     else:
         process.kill()
         pytest.fail("pretraining never reached step 3 of its first epoch")
