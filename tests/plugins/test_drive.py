@@ -186,6 +186,14 @@ def test_load_without_test_labels_says_where_to_get_them(tmp_path: Path) -> None
     assert "\n" not in reason
 
 
+def test_one_missing_test_label_is_named_not_taken_for_a_download_without_them(tmp_path: Path) -> None:
+    root = write_fake_drive(tmp_path / "DRIVE")
+    (root / "test" / "1st_manual" / "05_manual1.gif").unlink()
+    with pytest.raises(DataError, match=r"1 DRIVE file\(s\) missing, first .*05_manual1\.gif") as caught:
+        DriveVessel().load(tmp_path)
+    assert "cannot be scored" not in str(caught.value)
+
+
 def test_load_names_a_missing_image(tmp_path: Path) -> None:
     root = write_fake_drive(tmp_path / "DRIVE")
     (root / "test" / "images" / "13_test.tif").unlink()
