@@ -57,8 +57,9 @@ def _check_range(name: str, bounds: tuple[float, float], minimum: float = 0.0) -
 
 # Parameters are drawn on the CPU and copied to the images' device with non_blocking=True: a blocking copy
 # would wait for the device's queued work, a host sync per augmentation.
-def _uniform(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
-    """U[0, 1) on the CPU, so the draws are the same whatever device the images live on."""
+def uniform(generator: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    """U[0, 1) in float64 on the CPU, so the draws are the same whatever device the images live on: the source of
+    every random parameter here, and of a method's own augmentations."""
     if generator.device.type != "cpu":
         raise ValueError(f"expected a CPU torch.Generator, got one on {generator.device}")
     return torch.rand(shape, generator=generator, dtype=torch.float64)
@@ -69,8 +70,9 @@ def _per_sample(values: Tensor, images: Tensor) -> Tensor:
     return values.to(device=images.device, dtype=images.dtype, non_blocking=True).view(-1, 1, 1, 1)
 
 
-def _select(apply: Tensor, changed: Tensor, images: Tensor) -> Tensor:
-    """Per sample: ``changed`` where ``apply`` is true, else the original images."""
+def select(apply: Tensor, changed: Tensor, images: Tensor) -> Tensor:
+    """Per sample: ``changed`` where ``apply`` (B,) is true, else the original images (an augmentation applied with
+    a probability)."""
     return torch.where(apply.to(images.device, non_blocking=True).view(-1, 1, 1, 1), changed, images)
 
 
@@ -145,7 +147,7 @@ def random_rotation(images: Tensor, degrees: float, generator: torch.Generator, 
     _check_images(images)
     if degrees < 0:
         raise ValueError(f"degrees must be >= 0, got {degrees}")
-    angles = degrees * (2.0 * _uniform(generator, (images.shape[0],)) - 1.0)
+    angles = degrees * (2.0 * uniform(generator, (images.shape[0],)) - 1.0)
     return _rotate(images, angles, mode)
 
 
@@ -161,8 +163,8 @@ def random_flip(
     _check_probability(p)
     for enabled, dim in ((horizontal, -1), (vertical, -2)):
         if enabled:
-            flip = _uniform(generator, (images.shape[0],)) < p
-            images = _select(flip, images.flip(dim), images)
+            flip = uniform(generator, (images.shape[0],)) < p
+            images = select(flip, images.flip(dim), images)
     return images
 
 
@@ -175,7 +177,7 @@ def _crop_boxes(
     ratio: tuple[float, float],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-sample (top, left, h, w) in pixels, sampled like torchvision's RandomResizedCrop."""
-    draws = _uniform(generator, (2, batch, _CROP_ATTEMPTS))
+    draws = uniform(generator, (2, batch, _CROP_ATTEMPTS))
     area = height * width * (scale[0] + (scale[1] - scale[0]) * draws[0])
     log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_low + (log_high - log_low) * draws[1])
@@ -188,7 +190,7 @@ def _crop_boxes(
     fallback_h, fallback_w = _centre_crop_size(height, width, ratio)
     h = torch.where(found, h_try.gather(1, first).squeeze(1), float(fallback_h))
     w = torch.where(found, w_try.gather(1, first).squeeze(1), float(fallback_w))
-    offsets = _uniform(generator, (2, batch))
+    offsets = uniform(generator, (2, batch))
     # The min() guards against u * n rounding up to n in floating point.
     top = torch.minimum(torch.floor(offsets[0] * (height - h + 1)), height - h)
     left = torch.minimum(torch.floor(offsets[1] * (width - w + 1)), width - w)
@@ -256,7 +258,7 @@ def random_flip_rotate(
     if degrees < 0:
         raise ValueError(f"degrees must be >= 0, got {degrees}")
     batch, _, height, width = images.shape
-    draws = _uniform(generator, (3, batch))
+    draws = uniform(generator, (3, batch))
     flip_x = torch.where(draws[0] < 0.5 * flips, -1.0, 1.0).to(torch.float64)
     flip_y = torch.where(draws[1] < 0.5 * flips, -1.0, 1.0).to(torch.float64)
     matrices = _rotation_matrices(degrees * (2.0 * draws[2] - 1.0))
@@ -371,7 +373,7 @@ def color_jitter(
     if not 0.0 <= hue <= 0.5:
         raise ValueError(f"hue must be in [0, 0.5], got {hue}")
     # One draw per op whether or not it is enabled, so enabling one op keeps the others' factors.
-    draws = _uniform(generator, (5, images.shape[0]))
+    draws = uniform(generator, (5, images.shape[0]))
     jittered = _jitter(
         images,
         brightness=_factor(brightness, draws[1]),
@@ -379,7 +381,7 @@ def color_jitter(
         saturation=_factor(saturation, draws[3]),
         hue=hue * (2.0 * draws[4] - 1.0) if hue > 0 else None,
     )
-    return _select(draws[0] < p, jittered, images)
+    return select(draws[0] < p, jittered, images)
 
 
 def random_grayscale(images: Tensor, generator: torch.Generator, p: float = 0.2) -> Tensor:
@@ -389,10 +391,10 @@ def random_grayscale(images: Tensor, generator: torch.Generator, p: float = 0.2)
     """
     _check_images(images, channels=(1, 3))
     _check_probability(p)
-    apply = _uniform(generator, (images.shape[0],)) < p
+    apply = uniform(generator, (images.shape[0],)) < p
     if images.shape[1] == 1:
         return images
-    return _select(apply, _luma(images).expand_as(images), images)
+    return select(apply, _luma(images).expand_as(images), images)
 
 
 # --- blur ------------------------------------------------------------------------------------
@@ -450,9 +452,9 @@ def gaussian_blur(
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
     elif kernel_size // 2 >= min(height, width):
         raise ValueError(f"kernel_size {kernel_size} is too large for {height}x{width} images")
-    draws = _uniform(generator, (2, images.shape[0]))
+    draws = uniform(generator, (2, images.shape[0]))
     sigmas = sigma[0] + (sigma[1] - sigma[0]) * draws[1]
-    return _select(draws[0] < p, _blur(images, sigmas, kernel_size), images)
+    return select(draws[0] < p, _blur(images, sigmas, kernel_size), images)
 
 
 def contrastive_view(

@@ -62,22 +62,13 @@ class Boxes:
         return inside.any(dim=1, keepdim=True)
 
 
-def _uniform(generator: torch.Generator, *shape: int) -> Tensor:
-    return torch.rand(shape, generator=generator, dtype=torch.float64)
-
-
-def _select(apply: Tensor, changed: Tensor, images: Tensor) -> Tensor:
-    """Per image: ``changed`` where ``apply`` (B,) is true, else ``images``."""
-    return torch.where(apply.to(images.device).view(-1, 1, 1, 1), changed, images)
-
-
 def random_boxes(
     batch: int, size: tuple[int, int], side_fraction: tuple[float, float], generator: torch.Generator, first: bool
 ) -> Boxes:
     """Up to MAX_BOXES boxes per image, each side a fraction ~ U(side_fraction) of the image's, placed
     uniformly at least BOX_MARGIN pixels from the edges; the first box is always present if ``first``, and each
     next one with MORE_BOXES_P while the chain holds."""
-    draws = _uniform(generator, 5, batch, MAX_BOXES)
+    draws = augment.uniform(generator, (5, batch, MAX_BOXES))
     chain = draws[4] < MORE_BOXES_P
     if first:
         chain[:, 0] = True
@@ -94,13 +85,13 @@ def random_boxes(
 
 def in_paint(images: Tensor, holes: Boxes, generator: torch.Generator) -> Tensor:
     """Replace the pixels inside ``holes`` with uniform noise."""
-    noise = _uniform(generator, *images.shape).to(images)
+    noise = augment.uniform(generator, images.shape).to(images)
     return torch.where(holes.mask(*images.shape[-2:], images.device), noise, images)
 
 
 def out_paint(images: Tensor, windows: Boxes, generator: torch.Generator) -> Tensor:
     """Keep the pixels inside ``windows``; replace all others with uniform noise."""
-    noise = _uniform(generator, *images.shape).to(images)
+    noise = augment.uniform(generator, images.shape).to(images)
     return torch.where(windows.mask(*images.shape[-2:], images.device), images, noise)
 
 
@@ -139,7 +130,7 @@ def shuffle_pixels(images: Tensor, cell: int, chosen: Tensor, generator: torch.G
     rows, cols = height // cell, width // cell
     covered = images[..., : rows * cell, : cols * cell]
     cells = covered.reshape(batch, channels, rows, cell, cols, cell).transpose(3, 4).flatten(start_dim=4)
-    order = _uniform(generator, batch, 1, rows, cols, cell * cell).argsort(dim=-1).to(images.device)
+    order = augment.uniform(generator, (batch, 1, rows, cols, cell * cell)).argsort(dim=-1).to(images.device)
     shuffled = cells.gather(-1, order.expand_as(cells))
     cells = torch.where(chosen.to(images.device).view(batch, 1, rows, cols, 1), shuffled, cells)
     restored = cells.view(batch, channels, rows, cols, cell, cell).transpose(3, 4).reshape_as(covered)
@@ -152,11 +143,11 @@ def _random_shuffle(images: Tensor, generator: torch.Generator) -> Tensor:
     largest = max(2, min(images.shape[-2:]) // 10)
     cell = int(torch.randint(2, largest + 1, (1,), generator=generator))
     grid = (images.shape[0], images.shape[-2] // cell, images.shape[-1] // cell)
-    return shuffle_pixels(images, cell, _uniform(generator, *grid) < SHUFFLED_CELLS, generator)
+    return shuffle_pixels(images, cell, augment.uniform(generator, grid) < SHUFFLED_CELLS, generator)
 
 
 def _random_nonlinear(images: Tensor, generator: torch.Generator) -> Tensor:
-    draws = _uniform(generator, images.shape[0], 5)
+    draws = augment.uniform(generator, (images.shape[0], 5))
     return nonlinear_intensity(images, draws[:, :4].view(-1, 2, 2), draws[:, 4] < 0.5)
 
 
@@ -164,8 +155,8 @@ def _random_paint(images: Tensor, generator: torch.Generator) -> Tensor:
     batch, size = images.shape[0], images.shape[-2:]
     holes = random_boxes(batch, size, (1 / 6, 1 / 3), generator, first=False)
     windows = random_boxes(batch, size, (3 / 7, 4 / 7), generator, first=True)
-    outer = _uniform(generator, batch) < OUT_PAINT_P
-    return _select(outer, out_paint(images, windows, generator), in_paint(images, holes, generator))
+    outer = augment.uniform(generator, (batch,)) < OUT_PAINT_P
+    return augment.select(outer, out_paint(images, windows, generator), in_paint(images, holes, generator))
 
 
 def distort(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -175,8 +166,8 @@ def distort(images: Tensor, generator: torch.Generator) -> Tensor:
         (_random_nonlinear, NONLINEAR_P),
         (_random_paint, PAINT_P),
     ):
-        apply = _uniform(generator, images.shape[0]) < probability
-        images = _select(apply, transform(images, generator), images)
+        apply = augment.uniform(generator, (images.shape[0],)) < probability
+        images = augment.select(apply, transform(images, generator), images)
     return images
 
 
