@@ -1,7 +1,8 @@
 """The public API for plugins. Method, task and protocol plugins import from here and nowhere else in ssl_bench.
 
 - Contracts: :class:`Method` (with :class:`Stage`), :class:`Task`, :class:`Pool`, :class:`Protocol` (with
-  :class:`Context`, :class:`Outcome`, :class:`Scores`, :class:`Selection`, :class:`Metric`), and ``hookimpl``.
+  :class:`Context`, :class:`Outcome`, :class:`Scores`, :class:`Selection`, :class:`Metric`; its base
+  :class:`FrozenFeatureProtocol` for one that never trains the encoder), and ``hookimpl``.
 - Data types: :class:`SegmentationSplit` (optionally with landmark points, named by :attr:`Task.landmarks`),
   :class:`SegmentationData`, :class:`Availability`.
 - Downstream building blocks: :class:`SupervisedProtocol`, :func:`supervised_transfer` (the one training loop,
@@ -32,7 +33,7 @@ from ssl_bench.errors import ConfigError, DataError, require_fractions, require_
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
 from ssl_bench.models import Encoder, FeatureInfo, UNet, create_encoder
-from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Scores, Selection
+from ssl_bench.protocol import Context, FrozenFeatureProtocol, Metric, Outcome, Protocol, Scores, Selection
 from ssl_bench.regions import (
     NORM_EPS,
     at_least_fp32,
@@ -72,6 +73,7 @@ __all__ = [
     "DataError",
     "Encoder",
     "FeatureInfo",
+    "FrozenFeatureProtocol",
     "Method",
     "Metric",
     "NoOptions",

@@ -8,10 +8,12 @@ the first of which is its headline. A protocol may continue from another one's s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter
 from typing import ClassVar
 
 import torch
@@ -137,6 +139,22 @@ class Protocol(ABC):
 
     def serves(self, task: Task) -> bool:
         return task.kind in self.task_kinds and (task.shape_source is not None or not self.uses_shapes)
+
+
+class FrozenFeatureProtocol(Protocol):
+    """A protocol that reads a pretrained encoder's features and never trains it (clustering, landmarks,
+    shape-guided): :meth:`score` gets a frozen copy of the encoder on the run's device, and :meth:`run` times it."""
+
+    def run(self, context: Context) -> Outcome:
+        start = perf_counter()
+        encoder = copy.deepcopy(context.encoder).to(context.device).eval().requires_grad_(False)
+        outcome = self.score(encoder, context)
+        return dataclasses.replace(outcome, seconds=perf_counter() - start)
+
+    @abstractmethod
+    def score(self, encoder: Encoder, context: Context) -> Outcome:
+        """Score on the test split from the frozen ``encoder`` and say how the scored model was chosen; the
+        outcome's ``seconds`` is replaced by :meth:`run`'s timing (pass 0)."""
 
 
 def changed_settings(settings: object, base: object) -> dict[str, object]:
