@@ -19,7 +19,7 @@ from ssl_bench.augment import normalize, random_flip
 from ssl_bench.models import Encoder
 from ssl_bench.protocol import Scores
 from ssl_bench.supervised.labelled import labelled_rows
-from ssl_bench.supervised.loop import SupervisedSettings, TaskKind
+from ssl_bench.supervised.loop import SupervisedProblem, SupervisedSettings
 from ssl_bench.task import ClassificationData, ClassificationSplit
 
 _EVAL_BATCH_SIZE = 256
@@ -69,7 +69,7 @@ def _prepare(split: ClassificationSplit, size: int, device: torch.device) -> tup
     return images, split.labels.to(device), tuple(split.ids)
 
 
-class ClassificationKind(TaskKind):
+class ClassificationProblem(SupervisedProblem):
     """A classification task's official splits at the settings' size on the device, and the labelled subset of train.
 
     The subset is drawn from ``subset_seed``, stratified by class (not for multi-label tasks, whose label

@@ -1,6 +1,6 @@
 """The one supervised downstream loop, shared by every task kind: seeded init, epochs, selection, NaN guard.
 
-A :class:`TaskKind` says how a kind of task (segmentation, classification) is prepared, trained, validated
+A :class:`SupervisedProblem` says how a kind of task (segmentation, classification) is prepared, trained, validated
 and scored; :func:`fit` owns the rest. Selection keeps the epoch with the lowest validation loss (ties keep the
 earlier epoch); validation data come from the training list or the task's validation split, never from test.
 """
@@ -63,8 +63,9 @@ def standard_settings(profile: str, task: Task) -> SupervisedSettings:
     return SupervisedSettings(96, 12, 4) if demo else SupervisedSettings(512, 100, task.paper_batch_size)
 
 
-class TaskKind(ABC):
-    """How one kind of task is trained and scored, on data already prepared for the device."""
+class SupervisedProblem(ABC):
+    """One task's supervised problem: how its kind of task (segmentation, classification) is trained and scored,
+    on its data already prepared for the device."""
 
     #: What :meth:`validation_loss` computes, recorded with the selection.
     val_loss_name: str
@@ -124,7 +125,7 @@ def set_trainable(model: nn.Module, train_encoder: bool) -> None:
 
 
 def fit(
-    kind: TaskKind,
+    problem: SupervisedProblem,
     model: nn.Module,
     *,
     epochs: int,
@@ -152,9 +153,9 @@ def fit(
     bar = tqdm(range(state.epoch + 1, epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         epoch_start = perf_counter()
-        train_loss = _train_epoch(kind, model, optimizer, batch_size, train_encoder, generator)
+        train_loss = _train_epoch(problem, model, optimizer, batch_size, train_encoder, generator)
         state.train_seconds += perf_counter() - epoch_start
-        loss = kind.validation_loss(model)
+        loss = problem.validation_loss(model)
         if not (math.isfinite(train_loss) and math.isfinite(loss)):
             raise TrainingError(
                 f"{desc or 'training'}: the loss became {train_loss if not math.isfinite(train_loss) else loss} "
@@ -170,7 +171,7 @@ def fit(
         bar.set_postfix(val_loss=f"{loss:.4f}", best=f"{state.best_loss:.4f}@{state.best_epoch}")
     if checkpoint is not None:
         remove_checked(checkpoint)  # finished: only an interrupted run needs it
-    images_per_second = epochs * kind.train_size / max(state.train_seconds, 1e-9)
+    images_per_second = epochs * problem.train_size / max(state.train_seconds, 1e-9)
     return Fit(state.best_state, state.best_epoch, state.best_loss, perf_counter() - start, images_per_second)
 
 
@@ -204,7 +205,7 @@ def _resume(snapshot: dict, model: nn.Module, optimizer, generator: torch.Genera
 
 
 def _train_epoch(
-    kind: TaskKind,
+    problem: SupervisedProblem,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch_size: int,
@@ -214,12 +215,12 @@ def _train_epoch(
     """One pass over the training split in a seeded order; the mean batch loss (one host sync per epoch)."""
     set_trainable(model, train_encoder)
     losses = []
-    batches = list(torch.randperm(kind.train_size, generator=generator).split(batch_size))
+    batches = list(torch.randperm(problem.train_size, generator=generator).split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         # A batch of one image has no batch statistics (BatchNorm1d refuses it): it joins the batch before.
         batches[-2:] = [torch.cat(batches[-2:])]
     for rows in batches:
-        loss = kind.train_loss(model, rows, generator)
+        loss = problem.train_loss(model, rows, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

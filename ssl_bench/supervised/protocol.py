@@ -8,9 +8,9 @@ from torch import nn
 
 from ssl_bench.errors import PluginError
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
-from ssl_bench.supervised.classification import ClassificationKind
-from ssl_bench.supervised.loop import SupervisedSettings, TaskKind, fit, fresh_model, standard_settings
-from ssl_bench.supervised.segmentation import SegmentationKind
+from ssl_bench.supervised.classification import ClassificationProblem
+from ssl_bench.supervised.loop import SupervisedProblem, SupervisedSettings, fit, fresh_model, standard_settings
+from ssl_bench.supervised.segmentation import SegmentationProblem
 from ssl_bench.task import Task
 
 SEGMENTATION_METRICS = (
@@ -28,11 +28,11 @@ def supervised_metrics(task: Task) -> tuple[Metric, ...]:
     return CLASSIFICATION_METRICS if task.kind == "classification" else SEGMENTATION_METRICS
 
 
-def task_kind(context: Context) -> TaskKind:
+def supervised_problem(context: Context) -> SupervisedProblem:
     """The context's data prepared as its task's kind, at the context's settings (a ``SupervisedSettings``)."""
     task, settings = context.task, context.settings
     if task.kind == "segmentation":
-        return SegmentationKind(
+        return SegmentationProblem(
             context.data,
             settings,
             label_fraction=context.label_fraction,
@@ -42,7 +42,7 @@ def task_kind(context: Context) -> TaskKind:
             device=context.device,
         )
     if task.kind == "classification":
-        return ClassificationKind(
+        return ClassificationProblem(
             context.data,
             settings,
             label_fraction=context.label_fraction,
@@ -64,13 +64,13 @@ def supervised_transfer(
     ``build_model`` replaces the task kind's model (it must keep the encoder as ``model.encoder`` and return
     what the kind's loss expects: logits ``(N, 1, H, W)`` for segmentation).
     """
-    kind = task_kind(context)
-    model = fresh_model(build_model or kind.build_model, context.encoder, context.generator).to(context.device)
+    problem = supervised_problem(context)
+    model = fresh_model(build_model or problem.build_model, context.encoder, context.generator).to(context.device)
     if context.start is not None:
         model.load_state_dict(context.start, strict=True)
     settings = context.settings
     result = fit(
-        kind,
+        problem,
         model,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -83,8 +83,8 @@ def supervised_transfer(
     )
     model.load_state_dict(result.best_state)
     return Outcome(
-        scores=kind.score(model),
-        selection=Selection(result.best_epoch, result.best_val_loss, kind.val_loss_name),
+        scores=problem.score(model),
+        selection=Selection(result.best_epoch, result.best_val_loss, problem.val_loss_name),
         seconds=result.seconds,
         train_images_per_second=result.train_images_per_second,
         state=result.best_state,

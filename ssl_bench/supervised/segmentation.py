@@ -26,7 +26,7 @@ from ssl_bench.metrics import dice_per_image, iou_per_image, soft_dice_from_sums
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Scores
 from ssl_bench.supervised.labelled import labelled_rows
-from ssl_bench.supervised.loop import SupervisedSettings, TaskKind
+from ssl_bench.supervised.loop import SupervisedProblem, SupervisedSettings
 from ssl_bench.task import SegmentationData, SegmentationSplit
 
 VALIDATION_FRACTION = 0.2
@@ -122,7 +122,7 @@ def score(model: nn.Module, test: SegmentationSplit) -> dict[str, Scores]:
     }
 
 
-class SegmentationKind(TaskKind):
+class SegmentationProblem(SupervisedProblem):
     """A segmentation task at the settings' size on the device, its labelled subset split as LD splits its list."""
 
     val_loss_name = "soft_dice_loss"

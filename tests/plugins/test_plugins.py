@@ -179,4 +179,4 @@ def test_the_api_names_its_version_and_every_name_it_exports_resolves() -> None:
     assert re.fullmatch(r"\d+\.\d+", api.API_VERSION)
     assert len(set(api.__all__)) == len(api.__all__) and all(hasattr(api, name) for name in api.__all__)
     # Names no plugin needs are not part of the contract: the supervised loop's internals stay in the core.
-    assert not {"SegmentationKind", "fresh_model", "split_train_val", "labelled_rows"} & set(api.__all__)
+    assert not {"SegmentationProblem", "fresh_model", "split_train_val", "labelled_rows"} & set(api.__all__)

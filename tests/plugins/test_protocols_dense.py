@@ -34,7 +34,7 @@ from ssl_bench.api import (
     create_encoder,
     fit,
 )
-from ssl_bench.supervised.segmentation import SegmentationKind
+from ssl_bench.supervised.segmentation import SegmentationProblem
 
 SIZE = 32
 
@@ -248,7 +248,7 @@ def test_linear_seg_trains_the_probe_only():
     model = LinearSegModel(copy.deepcopy(encoder))
     head = copy.deepcopy(model.head.state_dict())
     settings = SupervisedSettings(SIZE, epochs=2, batch_size=4, lr=1e-2)
-    kind = SegmentationKind(
+    kind = SegmentationProblem(
         DATA, settings, label_fraction=1.0, subset_seed=0, flips=True, rotation_degrees=30.0, device=CPU
     )
     fit(kind, model, epochs=2, batch_size=4, lr=1e-2, train_encoder=False, generator=torch.Generator().manual_seed(0))

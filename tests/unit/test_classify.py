@@ -21,9 +21,9 @@ from ssl_bench.models import create_encoder
 from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.protocol import Context, Outcome
-from ssl_bench.supervised.classification import ClassificationKind, Classifier, _auc, roc_auc
+from ssl_bench.supervised.classification import ClassificationProblem, Classifier, _auc, roc_auc
 from ssl_bench.supervised.loop import SupervisedSettings
-from ssl_bench.supervised.protocol import supervised_transfer, task_kind
+from ssl_bench.supervised.protocol import supervised_problem, supervised_transfer
 from ssl_bench.task import ClassificationData, ClassificationSplit, Task
 
 CPU = torch.device("cpu")
@@ -144,7 +144,7 @@ def context(
 
 def test_classification_kind_takes_the_labelled_subset_and_the_official_splits():
     data = easy_data()
-    kind = ClassificationKind(
+    kind = ClassificationProblem(
         data,
         SupervisedSettings(16, 1, 8),
         label_fraction=0.29,
@@ -158,7 +158,7 @@ def test_classification_kind_takes_the_labelled_subset_and_the_official_splits()
     assert kind.train[2] == data.train.ids[:18] and kind.train_size == 18
     assert kind.val[2] == data.val.ids and kind.test[2] == data.test.ids
     assert kind.train[0].shape == (18, 1, 16, 16) and kind.val_loss_name == "cross_entropy"
-    capped = ClassificationKind(
+    capped = ClassificationProblem(
         data,
         SupervisedSettings(12, 1, 8, max_train_images=10),
         label_fraction=1.0,
@@ -184,7 +184,7 @@ def test_a_sorted_training_list_labels_both_classes_in_proportion(seed: int):
     data = sorted_by_label()
 
     def class_counts(settings: SupervisedSettings, label_fraction: float) -> list[int]:
-        kind = task_kind(context(data, 0, settings, label_fraction=label_fraction, split_seed=seed))
+        kind = supervised_problem(context(data, 0, settings, label_fraction=label_fraction, split_seed=seed))
         return torch.bincount(kind.train[1][:, 0], minlength=2).tolist()
 
     # A quarter of the list is class 0: so is a quarter of half of it (8 images), and of 4 under an image cap.
@@ -231,7 +231,7 @@ def test_multi_label_scores_against_a_direct_computation():
     images = noise + levels.repeat_interleave(4, dim=1)[:, None, :, None]
     split = ClassificationSplit(images.clamp(0, 255).to(torch.uint8), labels, tuple(str(i) for i in range(n)))
     data = ClassificationData(split, split, split)
-    kind = ClassificationKind(
+    kind = ClassificationProblem(
         data,
         SupervisedSettings(12, 1, 8),
         label_fraction=1.0,

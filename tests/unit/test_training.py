@@ -19,7 +19,7 @@ from ssl_bench.method import variant_name
 from ssl_bench.models import SegmentationModel
 from ssl_bench.protocol import Context, changed_settings
 from ssl_bench.supervised import protocol as supervised_protocol
-from ssl_bench.supervised.classification import ClassificationKind
+from ssl_bench.supervised.classification import ClassificationProblem
 from ssl_bench.supervised.loop import (
     SupervisedSettings,
     fit,
@@ -28,8 +28,8 @@ from ssl_bench.supervised.loop import (
     set_trainable,
     standard_settings,
 )
-from ssl_bench.supervised.protocol import supervised_transfer, task_kind
-from ssl_bench.supervised.segmentation import SegmentationKind
+from ssl_bench.supervised.protocol import supervised_problem, supervised_transfer
+from ssl_bench.supervised.segmentation import SegmentationProblem
 
 CPU = torch.device("cpu")
 
@@ -137,7 +137,9 @@ def test_set_trainable_freezes_the_encoder_in_eval_mode():
 def test_a_frozen_encoder_keeps_its_weights_and_batch_norm_statistics_and_a_trained_one_does_not(kind: str):
     ctx = context(kind)
     prefix = encoder_prefix(kind)
-    initial = fresh_model(task_kind(ctx).build_model, ctx.encoder, torch.Generator().manual_seed(0)).state_dict()
+    initial = fresh_model(
+        supervised_problem(ctx).build_model, ctx.encoder, torch.Generator().manual_seed(0)
+    ).state_dict()
     frozen = supervised_transfer(ctx, train_encoder=False).state
     trained = supervised_transfer(context(kind), train_encoder=True).state
     encoder_keys = [k for k in initial if k.startswith(prefix)]
@@ -205,7 +207,7 @@ def _encoder(kind: str) -> nn.Module:
 
 def _kind(kind: str):
     settings = SupervisedSettings(32, 3, 4) if kind == "segmentation" else SupervisedSettings(16, 3, 16)
-    return task_kind(context(kind, settings=settings))
+    return supervised_problem(context(kind, settings=settings))
 
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
@@ -241,7 +243,7 @@ def test_a_non_finite_validation_loss_stops_the_run_naming_the_epoch(monkeypatch
 
 @pytest.mark.parametrize("kind", ["segmentation", "classification"])
 def test_supervised_transfer_raises_on_a_diverged_run(monkeypatch, kind: str):
-    kind_class = SegmentationKind if kind == "segmentation" else ClassificationKind
+    kind_class = SegmentationProblem if kind == "segmentation" else ClassificationProblem
     monkeypatch.setattr(kind_class, "validation_loss", lambda self, model: math.nan)
     ctx = context(kind)
     with pytest.raises(TrainingError, match=rf"{ctx.task.name}: the loss became nan in epoch 1\b"):
@@ -268,7 +270,7 @@ def test_equal_budget_gives_scratch_the_frozen_phases_epochs_as_well(
     monkeypatch: pytest.MonkeyPatch, pretrained: bool, equal_budget: bool, epochs: int
 ):
     validated = []
-    monkeypatch.setattr(ClassificationKind, "validation_loss", lambda self, model: validated.append(1) or 1.0)
+    monkeypatch.setattr(ClassificationProblem, "validation_loss", lambda self, model: validated.append(1) or 1.0)
     base = Finetune().settings("demo", BrightOrDark())  # the demo's frozen phase (linear-probe) runs 3 epochs
     changes = {"image_size": 16, "batch_size": 16, "epochs": 2, "equal_budget": equal_budget}
     settings = protocol_settings("finetune", base, changes)
@@ -285,7 +287,7 @@ def test_finetune_starts_from_the_given_state(kind: str):
     tiny = SupervisedSettings(32, 1, 4, lr=1e-9) if kind == "segmentation" else SupervisedSettings(16, 1, 16, lr=1e-9)
     tiny = FinetuneSettings.after(tiny)
     ctx = context(kind, settings=tiny)
-    build = task_kind(ctx).build_model
+    build = supervised_problem(ctx).build_model
     start = fresh_model(build, ctx.encoder, torch.Generator().manual_seed(99)).state_dict()
     own_init = fresh_model(build, ctx.encoder, torch.Generator().manual_seed(0)).state_dict()
     outcome = Finetune().run(context(kind, settings=tiny, start=start))
@@ -302,7 +304,7 @@ def test_finetune_starts_from_the_given_state(kind: str):
 def test_finetune_loads_the_start_state_strictly(kind: str):
     settings = FinetuneSettings.after(context(kind).settings)
     ctx = context(kind, settings=settings)
-    start = fresh_model(task_kind(ctx).build_model, ctx.encoder, torch.Generator()).state_dict()
+    start = fresh_model(supervised_problem(ctx).build_model, ctx.encoder, torch.Generator()).state_dict()
     missing = dict(list(start.items())[1:])
     with pytest.raises(RuntimeError, match="Missing key"):
         Finetune().run(context(kind, settings=settings, start=missing))
@@ -320,7 +322,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_numbers(monk
     straight = supervised_transfer(context(kind, settings=epochs), train_encoder=True)
 
     calls = {"n": 0}
-    original = type(task_kind(context(kind, settings=epochs))).validation_loss
+    original = type(supervised_problem(context(kind, settings=epochs))).validation_loss
 
     def killed_in_epoch_3(self, model):
         calls["n"] += 1
@@ -328,13 +330,13 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_numbers(monk
             raise KeyboardInterrupt  # the process is stopped after two finished epochs
         return original(self, model)
 
-    monkeypatch.setattr(type(task_kind(context(kind, settings=epochs))), "validation_loss", killed_in_epoch_3)
+    monkeypatch.setattr(type(supervised_problem(context(kind, settings=epochs))), "validation_loss", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         supervised_transfer(context(kind, settings=epochs, workdir=tmp_path), train_encoder=True)
     saved = torch.load(tmp_path / "fit.pt", weights_only=True)
     assert saved["progress"]["epoch"] == 2
 
-    monkeypatch.setattr(type(task_kind(context(kind, settings=epochs))), "validation_loss", original)
+    monkeypatch.setattr(type(supervised_problem(context(kind, settings=epochs))), "validation_loss", original)
     resumed = supervised_transfer(context(kind, settings=epochs, workdir=tmp_path), train_encoder=True)
     assert resumed.selection == straight.selection
     assert resumed.scores == straight.scores

@@ -17,8 +17,8 @@ from ssl_bench.protocol import Context, Outcome, Selection
 from ssl_bench.supervised import segmentation
 from ssl_bench.supervised.labelled import labelled_rows
 from ssl_bench.supervised.loop import SupervisedSettings, fit, fresh_model
-from ssl_bench.supervised.protocol import supervised_transfer, task_kind
-from ssl_bench.supervised.segmentation import SegmentationKind, resize_split, split_train_val
+from ssl_bench.supervised.protocol import supervised_problem, supervised_transfer
+from ssl_bench.supervised.segmentation import SegmentationProblem, resize_split, split_train_val
 from ssl_bench.task import SegmentationData, SegmentationSplit, Task
 
 CPU = torch.device("cpu")
@@ -128,8 +128,8 @@ def test_resize_split_keeps_uint8_images_and_binary_masks() -> None:
     assert resized.images.shape == (1, 3, 32, 32) and resized.ids == ("a",)
 
 
-def segmentation_kind(data: SegmentationData, label_fraction: float, subset_seed: int | None) -> SegmentationKind:
-    return SegmentationKind(
+def segmentation_problem(data: SegmentationData, label_fraction: float, subset_seed: int | None) -> SegmentationProblem:
+    return SegmentationProblem(
         data,
         SETTINGS,
         label_fraction=label_fraction,
@@ -142,7 +142,7 @@ def segmentation_kind(data: SegmentationData, label_fraction: float, subset_seed
 
 def test_segmentation_kind_splits_the_labelled_prefix_of_an_ordered_list_as_ld_and_resizes() -> None:
     data = SegmentationData(squares(12, 48, 0), squares(3, 48, 1))
-    kind = segmentation_kind(data, 0.5, subset_seed=None)
+    kind = segmentation_problem(data, 0.5, subset_seed=None)
     ids = data.train.ids
     # Prefix floor(0.5 * 12) = 6 rows; validation max(1, floor(0.2 * 6)) = 1 row, training the other 5.
     assert kind.val.ids == ids[:1] and kind.train.ids == ids[1:6] and kind.train_size == 5
@@ -150,22 +150,22 @@ def test_segmentation_kind_splits_the_labelled_prefix_of_an_ordered_list_as_ld_a
     for split in (kind.train, kind.val, kind.test):
         assert split.images.shape[-2:] == (32, 32) and split.masks.shape[-2:] == (32, 32)
     with pytest.raises(ConfigError, match="at least 2"):
-        segmentation_kind(data, 0.1, subset_seed=None)
+        segmentation_problem(data, 0.1, subset_seed=None)
 
 
-def labelled_ids(kind: SegmentationKind) -> tuple[str, ...]:
+def labelled_ids(kind: SegmentationProblem) -> tuple[str, ...]:
     """The labelled images of ``kind`` in the order drawn: validation first."""
     return kind.val.ids + kind.train.ids
 
 
 def test_an_unordered_task_trains_and_validates_on_a_seeded_draw() -> None:
     data = SegmentationData(squares(12, 48, 0), squares(3, 48, 1))
-    draws = {seed: segmentation_kind(data, 0.5, subset_seed=seed) for seed in range(4)}
+    draws = {seed: segmentation_problem(data, 0.5, subset_seed=seed) for seed in range(4)}
     for kind in draws.values():
         # Still 6 labelled images, 1 validating and 5 training, none twice.
         assert len(kind.val.ids) == 1 and len(kind.train.ids) == 5
         assert len(set(labelled_ids(kind))) == 6 and set(labelled_ids(kind)) <= set(data.train.ids)
-    assert labelled_ids(segmentation_kind(data, 0.5, subset_seed=2)) == labelled_ids(draws[2])
+    assert labelled_ids(segmentation_problem(data, 0.5, subset_seed=2)) == labelled_ids(draws[2])
     assert len({labelled_ids(kind) for kind in draws.values()}) == 4  # each seed its own draw
     assert any(labelled_ids(kind) != data.train.ids[:6] for kind in draws.values())
 
@@ -179,10 +179,10 @@ def test_the_context_draws_from_its_split_seed_unless_the_task_keeps_its_order()
 
     def labelled(task: Task, split_seed: int) -> tuple[str, ...]:
         ctx = dataclasses.replace(context(data, 0, task=task, label_fraction=0.5), split_seed=split_seed)
-        return labelled_ids(task_kind(ctx))
+        return labelled_ids(supervised_problem(ctx))
 
     assert labelled(OrderedSquares(), 1) == labelled(OrderedSquares(), 2) == data.train.ids[:6]
-    assert labelled(Squares(), 1) == labelled_ids(segmentation_kind(data, 0.5, subset_seed=1))
+    assert labelled(Squares(), 1) == labelled_ids(segmentation_problem(data, 0.5, subset_seed=1))
     assert labelled(Squares(), 1) != labelled(Squares(), 2)
 
 
@@ -251,7 +251,7 @@ def test_segmentation_training_uses_the_tasks_flips_and_rotation(
     task = Squares(flips=flips, rotation_degrees=degrees)
     settings = SupervisedSettings(32, 1, 4)
     ctx = context(squares_data(), 0, task=task, settings=settings)
-    assert isinstance(task_kind(ctx), SegmentationKind) and task_kind(ctx).flips is flips
+    assert isinstance(supervised_problem(ctx), SegmentationProblem) and supervised_problem(ctx).flips is flips
     supervised_transfer(ctx, train_encoder=True)
     # 10 training images in batches of 4: 3 batches, each augmented with the task's settings.
     assert calls == [(degrees, flips)] * 3
@@ -295,7 +295,7 @@ def test_supervised_transfer_leaves_the_global_rng_and_the_callers_encoder_alone
 
 
 def test_fit_keeps_the_epoch_with_the_lowest_validation_loss(monkeypatch: pytest.MonkeyPatch) -> None:
-    kind = segmentation_kind(squares_data(), 1.0, subset_seed=0)
+    kind = segmentation_problem(squares_data(), 1.0, subset_seed=0)
     scripted = iter([-0.1, -0.5, -0.5, -0.3])  # epoch 2 is best; epoch 3 ties and must not replace it
     snapshots = []
 
@@ -321,7 +321,7 @@ def test_supervised_transfer_scores_the_selected_epoch(monkeypatch: pytest.Monke
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return next(scripted)
 
-    monkeypatch.setattr(SegmentationKind, "validation_loss", fake_validation_loss)
+    monkeypatch.setattr(SegmentationProblem, "validation_loss", fake_validation_loss)
     data = squares_data()
     outcome = supervised_transfer(context(data, 0, settings=SupervisedSettings(32, 3, 4)), train_encoder=True)
     assert outcome.selection == Selection(2, -0.6, "soft_dice_loss")
