@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from ssl_bench_methods.ld import LDViews, LocalDiscrimination, ld_loss, make_views
 
-from ssl_bench.api import create_encoder, make_fundus
+from ssl_bench.api.data import make_fundus
+from ssl_bench.api.nets import create_encoder
 
 FIGURES = Path(__file__).with_name("ld_cpu.json")
 SAMPLES, SIZE = 2, 64

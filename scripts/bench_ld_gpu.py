@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from ssl_bench_methods.ld import LocalDiscrimination, ld_loss, make_views
 
-from ssl_bench.api import create_encoder, make_fundus
+from ssl_bench.api.data import make_fundus
+from ssl_bench.api.nets import create_encoder
 
 LOSS_TOLERANCE = 1e-2  # relative, bf16 against fp32
 

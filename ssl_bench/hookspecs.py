@@ -5,7 +5,7 @@ instances.
 
 A plugin module looks like this (see ``examples/ssl-bench-example-plugin``)::
 
-    from ssl_bench.api import Method, hookimpl
+    from ssl_bench.api import hookimpl, Method
 
     class MyMethod(Method):
         ...

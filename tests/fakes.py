@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ssl_bench.api import Context, Encoder, FeatureInfo, SegmentationData, Task
+from ssl_bench.api import Context, Encoder, SegmentationData, Task
+from ssl_bench.api.nets import FeatureInfo
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ssl_bench.api import Method, Stage, UNet, augment, hookimpl
+from ssl_bench.api import Method, Stage, augment, hookimpl
+from ssl_bench.api.nets import UNet
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,8 @@ import dataclasses
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.api import (
-    Protocol,
-    SupervisedSettings,
-    hookimpl,
-    standard_settings,
-    supervised_metrics,
-    supervised_transfer,
-)
+from ssl_bench.api import Protocol, hookimpl
+from ssl_bench.api.supervised import SupervisedSettings, standard_settings, supervised_metrics, supervised_transfer
 
 
 class DeepProbe(nn.Module):

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_bench.api import Stage, augment, normalize
+from ssl_bench.api import Stage, augment
+from ssl_bench.api.augment import normalize
 
 ASPECT_RATIOS = (3 / 4, 4 / 3)
 

@@ -20,21 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.api import (
+from ssl_bench.api import ConfigError, Method, Stage, augment, hookimpl, require_positive
+from ssl_bench.api.nets import UNet
+from ssl_bench.api.regions import (
     NORM_EPS,
-    ConfigError,
-    Method,
-    Stage,
-    UNet,
     at_least_fp32,
-    augment,
     cluster_assignment,
     entropy_loss,
-    hookimpl,
     l2_normalize,
     local_discrimination_loss,
     region_features,
-    require_positive,
 )
 from ssl_bench_methods._criteria import batch_criterion
 

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.api import Method, Stage, UNet, augment, hookimpl, normalize
+from ssl_bench.api import Method, Stage, augment, hookimpl
+from ssl_bench.api.augment import normalize
+from ssl_bench.api.nets import UNet
 
 SHUFFLE_P = 0.5
 NONLINEAR_P = 0.9

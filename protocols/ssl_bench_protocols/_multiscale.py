@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_bench.api import FeatureInfo
+from ssl_bench.api.nets import FeatureInfo
 
 # A linear probe's usual init (MAE's): small weights, so that no stage dominates the first steps.
 _INIT_STD = 0.01

@@ -36,7 +36,6 @@ from torch import Tensor
 from ssl_bench.api import (
     Context,
     Encoder,
-    FeatureInfo,
     FrozenFeatureProtocol,
     Metric,
     Outcome,
@@ -44,13 +43,11 @@ from ssl_bench.api import (
     Selection,
     Task,
     hookimpl,
-    mask_scores,
-    normalize,
     require_whole_numbers,
-    segmentation_splits,
-    standard_settings,
-    supervised_metrics,
 )
+from ssl_bench.api.augment import normalize
+from ssl_bench.api.nets import FeatureInfo
+from ssl_bench.api.supervised import mask_scores, segmentation_splits, standard_settings, supervised_metrics
 from ssl_bench_protocols._multiscale import MultiScaleLinear
 
 # Inference batch: BatchNorm is in eval mode, so it changes no result; small enough for 512 px on any device.

@@ -13,17 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ssl_bench.api import (
-    Context,
-    Outcome,
-    SupervisedProtocol,
-    SupervisedSettings,
-    Task,
-    hookimpl,
-    require_whole_numbers,
-    standard_settings,
-    supervised_transfer,
-)
+from ssl_bench.api import Context, Outcome, Task, hookimpl, require_whole_numbers
+from ssl_bench.api.supervised import SupervisedProtocol, SupervisedSettings, standard_settings, supervised_transfer
 
 #: The protocol whose selected model fine-tuning starts from, per task kind.
 _FROZEN_PHASE = {"segmentation": "frozen", "classification": "linear-probe"}

@@ -11,7 +11,8 @@ learns, not a pretraining result (the leaderboard says so).
 
 from __future__ import annotations
 
-from ssl_bench.api import SupervisedProtocol, hookimpl
+from ssl_bench.api import hookimpl
+from ssl_bench.api.supervised import SupervisedProtocol
 
 
 class Frozen(SupervisedProtocol):

@@ -54,10 +54,10 @@ from ssl_bench.api import (
     Selection,
     Task,
     hookimpl,
-    normalize,
     require_whole_numbers,
-    standard_settings,
 )
+from ssl_bench.api.augment import normalize
+from ssl_bench.api.supervised import standard_settings
 
 #: Success thresholds, as fractions of the image diagonal.
 SUCCESS_FRACTIONS = (0.02, 0.04, 0.08)

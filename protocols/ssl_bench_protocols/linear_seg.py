@@ -18,19 +18,8 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from ssl_bench.api import (
-    Context,
-    Encoder,
-    Metric,
-    Outcome,
-    Protocol,
-    SupervisedSettings,
-    Task,
-    hookimpl,
-    standard_settings,
-    supervised_metrics,
-    supervised_transfer,
-)
+from ssl_bench.api import Context, Encoder, Metric, Outcome, Protocol, Task, hookimpl
+from ssl_bench.api.supervised import SupervisedSettings, standard_settings, supervised_metrics, supervised_transfer
 from ssl_bench_protocols._multiscale import MultiScaleLinear
 
 PROBE_LR = 1e-2

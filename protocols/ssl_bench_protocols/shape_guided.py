@@ -57,26 +57,19 @@ from ssl_bench.api import (
     ConfigError,
     Context,
     Encoder,
-    FeatureInfo,
     FrozenFeatureProtocol,
     Metric,
     Outcome,
     Selection,
     Task,
     augment,
-    cluster_assignment,
-    entropy_loss,
     hookimpl,
-    local_discrimination_loss,
-    mask_scores,
-    normalize,
-    region_features,
     require_whole_numbers,
-    resize_split,
-    seeded_init,
-    standard_settings,
-    supervised_metrics,
 )
+from ssl_bench.api.augment import normalize
+from ssl_bench.api.nets import FeatureInfo
+from ssl_bench.api.regions import cluster_assignment, entropy_loss, local_discrimination_loss, region_features
+from ssl_bench.api.supervised import mask_scores, resize_split, seeded_init, standard_settings, supervised_metrics
 from ssl_bench_protocols._multiscale import MultiScaleLinear
 
 # LD's published loss weights and region-discrimination temperature (the ld method's defaults).

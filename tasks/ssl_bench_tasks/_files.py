@@ -8,7 +8,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ssl_bench.api import IMAGE_SUFFIXES, DataError
+from ssl_bench.api import DataError
+from ssl_bench.api.data import IMAGE_SUFFIXES
 
 #: The seeded split: one image in TEST_SHARE is a test image.
 SPLIT_SEED = 0

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_bench.api import DataError, read_mask
+from ssl_bench.api import DataError
+from ssl_bench.api.data import read_mask
 from ssl_bench_tasks._files import image_files, seeded_split, split_counts
 from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 from ssl_bench_tasks._prepared import PreparedTask, Sample, XRayTask

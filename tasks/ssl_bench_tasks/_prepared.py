@@ -56,20 +56,8 @@ from typing import ClassVar, TypeVar
 import numpy as np
 import torch
 
-from ssl_bench.api import (
-    Availability,
-    DataError,
-    SegmentationData,
-    SegmentationSplit,
-    Task,
-    crop,
-    fundus_roi_box,
-    prepared_arrays,
-    read_image,
-    read_mask,
-    resize_image,
-    resize_mask,
-)
+from ssl_bench.api import Availability, DataError, SegmentationData, SegmentationSplit, Task
+from ssl_bench.api.data import crop, fundus_roi_box, prepared_arrays, read_image, read_mask, resize_image, resize_mask
 from ssl_bench_tasks._landmarks import DISC_LANDMARKS, LUNG_LANDMARKS, disc_landmarks, lung_landmarks
 
 #: The splits of every task, in :class:`SegmentationData`'s order.

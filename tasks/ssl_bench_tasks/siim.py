@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_bench.api import DataError, hookimpl, resize_mask
+from ssl_bench.api import DataError, hookimpl
+from ssl_bench.api.data import resize_mask
 from ssl_bench_tasks._prepared import Sample, XRayTask
 
 NO_PNEUMOTHORAX = "-1"

@@ -20,18 +20,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ssl_bench.api import (
-    FUNDUS_LANDMARKS,
-    PhantomSet,
-    Pool,
-    SegmentationData,
-    SegmentationSplit,
-    Task,
-    hookimpl,
-    make_angiogram,
-    make_cxr,
-    make_fundus,
-)
+from ssl_bench.api import Pool, SegmentationData, SegmentationSplit, Task, hookimpl
+from ssl_bench.api.data import FUNDUS_LANDMARKS, PhantomSet, make_angiogram, make_cxr, make_fundus
 from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 
 IMAGE_SIZE = 128

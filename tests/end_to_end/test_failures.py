@@ -26,7 +26,8 @@ runner = CliRunner()
 
 FAILING = """
 import torch
-from ssl_bench.api import Method, Stage, UNet, hookimpl
+from ssl_bench.api import hookimpl, Method, Stage
+from ssl_bench.api.nets import UNet
 
 
 class Diverging(Method):
@@ -262,7 +263,7 @@ def test_status_without_a_run_says_what_to_do(tmp_path):
 
 BROKEN_TASK = """
 import torch
-from ssl_bench.api import SegmentationData, SegmentationSplit, Task, hookimpl
+from ssl_bench.api import hookimpl, SegmentationData, SegmentationSplit, Task
 
 
 class Working(Task):

@@ -37,7 +37,8 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "srun", "sinfo")
 
 TINY_METHODS = """
-from ssl_bench.api import Method, Stage, UNet, hookimpl
+from ssl_bench.api import hookimpl, Method, Stage
+from ssl_bench.api.nets import UNet
 
 
 class Tiny(Method):

@@ -29,7 +29,9 @@ from ssl_bench_methods.models_genesis import ModelsGenesis
 from ssl_bench_methods.vicregl import VICRegL
 from typer.testing import CliRunner
 
-from ssl_bench.api import Stage, create_encoder, make_cxr, make_fundus
+from ssl_bench.api import Stage
+from ssl_bench.api.data import make_cxr, make_fundus
+from ssl_bench.api.nets import create_encoder
 from ssl_bench.cli import app
 from ssl_bench.models import SegmentationModel
 from ssl_bench.pools import PreparedPool, prepare_extras

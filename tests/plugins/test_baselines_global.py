@@ -17,7 +17,9 @@ from ssl_bench_methods.swav import SwAVOptions
 from ssl_bench_methods.vicreg import VICReg, VICRegOptions
 from typer.testing import CliRunner
 
-from ssl_bench.api import Stage, create_encoder, make_cxr, make_fundus
+from ssl_bench.api import Stage
+from ssl_bench.api.data import make_cxr, make_fundus
+from ssl_bench.api.nets import create_encoder
 from ssl_bench.cli import app
 from ssl_bench.models import SegmentationModel
 from ssl_bench.plugins import get_registry

@@ -23,17 +23,9 @@ from ssl_bench_protocols.landmarks import (
 from ssl_bench_tasks._landmarks import DISC_LANDMARKS, LUNG_LANDMARKS, disc_landmarks, lung_landmarks
 from typer.testing import CliRunner
 
-from ssl_bench.api import (
-    FUNDUS_LANDMARKS,
-    ConfigError,
-    DataError,
-    Encoder,
-    FeatureInfo,
-    SegmentationData,
-    SegmentationSplit,
-    Task,
-    make_fundus,
-)
+from ssl_bench.api import ConfigError, DataError, Encoder, SegmentationData, SegmentationSplit, Task
+from ssl_bench.api.data import FUNDUS_LANDMARKS, make_fundus
+from ssl_bench.api.nets import FeatureInfo
 from ssl_bench.cli import app
 
 NAN = float("nan")
@@ -304,7 +296,7 @@ def test_protocol_with_coordinate_features_localises_to_the_pixel_and_random_fea
 
 
 def test_protocol_is_deterministic_and_the_centre_weighting_changes_it():
-    from ssl_bench.api import create_encoder
+    from ssl_bench.api.nets import create_encoder
 
     torch.manual_seed(0)
     encoder = create_encoder("vgg16_bn_tiny", in_chans=3).eval()

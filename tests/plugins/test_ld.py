@@ -27,7 +27,9 @@ from ssl_bench_methods.ld import (
 )
 from typer.testing import CliRunner
 
-from ssl_bench.api import ConfigError, Stage, create_encoder, make_cxr, make_fundus
+from ssl_bench.api import ConfigError, Stage
+from ssl_bench.api.data import make_cxr, make_fundus
+from ssl_bench.api.nets import create_encoder
 from ssl_bench.cli import app
 
 EPS = 1e-10

@@ -22,18 +22,9 @@ from ssl_bench_protocols.clustering import (
 )
 from ssl_bench_protocols.linear_seg import LinearSeg, LinearSegModel
 
-from ssl_bench.api import (
-    ConfigError,
-    Context,
-    Encoder,
-    FeatureInfo,
-    SegmentationData,
-    SegmentationSplit,
-    SupervisedSettings,
-    Task,
-    create_encoder,
-    fit,
-)
+from ssl_bench.api import ConfigError, Context, Encoder, SegmentationData, SegmentationSplit, Task
+from ssl_bench.api.nets import FeatureInfo, create_encoder
+from ssl_bench.api.supervised import SupervisedSettings, fit
 from ssl_bench.supervised.segmentation import SegmentationProblem
 
 SIZE = 32

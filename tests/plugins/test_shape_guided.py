@@ -12,15 +12,9 @@ from ssl_bench_protocols import shape_guided
 from ssl_bench_protocols.shape_guided import ShapeGuided
 from typer.testing import CliRunner
 
-from ssl_bench.api import (
-    Availability,
-    ConfigError,
-    Encoder,
-    FeatureInfo,
-    SegmentationData,
-    SegmentationSplit,
-    mask_scores,
-)
+from ssl_bench.api import Availability, ConfigError, Encoder, SegmentationData, SegmentationSplit
+from ssl_bench.api.nets import FeatureInfo
+from ssl_bench.api.supervised import mask_scores
 from ssl_bench.cli import app
 from ssl_bench.config import resolve_config
 from ssl_bench.planning import build_plan
