@@ -341,6 +341,6 @@ def preview(
     size: Annotated[int, typer.Option(help="Side of each phantom in pixels.")] = 256,
 ) -> None:
     """Draw a grid of the built-in synthetic phantoms with their masks."""
-    from ssl_bench.data.phantoms import save_preview
+    from ssl_bench.preview import save_preview
 
     typer.echo(f"wrote {save_preview(out, size=size)}")

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from ssl_bench.data.phantoms import PhantomSet, make_angiogram, make_cxr, make_fundus, save_preview
+from ssl_bench.data.phantoms import PhantomSet, make_angiogram, make_cxr, make_fundus
+from ssl_bench.preview import save_preview
 
 SIZE = 128
 COUNT = 10
