@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ssl_bench.data.phantoms import PhantomSet, make_cxr, make_fundus
-from ssl_bench.data.phantoms.drawing import _to_uint8
+from ssl_bench.data.phantoms.drawing import to_uint8
 
 _GREEN, _BLUE, _RED = (0.1, 1.0, 0.2), (0.2, 0.45, 1.0), (1.0, 0.2, 0.2)
 
@@ -56,4 +56,4 @@ def _overlay(phantoms: PhantomSet, colours: dict[str, tuple[float, float, float]
     for name, colour in colours.items():
         alpha = 0.55 * phantoms.masks[name][..., None]
         image += (np.array(colour, np.float32) - image) * alpha
-    return _to_uint8(image)
+    return to_uint8(image)

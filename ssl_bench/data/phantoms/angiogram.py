@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssl_bench.data.phantoms.core import _Sample
-from ssl_bench.data.phantoms.drawing import _low_frequency, _to_uint8
+from ssl_bench.data.phantoms.drawing import _low_frequency, to_uint8
 from ssl_bench.data.phantoms.vessels import _MIN_VESSEL_PX, _Branching, _render_tubes, _tree, _walk
 
 _ANGIOGRAM_GENERATIONS = (
@@ -30,4 +30,4 @@ def _angiogram(rng: np.random.Generator, noise: np.random.Generator, size: int) 
     background = rng.uniform(0.08, 0.18) * (1 + 0.3 * _low_frequency(rng, size, terms=3, max_freq=3.0))
     image = background + rng.uniform(0.55, 0.8) * dark[0]
     image *= 1 + 0.25 * noise.standard_normal(image.shape).astype(np.float32)  # speckle
-    return _to_uint8(image)[None], {"vessel": inside}, {}
+    return to_uint8(image)[None], {"vessel": inside}, {}

@@ -20,8 +20,8 @@ from ssl_bench.data.phantoms.drawing import (
     _smooth_noise,
     _soft_edge,
     _to_pixels,
-    _to_uint8,
     _unit,
+    to_uint8,
 )
 from ssl_bench.data.phantoms.vessels import _Branching, _render_tubes, _tree, _walk
 
@@ -225,4 +225,4 @@ def _radiograph(rng: np.random.Generator, noise: np.random.Generator, density: n
     image = _blur(density.astype(np.float32), 0.005, size)
     image = np.clip(rng.uniform(1.05, 1.3) * image + rng.uniform(-0.05, 0.03), 0, 1) ** rng.uniform(0.8, 1.2)
     image += noise.normal(0, 0.012, image.shape).astype(np.float32) + 0.012 * _smooth_noise(noise, size, 0.006)
-    return _to_uint8(image)
+    return to_uint8(image)

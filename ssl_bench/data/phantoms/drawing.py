@@ -96,5 +96,5 @@ def _fill(curve: np.ndarray, size: int) -> np.ndarray:
     return (np.cumsum(toggles[:, :size], axis=1) % 2).astype(bool)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
+def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -14,7 +14,7 @@ from ssl_bench.data.phantoms.drawing import (
     _soft_edge,
     _squared_distance,
     _to_pixels,
-    _to_uint8,
+    to_uint8,
 )
 from ssl_bench.data.phantoms.vessels import (
     _MIN_VESSEL_PX,
@@ -189,7 +189,7 @@ def _fundus_shading(
     image *= (1 - _colour(0.3, 0.55, 0.5) * artery) * (1 - _colour(0.45, 0.7, 0.65) * vein)
     image = rng.uniform(0.85, 1.12) * image ** rng.uniform(0.85, 1.2)
     image += noise.normal(0, 0.012, image.shape).astype(np.float32)
-    return _to_uint8(image * _soft_edge(fov_distance, 3 / size))  # black outside the field of view
+    return to_uint8(image * _soft_edge(fov_distance, 3 / size))  # black outside the field of view
 
 
 def _colour(red: float, green: float, blue: float) -> np.ndarray:
