@@ -120,6 +120,9 @@ class Protocol(ABC):
     #: Whether runs that name no protocols (``--all``) include this one; False for an experimental protocol whose
     #: scores are not yet evidence (it still runs when named with ``-p``).
     default_run: ClassVar[bool] = True
+    #: False for a protocol whose scores mean nothing at the ``demo`` profile's scale (a few epochs on a few
+    #: images): runs of that profile that name no protocols leave it out, and say how to run it.
+    signal_at_demo_scale: ClassVar[bool] = True
 
     @abstractmethod
     def settings(self, profile: str, task: Task) -> object:

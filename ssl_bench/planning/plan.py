@@ -33,7 +33,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
     tasks = _available_tasks(config, registry, echo)
     data, left_out = _load_data(tasks, config.data_root, echo)
     tasks = [task for task in tasks if task.name in data]
-    protocols = _protocols(config, registry)
+    protocols = _protocols(config, registry, echo)
     if config.protocols is not None:
         _refuse_protocols_serving_no_task(protocols, tasks, registry)
     _load_shape_sources(tasks, protocols, config, registry, data, echo)
@@ -128,10 +128,16 @@ def _load_data(
     return data, left_out
 
 
-def _protocols(config: RunConfig, registry: Registry) -> dict[str, Protocol]:
-    default = [name for name, protocol in registry.protocols.items() if protocol.default_run]
-    names = config.protocols if config.protocols is not None else default
-    return {name: registry.protocol(name)() for name in names}
+def _protocols(config: RunConfig, registry: Registry, echo: Callable[[str], None]) -> dict[str, Protocol]:
+    if config.protocols is not None:
+        return {name: registry.protocol(name)() for name in config.protocols}
+    default = {name: cls for name, cls in registry.protocols.items() if cls.default_run}
+    if config.profile == "demo" and (quiet := [name for name, cls in default.items() if not cls.signal_at_demo_scale]):
+        echo(
+            f"note: the demo run leaves out {', '.join(quiet)}, whose scores mean nothing at demo scale; "
+            f"{' '.join(f'-p {name}' for name in quiet)} runs it"
+        )
+    return {name: cls() for name, cls in default.items() if config.profile != "demo" or cls.signal_at_demo_scale}
 
 
 def _refuse_protocols_serving_no_task(protocols: dict[str, Protocol], tasks: list[Task], registry: Registry) -> None:

@@ -143,6 +143,23 @@ def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out_and_refused_when
         build_plan(named, get_registry())
 
 
+def test_the_demo_run_leaves_out_a_protocol_without_signal_at_its_scale_and_says_how_to_run_it(tmp_path):
+    values = {"methods": {"scratch": {}}, "tasks": ["synthetic-vessel"]}
+
+    def protocols(profile: str, **more) -> tuple[set[str], list[str]]:
+        said: list[str] = []
+        config = resolve_config({**values, "profile": profile, **more}, {"results": str(tmp_path)}, get_registry())
+        return {job.protocol.name for job in build_plan(config, get_registry(), echo=said.append).jobs}, said
+
+    demo, said = protocols("demo")
+    assert "shape-guided" not in demo and "finetune" in demo
+    assert "note: the demo run leaves out shape-guided, whose scores mean nothing at demo scale; -p shape-guided " in (
+        "\n".join(said)
+    )
+    assert "shape-guided" in protocols("paper")[0]
+    assert protocols("demo", protocols=["shape-guided"])[0] == {"shape-guided"}
+
+
 def test_protocol_settings_from_the_config_name_the_variant(tmp_path):
     config = _config(
         tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], protocols={"finetune": {"lr": 0.01}}
