@@ -58,9 +58,12 @@ class CannotWrite(DataError):
     wrote it: the run stops, and resumes once the cause is fixed."""
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def write_atomic(
+    path: Path, write: Callable[[IO[bytes]], None], before_rename: Callable[[Path], None] | None = None
+) -> Path:
     """Write through a temporary file in the same folder, then rename: readers never see half a file. An OS
-    error (a full disk, a read-only folder) is :class:`CannotWrite`, saying which path and what to do."""
+    error (a full disk, a read-only folder) is :class:`CannotWrite`, saying which path and what to do.
+    ``before_rename`` gets the finished temporary file, before it takes ``path``'s place."""
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +73,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes files private; results are meant to be shared
+        if before_rename is not None:
+            before_rename(Path(temporary))
         os.replace(temporary, path)
     except BaseException as error:
         written = Path(temporary).stat().st_size if temporary and Path(temporary).exists() else 0
@@ -108,18 +113,21 @@ def write_text(path: Path, text: str) -> Path:
 
 @dataclass(frozen=True)
 class Checksum:
-    """A file's content hash, and the size and modification time at which it was last hashed."""
+    """A file's content hash, and the size and modification time at which it was last hashed. ``previous`` is
+    the hash of the version it replaced: a kill between writing the checksum and renaming the new file into place
+    leaves that version, which is whole and so still trusted."""
 
     sha256: str
     size: int
     mtime_ns: int
+    previous: str | None = None
 
     @classmethod
-    def of(cls, path: Path) -> Checksum:
+    def of(cls, path: Path, previous: str | None = None) -> Checksum:
         with path.open("rb") as stream:
             sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
         stat = path.stat()
-        return cls(sha256, stat.st_size, stat.st_mtime_ns)
+        return cls(sha256, stat.st_size, stat.st_mtime_ns, previous)
 
 
 class DamagedArtefact(DataError):
@@ -131,11 +139,21 @@ def checksum_path(path: Path) -> Path:
 
 
 def write_checked(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """:func:`write_atomic`, then the file's checksum beside it (a kill between the two leaves it unchecked,
-    and so made again)."""
-    write_atomic(path, write)
-    write_json(checksum_path(path), asdict(Checksum.of(path)))
-    return path
+    """:func:`write_atomic` with the file's checksum beside it, written before the file takes its place (renaming
+    keeps its size and mtime), and naming the version it replaces: a kill at any point leaves a file that passes."""
+
+    def record_checksum(temporary: Path) -> None:
+        replaced = _recorded(path)
+        write_json(checksum_path(path), asdict(Checksum.of(temporary, replaced.sha256 if replaced else None)))
+
+    return write_atomic(path, write, record_checksum)
+
+
+def _recorded(path: Path) -> Checksum | None:
+    try:
+        return Checksum(**json.loads(checksum_path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def remove_checked(path: Path) -> None:
@@ -149,17 +167,15 @@ def artefact_problem(path: Path) -> str | None:
     when it can."""
     if not path.is_file():
         return "is missing"
-    try:
-        recorded = Checksum(**json.loads(checksum_path(path).read_text()))
-    except FileNotFoundError:
+    if not checksum_path(path).exists():
         return f"has no checksum beside it ({checksum_path(path).name})"
-    except (OSError, ValueError, TypeError):
+    if (recorded := _recorded(path)) is None:
         return f"has an unreadable checksum ({checksum_path(path).name})"
     stat = path.stat()
     if (stat.st_size, stat.st_mtime_ns) == (recorded.size, recorded.mtime_ns):
         return None
     actual = Checksum.of(path)
-    if actual.sha256 != recorded.sha256:
+    if actual.sha256 not in (recorded.sha256, recorded.previous):
         return "changed since it was written (its checksum differs)"
     with contextlib.suppress(CannotWrite):  # the same bytes, touched or copied: check cheaply next time (if writable)
         write_json(checksum_path(path), asdict(actual))

@@ -105,3 +105,26 @@ def test_a_full_disk_or_a_read_only_folder_is_one_clear_error_and_leaves_no_temp
     with pytest.raises(CannotWrite, match=message):
         write_atomic(tmp_path / "big.bin", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kill_between_the_checksum_and_the_rename_leaves_a_version_that_passes(tmp_path, monkeypatch):
+    path = save_torch(tmp_path / "state.pt", {"step": 1})
+    real_replace = os.replace
+
+    def killed_before_the_rename(source, target):
+        if str(target) == str(path):
+            raise KeyboardInterrupt  # the new checksum is written; the new file never takes the old one's place
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_torch(path, {"step": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert json.loads(checksum_path(path).read_text())["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest()
+    assert artefact_problem(path) is None and load_torch(path, weights_only=True) == {"step": 1}
+    # Only the version the last checksum replaced is trusted, not older ones.
+    three = save_torch(path, {"step": 3}).read_bytes()
+    save_torch(path, {"step": 4})
+    save_torch(path, {"step": 5})
+    path.write_bytes(three)
+    assert artefact_problem(path) == "changed since it was written (its checksum differs)"
