@@ -80,6 +80,10 @@ def write_atomic(
         written = Path(temporary).stat().st_size if temporary and Path(temporary).exists() else 0
         if temporary:
             Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno == errno.EINTR:
+            # A stop signal that landed inside a C-level write (numpy's tofile) surfaces as EINTR: a stop, not a
+            # broken disk.
+            raise KeyboardInterrupt from error
         if isinstance(error, OSError):
             raise _cannot_write(path, error, written) from error
         raise

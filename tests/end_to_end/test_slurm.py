@@ -232,6 +232,10 @@ def _metrics(results: Path) -> dict:
     return {r.job_id: r.metrics for r in (read_record(path) for path in results.glob("runs/*/result.json"))}
 
 
+def _node_state() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def _scontrol(job_id: str) -> str:
     return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
 
@@ -282,7 +286,11 @@ def test_a_preempted_pretraining_is_requeued_and_resumes_its_checkpoint(slurm, t
         assert time.monotonic() < deadline, f"the task was not requeued: {state}"
         time.sleep(0.2)
     assert "Restarts=1" in state
-    # SLURM holds a requeued job back for two minutes; the test need not wait for that.
+    # SLURM holds a requeued job back for two minutes; the test need not wait for that, only for the node to have
+    # finished the first run (until then the job's credential is revoked, and a start kills it: "non-startable").
+    while (node := _node_state()) != "idle":
+        assert time.monotonic() < deadline, f"the node never finished the first run: {node}"
+        time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
     summary = executor.wait(plan, arrays)
     assert len(summary.written) == 1 and not summary.failed

@@ -107,6 +107,15 @@ def test_a_full_disk_or_a_read_only_folder_is_one_clear_error_and_leaves_no_temp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_write_interrupted_by_a_signal_is_a_stop_not_a_disk_error(tmp_path):
+    def interrupted(stream):
+        raise OSError(errno.EINTR, os.strerror(errno.EINTR))  # what numpy's C write says when a signal lands
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "pool.npy", interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_kill_between_the_checksum_and_the_rename_leaves_a_version_that_passes(tmp_path, monkeypatch):
     path = save_torch(tmp_path / "state.pt", {"step": 1})
     real_replace = os.replace
