@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 import warnings
 from enum import Enum
@@ -159,58 +158,59 @@ def run(
     """Pretrain and score methods on tasks, then write the leaderboards."""
     from ssl_bench.board import write_boards
     from ssl_bench.config import read_config_file, resolve_config
-    from ssl_bench.engine import request_stop
     from ssl_bench.launchers import create_launcher
     from ssl_bench.planning import build_plan
+    from ssl_bench.stopping import stops_on_signals
 
     if not (all_ or method or task or config):
         raise _fail(SslBenchError("say what to run: --all, -m METHOD / -t TASK, or --config FILE."))
-    signal.signal(signal.SIGTERM, request_stop)  # a scheduler's SIGTERM (preemption) resumes like a Ctrl-C
     started = time.perf_counter()
-    try:
-        registry = _registry()
-        _warn_about_plugins(registry)
-        file_values = read_config_file(config) if config else {}
-        overrides = {
-            "methods": method or ("all" if all_ else None),
-            "tasks": task or ("all" if all_ else None),
-            "seeds": seeds,
-            "profile": profile,
-            "device": device,
-            "data_root": str(data_root) if data_root else None,
-            "results": str(results) if results else None,
-            "overwrite": overwrite,
-            "label_fractions": label_fraction,
-            "protocols": protocol,
-            "executor": executor or ("local" if workers > 1 or gpus else None),
-            "slurm": {
-                "partition": slurm_partition,
-                "gpus_per_job": slurm_gpus_per_job,
-                "cpus_per_job": slurm_cpus_per_job,
-                "mem_gb": slurm_mem_gb,
-                "time_minutes": slurm_time_minutes,
-                "array_parallelism": slurm_array_parallelism,
-            },
-        }
-        resolved = resolve_config(file_values, overrides, registry)
-        launcher = create_launcher(
-            resolved,
-            workers=workers,
-            gpus=[gpu.strip() for gpu in gpus.split(",")] if gpus else None,
-            progress=progress,
-            echo=typer.echo,
-            fail_fast=fail_fast,
-            retry_failed=retry_failed,
-        )
-        plan = build_plan(resolved, registry, echo=typer.echo)
-        summary = launcher.run(plan)
-        finished = any(resolved.results.glob("runs/*/result.json"))
-        paths = write_boards(resolved.results) if report and (finished or not summary.failed) else ()
-    except SslBenchError as error:
-        raise _fail(error) from None
-    except KeyboardInterrupt:
-        typer.secho("interrupted: run the same command again to resume; nothing finished is lost", err=True)
-        raise typer.Exit(code=130) from None
+    # SIGTERM (a scheduler's preemption) and Ctrl-C stop cleanly and resume; a stop is never a plugin's fault.
+    with stops_on_signals():
+        try:
+            registry = _registry()
+            _warn_about_plugins(registry)
+            file_values = read_config_file(config) if config else {}
+            overrides = {
+                "methods": method or ("all" if all_ else None),
+                "tasks": task or ("all" if all_ else None),
+                "seeds": seeds,
+                "profile": profile,
+                "device": device,
+                "data_root": str(data_root) if data_root else None,
+                "results": str(results) if results else None,
+                "overwrite": overwrite,
+                "label_fractions": label_fraction,
+                "protocols": protocol,
+                "executor": executor or ("local" if workers > 1 or gpus else None),
+                "slurm": {
+                    "partition": slurm_partition,
+                    "gpus_per_job": slurm_gpus_per_job,
+                    "cpus_per_job": slurm_cpus_per_job,
+                    "mem_gb": slurm_mem_gb,
+                    "time_minutes": slurm_time_minutes,
+                    "array_parallelism": slurm_array_parallelism,
+                },
+            }
+            resolved = resolve_config(file_values, overrides, registry)
+            launcher = create_launcher(
+                resolved,
+                workers=workers,
+                gpus=[gpu.strip() for gpu in gpus.split(",")] if gpus else None,
+                progress=progress,
+                echo=typer.echo,
+                fail_fast=fail_fast,
+                retry_failed=retry_failed,
+            )
+            plan = build_plan(resolved, registry, echo=typer.echo)
+            summary = launcher.run(plan)
+            finished = any(resolved.results.glob("runs/*/result.json"))
+            paths = write_boards(resolved.results) if report and (finished or not summary.failed) else ()
+        except SslBenchError as error:
+            raise _fail(error) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted: run the same command again to resume; nothing finished is lost", err=True)
+            raise typer.Exit(code=130) from None
     if not report:
         boards = ""
     else:

@@ -21,6 +21,7 @@ from ssl_bench import hookspecs
 from ssl_bench.errors import PluginError
 from ssl_bench.method import Method
 from ssl_bench.protocol import Protocol
+from ssl_bench.stopping import stop_requested
 from ssl_bench.task import Pool, Task
 
 ENTRY_POINT_GROUP = "ssl_bench"
@@ -208,6 +209,8 @@ def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Reg
             manager.check_pending()
             _collect(manager, module, info, registry)
         except Exception as error:  # a broken plugin must never take the others down
+            if stop_requested():
+                raise KeyboardInterrupt from error  # a stop that landed in its import: not the plugin's fault
             info.error = f"{type(error).__name__}: {error}"
             if module is not None and manager.is_registered(module):
                 manager.unregister(module)

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from ssl_bench.errors import PluginError, SslBenchError
+from ssl_bench.stopping import stop_requested
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ def load_task_data(task: Task, data_root: Path | None) -> SegmentationData | Cla
     except SslBenchError:
         raise
     except Exception as error:
+        if stop_requested():
+            raise KeyboardInterrupt from error  # a stop that landed in the plugin's code: not its fault
         raise PluginError(
             f"task {task.name} failed to load its data ({type(error).__name__}: {error}): a bug in its plugin, "
             "report it to the plugin's authors"

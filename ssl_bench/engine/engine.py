@@ -8,14 +8,11 @@ goes on, unless ``fail_fast``. The launchers (:mod:`ssl_bench.launchers`) only d
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +45,7 @@ from ssl_bench.results import (
     selected_model_path,
     write_text,
 )
+from ssl_bench.stopping import stop_requested, stops_on_signals
 
 #: How often an engine looks again at work that other engines hold.
 CLAIM_POLL_SECONDS = 5.0
@@ -59,30 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu.")
     return torch.device(name)
-
-
-_stop_requested = threading.Event()
-
-
-def request_stop(signum: int, frame: object) -> None:
-    """The handler of SIGINT and SIGTERM while a run goes on: the run stops and resumes later. The job it lands in is
-    interrupted, never failed, even where torch turned the KeyboardInterrupt into another error (inside torch.save)."""
-    _stop_requested.set()
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _stops_on_signals() -> Iterator[None]:
-    _stop_requested.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread can handle signals: an embedding program keeps its own handlers
-        return
-    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def job_is_done(results: Path, job: Job, plan: Plan) -> bool:
@@ -156,7 +130,7 @@ class Engine:
         write_text(results / "run-config.toml", self.config.to_toml())
         written = []
         pending = list(todo)
-        with _stops_on_signals(), tqdm(total=len(todo), desc="jobs", unit="job", disable=not self.progress) as bar:
+        with stops_on_signals(), tqdm(total=len(todo), desc="jobs", unit="job", disable=not self.progress) as bar:
             while pending:
                 waiting = []
                 for job in pending:
@@ -220,7 +194,7 @@ class Engine:
             phase = "protocol"
             path = self.run_job(job, plan, *pretrained)
         except Exception as error:  # any failure of a job, plugin code included, must not end the run
-            if _stop_requested.is_set():
+            if stop_requested():
                 raise KeyboardInterrupt from error  # a stop that landed inside torch, not a failure of the job
             if isinstance(error, CannotWrite):
                 raise  # a full disk or a read-only folder fails every job after this one too: stop here

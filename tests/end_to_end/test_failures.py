@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ssl_bench.cli import app
 from ssl_bench.config import read_config_file, resolve_config
-from ssl_bench.engine import Engine, request_stop
+from ssl_bench.engine import Engine
 from ssl_bench.errors import TrainingError
 from ssl_bench.launchers.local import slots
 from ssl_bench.locks import Lock
@@ -21,6 +21,7 @@ from ssl_bench.planning import build_plan
 from ssl_bench.plugins import get_registry
 from ssl_bench.record import read_failure, read_record
 from ssl_bench.results import CannotWrite
+from ssl_bench.stopping import request_stop
 
 runner = CliRunner()
 

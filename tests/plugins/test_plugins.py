@@ -195,3 +195,22 @@ def test_a_building_block_that_moved_to_a_sub_module_still_imports_flat_with_a_w
         assert api.UNet is UNet
     with pytest.raises(AttributeError, match="has no attribute 'Unet'"):
         api.Unet  # noqa: B018 (an unknown name is still an error)
+
+
+STOPPED_IMPORT = """
+from ssl_bench.stopping import request_stop
+
+try:
+    request_stop(15, None)  # a SIGTERM while this module is imported...
+except KeyboardInterrupt:
+    raise ImportError("a library turned the stop into this")  # ...that a library turns into its own error
+"""
+
+
+def test_a_stop_that_lands_in_a_plugins_import_stops_and_does_not_fail_the_plugin(site):
+    from ssl_bench.stopping import stops_on_signals
+
+    _install(site, {"sbtest_stopped": STOPPED_IMPORT})
+    with pytest.raises(KeyboardInterrupt), stops_on_signals():
+        _registry()
+    # Without a stop, an ImportError is the plugin's own: reported and left out (the broken-import tests above).
