@@ -203,7 +203,8 @@ def test_check_trains_every_stage_and_catches_a_loss_that_diverges_after_a_few_s
     from conftest import write_distribution
 
     (site / "sbtest_late.py").write_text(
-        "from ssl_bench.api import Method, Stage, UNet, hookimpl\n"
+        "from ssl_bench.api import Method, Stage, hookimpl\n"
+        "from ssl_bench.api.nets import UNet\n"
         "class Late(Method):\n"
         "    name = 'sbtest-late'\n"
         "    description = 'its second stage diverges at its sixth step'\n"
