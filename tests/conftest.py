@@ -48,6 +48,13 @@ def write_distribution(root: Path, name: str, version: str, entry_points: dict[s
     return root
 
 
+def install_plugin(site: Path, module: str, source: str, entry_point: str) -> None:
+    """``source`` installed in ``site`` as module ``module``, registered as ``entry_point`` of its own distribution
+    (named after the module); ``site`` forgets it after the test."""
+    (site / f"{module}.py").write_text(source)
+    write_distribution(site, module.replace("_", "-"), "1.0", {entry_point: module})
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """A fresh folder on sys.path (and PYTHONPATH, for subprocesses) to install test distributions into."""

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_distribution
+from conftest import install_plugin
 from typer.testing import CliRunner
 
 from ssl_bench.cli import app
@@ -75,10 +75,7 @@ def ssl_bench_register_methods(register):
 
 @pytest.fixture
 def failing_methods(site):
-    (site / "sbtest_failing.py").write_text(FAILING)
-    write_distribution(site, "sbtest-failing", "1.0", {"failing": "sbtest_failing"})
-    yield
-    sys.modules.pop("sbtest_failing", None)
+    install_plugin(site, "sbtest_failing", FAILING, "failing")
 
 
 def _config(results, **values):
@@ -300,10 +297,7 @@ def ssl_bench_register_tasks(register):
 
 @pytest.fixture
 def broken_task(site):
-    (site / "sbtest_broken.py").write_text(BROKEN_TASK)
-    write_distribution(site, "sbtest-broken", "1.0", {"broken": "sbtest_broken"})
-    yield
-    sys.modules.pop("sbtest_broken", None)
+    install_plugin(site, "sbtest_broken", BROKEN_TASK, "broken")
 
 
 def test_a_task_whose_plugin_fails_to_load_is_left_out_and_the_rest_runs(broken_task, tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_distribution
+from conftest import install_plugin
 from typer.testing import CliRunner
 
 from ssl_bench.cli import app
@@ -216,10 +216,7 @@ def slurm(slurm_cluster, monkeypatch):
 
 @pytest.fixture
 def tiny_methods(site):
-    (site / "sbtest_tiny.py").write_text(TINY_METHODS)
-    write_distribution(site, "sbtest-tiny", "1.0", {"tiny": "sbtest_tiny"})
-    yield
-    sys.modules.pop("sbtest_tiny", None)
+    install_plugin(site, "sbtest_tiny", TINY_METHODS, "tiny")
 
 
 def _tiny_config(tmp_path: Path, results: str, run: str = TINY_RUN, **overrides):
