@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.data.imageio import IMAGE_SUFFIXES, read_image
+from ssl_bench.data.prepared import file_listing
 from ssl_bench.errors import ConfigError, DataError, PluginError, SslBenchWarning
 from ssl_bench.method import Method
 from ssl_bench.plugins import Registry
@@ -73,9 +74,9 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _folder_listing(folder: Path) -> str:
-    """The folder's image files with their sizes and modification times: a replaced or added file changes it."""
-    files = _folder_files(folder)
-    return _digest(json.dumps([[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]))
+    """A digest of the folder's image files, their sizes and modification times: a replaced or added file changes
+    it."""
+    return _digest(json.dumps(file_listing(_folder_files(folder), folder)))
 
 
 def _folder_images(folder: Path, channels: int) -> torch.Tensor:
@@ -144,20 +145,23 @@ def prepare_pool(source: PoolSource, cache_dir: Path, echo: Callable[[str], None
     """Decode ``source`` once into ``cache_dir`` and memory-map it; later calls check the file and map it."""
     stem = cache_dir / _digest(source.key)[:16]
     array_path, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
-    try:
-        if problem := artefact_problem(array_path):
-            raise ValueError(problem)
-        images = np.load(array_path, mmap_mode="r")
-        fingerprint = json.loads(meta_path.read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError) as error:  # absent, damaged or changed: decode it again
-        if array_path.exists():
-            echo(f"{array_path} {error}: decoding pool {source.id} again")
+    fingerprint = _recorded_fingerprint(meta_path)
+    if problem := artefact_problem(array_path) or (None if fingerprint else f"has no readable {meta_path.name}"):
+        if array_path.exists():  # damaged or changed, not just absent
+            echo(f"{array_path} {problem}: decoding pool {source.id} again")
         _decode(source, array_path, meta_path)
-        images = np.load(array_path, mmap_mode="r")
-        fingerprint = json.loads(meta_path.read_text())["fingerprint"]
+        fingerprint = _recorded_fingerprint(meta_path)
+    images = np.load(array_path, mmap_mode="r")
     index = np.arange(len(images))
     held_out = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     return PreparedPool(source.id, fingerprint, images, index[~held_out], index[held_out])
+
+
+def _recorded_fingerprint(meta_path: Path) -> str | None:
+    try:
+        return str(json.loads(meta_path.read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _decode(source: PoolSource, array_path: Path, meta_path: Path) -> None:

@@ -25,9 +25,16 @@ def cache_root() -> Path:
     return Path(base).expanduser() if base else Path.home() / ".cache" / "ssl-bench"
 
 
+def file_listing(files: Sequence[Path], root: Path) -> list[list]:
+    """Each file's name under ``root``, size and modification time: what changes when a file is replaced or added,
+    read without opening any of them."""
+    return [[str(path.relative_to(root)), (stat := path.stat()).st_size, stat.st_mtime_ns] for path in files]
+
+
 def _key(files: Sequence[Path], root: Path, version: str, parameters: dict) -> str:
-    listing = [[str(path.relative_to(root)), path.stat().st_size, path.stat().st_mtime_ns] for path in files]
-    text = json.dumps({"version": version, "parameters": parameters, "files": listing}, sort_keys=True)
+    text = json.dumps(
+        {"version": version, "parameters": parameters, "files": file_listing(files, root)}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
