@@ -275,6 +275,8 @@ def _typed_values(owner: str, defaults: object, values: dict[str, object]) -> di
         if key not in fields:
             raise ConfigError(f"{owner} has no option {key!r}; its options: {described}.")
         default = getattr(defaults, key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)  # TOML has arrays, the settings tuples (hashable, frozen)
         if default is not None:
             accepted = (int, float) if isinstance(default, float) else type(default)
             if not isinstance(value, accepted) or isinstance(value, bool) != isinstance(default, bool):

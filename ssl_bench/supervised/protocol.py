@@ -74,7 +74,7 @@ def supervised_transfer(
         model,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
-        lr=settings.lr,
+        lr=settings.lr_at,
         train_encoder=train_encoder,
         generator=context.generator,
         progress=context.progress,
