@@ -1,9 +1,12 @@
 """CPU speed benchmarks of the hot loops (run with `tox -e bench`; not part of the test suite).
 
-Each method benchmark is one optimiser step of the method's ``demo`` stage on colour phantoms, as the core
-takes it (with the pool's extras, e.g. DetCon's cached segments); its extra info records source images per
-second, the figure the runner reports. Threads follow ``OMP_NUM_THREADS`` (default: all cores).
+Each method benchmark is one optimiser step of the method's first ``demo`` stage at 64 px on colour phantoms, as
+the core takes it (with the pool's extras, e.g. DetCon's cached segments), in fp32 and under bf16 autocast; its
+extra info records source images per second, the figure the runner reports. Threads follow ``OMP_NUM_THREADS``
+(default: all cores).
 """
+
+import dataclasses
 
 import pytest
 import torch
@@ -22,10 +25,12 @@ def fundus():
     return make_fundus(16, 128, seed=0).images
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("method_name", PRETRAINING_METHODS)
-def test_pretraining_step(benchmark, fundus, method_name):
+def test_pretraining_step(benchmark, fundus, method_name, precision):
+    """At 64 px: ``fp32``, or ``bf16`` under CPU autocast (the losses as each method computes them)."""
     method = get_registry().method(method_name)()
-    stage = method.stages("demo")[0]
+    stage = dataclasses.replace(method.stages("demo")[0], image_size=64)
     torch.manual_seed(0)
     model = method.build_model(create_encoder("vgg16_bn_tiny", 3), stage, 3)
     optimizer, _ = method.configure_optimizer(model, stage)
@@ -37,7 +42,8 @@ def test_pretraining_step(benchmark, fundus, method_name):
     total_steps = stage.epochs * stage.steps_per_epoch
 
     def step():
-        loss = method.training_step(model, images, stage, generator, **keywords)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = method.training_step(model, images, stage, generator, **keywords)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ssl_bench.budget import BUILT_IN, SCALES
 from ssl_bench.data.phantoms import make_cxr, make_fundus
 from ssl_bench.errors import PluginError
-from ssl_bench.method import PROFILES, Method, Stage
+from ssl_bench.method import Method, Stage
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
@@ -90,7 +91,7 @@ def _check_method(cls: type[Method], steps: int) -> list[CheckItem]:
         return items
     method = cls()
     stages = method.stages("demo")
-    items.append(_run(f"{prefix}: stages() gives a list of Stage per profile", lambda: _stages(method)))
+    items.append(_run(f"{prefix}: stages() gives a list of Stage per scale", lambda: _stages(method)))
     if not stages:
         return [*items, CheckItem(f"{prefix}: training steps", "skip", "no pretraining stages")]
     tiny = [dataclasses.replace(stage, batch_size=4, image_size=CHECK_SIZE) for stage in stages]
@@ -106,12 +107,12 @@ def _check_method(cls: type[Method], steps: int) -> list[CheckItem]:
 
 def _stages(method: Method) -> str:
     counts = {}
-    for profile in PROFILES:
-        stages = method.stages(profile)
+    for scale in SCALES:
+        stages = method.stages(scale)
         if not isinstance(stages, list) or not all(isinstance(s, Stage) for s in stages):
-            raise PluginError(f"stages({profile!r}) must return a list of ssl_bench.api.Stage")
-        counts[profile] = len(stages)
-    return ", ".join(f"{profile}: {n} stage(s)" for profile, n in counts.items())
+            raise PluginError(f"stages({scale!r}) must return a list of ssl_bench.api.Stage")
+        counts[scale] = len(stages)
+    return ", ".join(f"{scale}: {n} stage(s)" for scale, n in counts.items())
 
 
 class _CheckTask(Task):
@@ -155,7 +156,7 @@ def _run_protocol(registry: Registry, protocol: Protocol, task: Task, data) -> O
         encoder=_seeded_encoder(task.channels),
         data=data,
         task=task,
-        settings=_tiny(protocol.settings("demo", task)),
+        settings=_tiny(protocol.settings(BUILT_IN["demo"], task)),
         label_fraction=1.0,
         generator=torch.Generator().manual_seed(0),
         device=torch.device("cpu"),

@@ -1,6 +1,6 @@
 """A run, fully described: a TOML file that command-line flags override. Example::
 
-profile = "demo"            # or "paper"
+budget = "demo"             # or "paper", "matched", or a [budget] table (below)
 seeds = 3
 encoder = "vgg16_bn_tiny"   # or any timm model name
 data_root = "~/data"        # also SSL_BENCH_DATA
@@ -18,6 +18,14 @@ lr = 0.01                   # a changed setting names the protocol's variant: li
 
 [pools]                     # a folder of unlabelled images per modality
 fundus = "~/data/eyepacs"
+
+[budget]                    # instead of budget = "...": every method the same pretraining (see ssl_bench.budget)
+name = "cpu-2k"             # absent: named by what it changes, e.g. paper(steps=2000, ...)
+steps = 2000                # optimiser steps per pretraining
+images_per_step = 16        # source images per step
+image_size = 64             # pretraining size of each method's largest stage
+downstream_epochs = 30      # the supervised protocols' epochs
+downstream_image_size = 128 # every protocol's input size
 
 [slurm]                     # the slurm executor's array tasks; flags --slurm-partition etc. override them
 partition = "gpu"           # absent: the cluster's default partition
@@ -38,8 +46,9 @@ from pathlib import Path
 
 import tomli_w
 
+from ssl_bench.budget import BUILT_IN, Budget, resolve_budget
 from ssl_bench.errors import ConfigError
-from ssl_bench.method import PROFILES, Method
+from ssl_bench.method import Method
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.results import checkpoint_seconds
@@ -76,16 +85,16 @@ class RunConfig:
     #: None: every registered task whose data is there (absent ones are skipped, not errors)
     tasks: tuple[str, ...] | None
     seeds: int = 1
-    profile: str = "demo"
+    budget: Budget = BUILT_IN["demo"]
     device: str = "auto"
     data_root: Path | None = None
     results: Path = Path("results")
     overwrite: str = "missing"
-    #: None: each task's own fractions (``Task.label_fractions``), or 1.0 under the demo profile
+    #: None: each task's own fractions (``Task.label_fractions``), or 1.0 at the demo scale
     label_fractions: tuple[float, ...] | None = None
     encoder: str = VGG16_BN_TINY
     pools: dict[str, str] = field(default_factory=dict)
-    #: protocol name -> settings overrides; None: every registered protocol with its profile's settings
+    #: protocol name -> settings overrides; None: every registered protocol with the budget's settings
     protocols: dict[str, dict[str, object]] | None = None
     executor: str = "inline"
     #: None: no [slurm] table nor --slurm-* flag was given (the slurm executor then uses the defaults)
@@ -96,6 +105,8 @@ class RunConfig:
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
         if self.slurm is not None:
             values["slurm"] = {k: v for k, v in values["slurm"].items() if v is not None}
+        budget = {k: v for k, v in values["budget"].items() if v is not None}
+        values["budget"] = self.budget.name if BUILT_IN.get(self.budget.name) == self.budget else budget
         if self.tasks is not None:
             values["tasks"] = list(self.tasks)
         if self.label_fractions is not None:
@@ -220,6 +231,8 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
     """
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     known = {f.name for f in dataclasses.fields(RunConfig)}
+    if "profile" in values:
+        raise ConfigError(f'profile is now budget: write budget = "{values["profile"]}" (or a [budget] table).')
     if unknown := sorted(set(values) - known):
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
     seeds = values.get("seeds", 1)
@@ -233,7 +246,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         methods=_methods(values.get("methods"), registry),
         tasks=_tasks(values.get("tasks"), registry),
         seeds=seeds,
-        profile=_choice("profile", values.get("profile", "demo"), PROFILES),
+        budget=resolve_budget(values.get("budget", "demo")),
         device=_choice("device", values.get("device", "auto"), DEVICES),
         data_root=Path(data_root).expanduser() if data_root else None,
         results=_results_folder(values.get("results", "results"), read_only),
@@ -258,7 +271,7 @@ def make_method(registry: Registry, name: str, options: dict[str, object]) -> Me
 
 
 def protocol_settings(name: str, base: object, overrides: dict[str, object]) -> object:
-    """``base`` (the profile's settings of protocol ``name``) with ``overrides``, names and types checked."""
+    """``base`` (the budget's settings of protocol ``name``) with ``overrides``, names and types checked."""
     typed = _typed_values(f"protocol {name!r}", base, overrides)
     try:
         return dataclasses.replace(base, **typed)

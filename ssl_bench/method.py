@@ -11,14 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-#: ``demo``: tiny and fast; ``paper``: each method's published-style schedule; ``matched``: every method
-#: gets the same optimiser steps and source images (LD's published budget), so a ranking compares methods.
-PROFILES = ("demo", "paper", "matched")
-#: LD's published budget: 20 + 80 epochs x 1000 steps of 4 samples x 2 source images.
-MATCHED_STEPS = 100_000
-MATCHED_BATCH_SIZE = 8
-MATCHED_STEPS_PER_EPOCH = 1000
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -63,9 +55,9 @@ class Method(ABC):
         self.options = options if options is not None else self.Options()
 
     @abstractmethod
-    def stages(self, profile: str) -> list[Stage]:
-        """The schedule for ``profile`` (``demo`` or ``paper``; the core derives ``matched`` from
-        ``paper``); empty for no pretraining."""
+    def stages(self, scale: str) -> list[Stage]:
+        """The schedule at ``scale``: ``demo`` (seconds on a CPU) or ``paper`` (the published one, which a budget
+        with shared steps rescales); empty for no pretraining."""
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         """The trainable model of ``stage``; it must hold ``encoder`` as its ``encoder`` attribute."""
@@ -117,22 +109,3 @@ def non_default_options(options: object) -> dict[str, object]:
         for f in dataclasses.fields(options)
         if getattr(options, f.name) != getattr(defaults, f.name)
     }
-
-
-def schedule(method: Method, profile: str) -> list[Stage]:
-    """The stages ``method`` runs under ``profile``; ``matched`` rescales the paper stages to the
-    shared budget, keeping each stage's share of the steps, its image size and learning rate."""
-    if profile != "matched":
-        return method.stages(profile)
-    stages = method.stages("paper")
-    total = sum(stage.epochs * stage.steps_per_epoch for stage in stages)
-    matched = []
-    for stage in stages:
-        share = stage.epochs * stage.steps_per_epoch / total
-        epochs = max(1, round(share * MATCHED_STEPS / MATCHED_STEPS_PER_EPOCH))
-        matched.append(
-            dataclasses.replace(
-                stage, epochs=epochs, steps_per_epoch=MATCHED_STEPS_PER_EPOCH, batch_size=MATCHED_BATCH_SIZE
-            )
-        )
-    return matched

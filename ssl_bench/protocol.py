@@ -1,7 +1,7 @@
 """The contract of a downstream protocol: how a pretrained encoder is trained, selected and scored on a task.
 
-A protocol serves some task kinds (``segmentation``, ``classification``), has per-profile settings (a frozen
-dataclass: values that differ from the profile's name the variant, as method options do), and reports metrics,
+A protocol serves some task kinds (``segmentation``, ``classification``), has settings per budget (a frozen
+dataclass: values that differ from the budget's name the variant, as method options do), and reports metrics,
 the first of which is its headline. A protocol may continue from another one's selected model (LD's
 ``finetune`` starts from ``frozen``'s best checkpoint): the runner runs that job first and keeps its model.
 """
@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import torch
 
+from ssl_bench.budget import Budget
 from ssl_bench.models import Encoder
 from ssl_bench.task import ClassificationData, SegmentationData, Task
 
@@ -120,13 +121,14 @@ class Protocol(ABC):
     #: Whether runs that name no protocols (``--all``) include this one; False for an experimental protocol whose
     #: scores are not yet evidence (it still runs when named with ``-p``).
     default_run: ClassVar[bool] = True
-    #: False for a protocol whose scores mean nothing at the ``demo`` profile's scale (a few epochs on a few
-    #: images): runs of that profile that name no protocols leave it out, and say how to run it.
+    #: False for a protocol whose scores mean nothing at the ``demo`` scale (a few epochs on a few images): runs at
+    #: that scale that name no protocols leave it out, and say how to run it.
     signal_at_demo_scale: ClassVar[bool] = True
 
     @abstractmethod
-    def settings(self, profile: str, task: Task) -> object:
-        """The settings (a frozen dataclass instance) for ``profile`` (demo, paper, matched) and ``task``."""
+    def settings(self, budget: Budget, task: Task) -> object:
+        """The settings (a frozen dataclass instance) under ``budget`` for ``task``: the schedules of its ``scale``
+        (``demo`` or ``paper``), with its downstream epochs and image size where it sets them."""
 
     @abstractmethod
     def metrics(self, task: Task) -> tuple[Metric, ...]:
@@ -161,7 +163,7 @@ class FrozenFeatureProtocol(Protocol):
 
 
 def changed_settings(settings: object, base: object) -> dict[str, object]:
-    """The fields of ``settings`` that differ from ``base`` (the profile's): they name the variant."""
+    """The fields of ``settings`` that differ from ``base`` (the budget's): they name the variant."""
     return {
         f.name: getattr(settings, f.name)
         for f in dataclasses.fields(settings)

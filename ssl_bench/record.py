@@ -22,7 +22,7 @@ from ssl_bench.errors import DataError
 from ssl_bench.protocol import Selection
 from ssl_bench.results import write_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: "profile" became "budget" (its name)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class ProtocolRecord:
-    """The protocol as run: ``label`` is its name plus the settings that differ from the profile's."""
+    """The protocol as run: ``label`` is its name plus the settings that differ from the budget's."""
 
     name: str
     label: str
@@ -117,7 +117,7 @@ class ResultRecord:
     label_fraction: float
     seed_index: int
     seed: int
-    profile: str
+    budget: str
     headline_metric: str
     metrics: dict[str, MetricRecord]
     selection: Selection
@@ -170,7 +170,7 @@ class FailureRecord:
     protocol: str
     label_fraction: float
     seed_index: int
-    profile: str
+    budget: str
     #: ``pretraining``, ``protocol``, or ``upstream`` (the job it continues from failed)
     phase: str
     error: str

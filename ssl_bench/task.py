@@ -170,10 +170,10 @@ class Task(ABC):
     #: labelled subset is then the list's prefix, and validation the first 20% of that prefix, as the authors took
     #: them. Otherwise (the default: a file's order is not a random order) both are drawn by a seeded permutation.
     ordered_split: ClassVar[bool] = False
-    #: Label fractions run by the ``paper`` and ``matched`` profiles unless the run names its own (LD: X-ray
-    #: tasks at 0.2 to 1.0); the ``demo`` profile runs 1.0.
+    #: Label fractions run at the ``paper`` scale (budgets other than ``demo``) unless the run names its own (LD: X-ray
+    #: tasks at 0.2 to 1.0); the ``demo`` scale runs 1.0.
     label_fractions: ClassVar[tuple[float, ...]] = (1.0,)
-    #: Downstream batch size under the ``paper`` and ``matched`` profiles (LD: 2; 8 for SIIM pneumothorax).
+    #: Downstream batch size at the ``paper`` scale (LD: 2; 8 for SIIM pneumothorax).
     paper_batch_size: ClassVar[int] = 2
     #: The (train, test) image counts of the split this task uses, for ``ssl-bench data check`` to compare what
     #: it found with; for a split that is not the owners' (LD's, a seeded one) these are that split's counts.

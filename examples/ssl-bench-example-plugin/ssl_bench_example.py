@@ -36,8 +36,8 @@ class Denoise(Method):
     views_per_image = 1
     Options = DenoiseOptions
 
-    def stages(self, profile: str) -> list[Stage]:
-        if profile == "paper":
+    def stages(self, scale: str) -> list[Stage]:
+        if scale == "paper":
             return [Stage("denoise", epochs=100, steps_per_epoch=1000, batch_size=4, image_size=448, lr=1e-3)]
         return [Stage("denoise", epochs=1, steps_per_epoch=10, batch_size=8, image_size=64, lr=1e-3)]
 

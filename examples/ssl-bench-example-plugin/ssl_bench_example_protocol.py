@@ -1,6 +1,6 @@
 """An example ssl-bench protocol plugin: a linear probe on the encoder's deepest feature alone.
 
-It shows the three parts of a protocol: settings per profile (a frozen dataclass; changed values name the
+It shows the three parts of a protocol: settings per budget (a frozen dataclass; changed values name the
 variant, e.g. ``deep-probe(lr=0.1)``), the metrics it reports (the first is the headline), and ``run``, here
 the shared supervised loop with a model of its own.
 """
@@ -10,7 +10,7 @@ import dataclasses
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.api import Protocol, hookimpl
+from ssl_bench.api import Budget, Protocol, hookimpl
 from ssl_bench.api.supervised import SupervisedSettings, standard_settings, supervised_metrics, supervised_transfer
 
 
@@ -33,8 +33,8 @@ class DeepProbeProtocol(Protocol):
     task_kinds = ("segmentation",)
     frozen_encoder = True
 
-    def settings(self, profile: str, task) -> SupervisedSettings:
-        return dataclasses.replace(standard_settings(profile, task), lr=1e-2)
+    def settings(self, budget: Budget, task) -> SupervisedSettings:
+        return dataclasses.replace(standard_settings(budget, task), lr=1e-2)
 
     def metrics(self, task):
         return supervised_metrics(task)  # Dice (the headline) and IoU

@@ -99,9 +99,9 @@ def dense_view(
     return normalize(views), geometry
 
 
-def two_view_stages(name: str, profile: str) -> list[Stage]:
+def two_view_stages(name: str, scale: str) -> list[Stage]:
     """The schedules of the two-view dense methods, SimCLR's: ``demo`` a few hundred images; ``paper`` LD's
     budget (100 epochs x 1000 iterations, Adam 1e-3, 448 px crops) at 32 source images per step."""
-    if profile == "paper":
+    if scale == "paper":
         return [Stage(name, epochs=100, steps_per_epoch=1000, batch_size=32, image_size=448, lr=1e-3)]
     return [Stage(name, epochs=2, steps_per_epoch=10, batch_size=16, image_size=64, lr=1e-3)]

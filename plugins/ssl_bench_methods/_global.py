@@ -97,8 +97,8 @@ def swapped_prediction_loss(criterion: nn.Module, predictions: torch.Tensor, tar
 class GlobalMethod(Method):
     """A global baseline: the shared schedules of the module docstring."""
 
-    def stages(self, profile: str) -> list[Stage]:
-        if profile == "paper":
+    def stages(self, scale: str) -> list[Stage]:
+        if scale == "paper":
             return [Stage(self.name, epochs=100, steps_per_epoch=1000, batch_size=32, image_size=448, lr=1e-3)]
         return [Stage(self.name, epochs=2, steps_per_epoch=10, batch_size=16, image_size=64, lr=1e-3)]
 

@@ -104,8 +104,8 @@ class DenseCL(Method):
     description = "DenseCL: MoCo v2 plus dense contrast of matched feature cells (lightly heads and momentum)."
     Options = DenseCLOptions
 
-    def stages(self, profile: str) -> list[Stage]:
-        return two_view_stages(self.name, profile)
+    def stages(self, scale: str) -> list[Stage]:
+        return two_view_stages(self.name, scale)
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         return DenseCLModel(encoder, self.options)

@@ -129,8 +129,8 @@ class DetCon(Method):
         super().__init__(options)
         self.criterion = DetConSLoss(temperature=self.options.temperature, gather_distributed=False)
 
-    def stages(self, profile: str) -> list[Stage]:
-        return two_view_stages(self.name, profile)
+    def stages(self, scale: str) -> list[Stage]:
+        return two_view_stages(self.name, scale)
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         return DetConModel(encoder, self.options.projection_dim)

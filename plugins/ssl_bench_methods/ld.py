@@ -274,10 +274,10 @@ class LocalDiscrimination(Method):
     # The released code transfers the stage-2 checkpoint with the best validation loss.
     select_best_checkpoint = True
 
-    def stages(self, profile: str) -> list[Stage]:
+    def stages(self, scale: str) -> list[Stage]:
         """Published: 20 + 80 epochs x 1000 steps of 4 samples (8 sources) at 448 px; demo: 2 samples at 64 px,
         a few seconds per stage on 2 CPU cores."""
-        if profile == "paper":
+        if scale == "paper":
             return [
                 Stage(PD_STAGE, epochs=20, steps_per_epoch=1000, batch_size=8, image_size=448, lr=1e-3),
                 Stage(LD_STAGE, epochs=80, steps_per_epoch=1000, batch_size=8, image_size=448, lr=1e-3),

@@ -194,8 +194,8 @@ class ModelsGenesis(Method):
     description = "Models Genesis: restore images after shuffling, non-linear intensity and in/out-painting."
     views_per_image = 1
 
-    def stages(self, profile: str) -> list[Stage]:
-        if profile == "paper":
+    def stages(self, scale: str) -> list[Stage]:
+        if scale == "paper":
             return [Stage("restore", epochs=100, steps_per_epoch=1000, batch_size=8, image_size=448, lr=1e-3)]
         return [Stage("restore", epochs=2, steps_per_epoch=10, batch_size=16, image_size=64, lr=1e-3)]
 

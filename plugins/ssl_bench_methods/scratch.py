@@ -7,7 +7,7 @@ class Scratch(Method):
     name = "scratch"
     description = "Random initialisation (no pretraining): the reference baseline."
 
-    def stages(self, profile: str) -> list[Stage]:
+    def stages(self, scale: str) -> list[Stage]:
         return []
 
 

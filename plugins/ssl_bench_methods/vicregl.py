@@ -54,8 +54,8 @@ class VICRegL(Method):
         super().__init__(options)
         self.criterion = VICRegLLoss(alpha=self.options.alpha)
 
-    def stages(self, profile: str) -> list[Stage]:
-        return two_view_stages(self.name, profile)
+    def stages(self, scale: str) -> list[Stage]:
+        return two_view_stages(self.name, scale)
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:
         return VICRegLModel(encoder, self.options.global_dim, self.options.local_dim)

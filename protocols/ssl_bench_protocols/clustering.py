@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.api import (
+    Budget,
     Context,
     Encoder,
     FrozenFeatureProtocol,
@@ -191,10 +192,9 @@ class Clustering(FrozenFeatureProtocol):
     task_kinds = ("segmentation",)
     frozen_encoder = True
 
-    def settings(self, profile: str, task: Task) -> ClusteringSettings:
-        # The supervised protocols' input size; standard_settings also rejects an unknown profile.
-        size = standard_settings(profile, task).image_size
-        if profile == "demo":
+    def settings(self, budget: Budget, task: Task) -> ClusteringSettings:
+        size = standard_settings(budget, task).image_size  # the supervised protocols' input size
+        if budget.scale == "demo":
             return ClusteringSettings(image_size=size, clusters=8, iterations=20, pixels_per_image=256)
         return ClusteringSettings(image_size=size, clusters=16, iterations=50, pixels_per_image=512)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ssl_bench.api import Context, Outcome, Task, hookimpl, require_whole_numbers
+from ssl_bench.api import Budget, Context, Outcome, Task, hookimpl, require_whole_numbers
 from ssl_bench.api.supervised import SupervisedProtocol, SupervisedSettings, standard_settings, supervised_transfer
 
 #: The protocol whose selected model fine-tuning starts from, per task kind.
@@ -52,8 +52,8 @@ class Finetune(SupervisedProtocol):
     frozen_encoder = False
     version = "2"  # 2: the classification head's batch norm keeps cumulative statistics
 
-    def settings(self, profile: str, task: Task) -> FinetuneSettings:
-        return FinetuneSettings.after(standard_settings(profile, task))
+    def settings(self, budget: Budget, task: Task) -> FinetuneSettings:
+        return FinetuneSettings.after(standard_settings(budget, task))
 
     def continues_from(self, task: Task, pretrained: bool) -> str | None:
         return _FROZEN_PHASE[task.kind] if pretrained else None

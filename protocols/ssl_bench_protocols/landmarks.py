@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.api import (
+    Budget,
     ConfigError,
     Context,
     DataError,
@@ -208,11 +209,10 @@ class Landmarks(FrozenFeatureProtocol):
     def serves(self, task: Task) -> bool:
         return super().serves(task) and bool(task.landmarks)
 
-    def settings(self, profile: str, task: Task) -> LandmarkSettings:
-        # The supervised protocols' input size; standard_settings also rejects an unknown profile.
-        size = standard_settings(profile, task).image_size
+    def settings(self, budget: Budget, task: Task) -> LandmarkSettings:
+        size = standard_settings(budget, task).image_size  # the supervised protocols' input size
         return LandmarkSettings(
-            image_size=size, templates=3 if profile == "demo" else 5, sigma=size * self.sigma_fraction
+            image_size=size, templates=3 if budget.scale == "demo" else 5, sigma=size * self.sigma_fraction
         )
 
     def metrics(self, task: Task) -> tuple[Metric, ...]:

@@ -8,7 +8,7 @@ epoch with the best validation loss kept); the encoder is frozen (no gradients, 
 
 Settings. ``demo``: 96 px, 12 epochs, batch 4 (the ``frozen`` demo's schedule) at Adam 1e-2: a linear probe on
 standardised features has one layer of small weights to move, and at 1e-3 it has not converged in 12 epochs.
-``paper``/``matched``: 512 px, 100 epochs, the task's paper batch size (LD's transfer schedule, so that the probe
+``paper`` scale: 512 px, 100 epochs, the task's paper batch size (LD's transfer schedule, so that the probe
 gets the same images, resolution and updates as ``frozen`` and ``finetune``), at the same 1e-2.
 """
 
@@ -18,7 +18,7 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from ssl_bench.api import Context, Encoder, Metric, Outcome, Protocol, Task, hookimpl
+from ssl_bench.api import Budget, Context, Encoder, Metric, Outcome, Protocol, Task, hookimpl
 from ssl_bench.api.supervised import SupervisedSettings, standard_settings, supervised_metrics, supervised_transfer
 from ssl_bench_protocols._multiscale import MultiScaleLinear
 
@@ -52,8 +52,8 @@ class LinearSeg(Protocol):
     task_kinds = ("segmentation",)
     frozen_encoder = True
 
-    def settings(self, profile: str, task: Task) -> SupervisedSettings:
-        return dataclasses.replace(standard_settings(profile, task), lr=PROBE_LR)
+    def settings(self, budget: Budget, task: Task) -> SupervisedSettings:
+        return dataclasses.replace(standard_settings(budget, task), lr=PROBE_LR)
 
     def metrics(self, task: Task) -> tuple[Metric, ...]:
         return supervised_metrics(task)

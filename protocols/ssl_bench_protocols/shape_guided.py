@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench.api import (
+    Budget,
     ConfigError,
     Context,
     Encoder,
@@ -231,10 +232,9 @@ class ShapeGuided(FrozenFeatureProtocol):
     frozen_encoder = True
     uses_shapes = True
 
-    def settings(self, profile: str, task: Task) -> ShapeGuidedSettings:
-        # The supervised protocols' input size and batch size; standard_settings also rejects an unknown profile.
-        standard = standard_settings(profile, task)
-        demo = profile == "demo"
+    def settings(self, budget: Budget, task: Task) -> ShapeGuidedSettings:
+        standard = standard_settings(budget, task)  # the supervised protocols' input size and batch size
+        demo = budget.scale == "demo"
         return ShapeGuidedSettings(
             image_size=standard.image_size,
             clusters=8,

@@ -5,7 +5,8 @@ This module is the contract a plugin implements and the types it exchanges with 
 - Methods: :class:`Method` (its :class:`Stage` schedule, :class:`NoOptions`), registered with ``hookimpl``.
 - Tasks: :class:`Task` and :class:`Pool`, their data (:class:`SegmentationData` of :class:`SegmentationSplit`,
   optionally with landmark points; :class:`ClassificationData` of :class:`ClassificationSplit`), :class:`Availability`.
-- Protocols: :class:`Protocol` (:class:`FrozenFeatureProtocol` for one that never trains the encoder), the
+- Protocols: :class:`Protocol` (:class:`FrozenFeatureProtocol` for one that never trains the encoder), its settings
+  per :class:`Budget`, the
   :class:`Context` it gets and the :class:`Outcome` (:class:`Scores`, :class:`Selection`) it returns for its
   :class:`Metric` s; :class:`Encoder`, what a protocol is given.
 - Errors a plugin raises for a clear one-line message (:class:`ConfigError`, :class:`DataError`) and the checks
@@ -19,14 +20,13 @@ Building blocks live in named sub-modules, so that the contract stays small:
 - :mod:`ssl_bench.api.regions`: LD's region clustering and losses (``ld``, ``shape-guided``).
 - :mod:`ssl_bench.api.data`: image and mask reading, LD's preprocessing, the prepared-array cache, phantoms.
 
-Names of API 1.0 and 1.1 that moved to a sub-module still import from here, with a DeprecationWarning naming
-their new home; they go with API 2.0.
+API 2.0: ``Protocol.settings`` takes the run's :class:`Budget` (1.x: a profile's name; ``budget.scale`` is what that
+name was), and the building blocks that 1.x exported flat are only in their sub-modules (asking for one here says
+where it went).
 """
 
-import importlib
-import warnings
-
 from ssl_bench.api import augment, data, nets, regions, supervised
+from ssl_bench.budget import Budget
 from ssl_bench.errors import ConfigError, DataError, require_fractions, require_positive, require_whole_numbers
 from ssl_bench.hookspecs import hookimpl
 from ssl_bench.method import Method, NoOptions, Stage
@@ -45,11 +45,12 @@ from ssl_bench.task import (
 #: The version of this contract. Every name in ``__all__`` (and in the sub-modules' ``__all__``) keeps its meaning
 #: and signature within a major version; a name is removed or changed only with the next one. Anything not listed
 #: is ssl-bench's internals.
-API_VERSION = "1.2"
+API_VERSION = "2.0"
 
 __all__ = [
     "API_VERSION",
     "Availability",
+    "Budget",
     "ClassificationData",
     "ClassificationSplit",
     "ConfigError",
@@ -80,7 +81,7 @@ __all__ = [
     "supervised",
 ]
 
-#: Where each building block that API 1.1 exported flat lives now.
+#: Where each building block that API 1.x exported flat lives now.
 _MOVED = {
     name: module.__name__.rsplit(".", 1)[1] for module in (data, nets, regions, supervised) for name in module.__all__
 } | {"normalize": "augment"}
@@ -89,10 +90,7 @@ _MOVED = {
 def __getattr__(name: str) -> object:
     if name not in _MOVED:
         raise AttributeError(f"module 'ssl_bench.api' has no attribute {name!r}")
-    home = _MOVED[name]
-    warnings.warn(
-        f"ssl_bench.api.{name} moved to ssl_bench.api.{home}.{name}; the flat name goes with API 2.0",
-        DeprecationWarning,
-        stacklevel=2,
+    raise AttributeError(
+        f"ssl_bench.api.{name} moved to ssl_bench.api.{_MOVED[name]}.{name} in API 2.0: "
+        f"from ssl_bench.api.{_MOVED[name]} import {name}"
     )
-    return getattr(importlib.import_module(f"ssl_bench.api.{home}"), name)

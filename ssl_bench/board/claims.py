@@ -69,9 +69,9 @@ def _claim(comparison: SeedComparison | None, adjusted_p: float, higher_is_bette
 
 
 def _scratch_references(summary: pd.DataFrame) -> dict[int, int]:
-    """Row index -> the row of ``scratch`` with the same task, protocol, fraction, metric, profile and encoder
+    """Row index -> the row of ``scratch`` with the same task, protocol, fraction, metric, budget and encoder
     (none where there are several scratch variants to choose from)."""
-    compared_on = ["task", "protocol", "label_fraction", "metric", "profile", "encoder"]
+    compared_on = ["task", "protocol", "label_fraction", "metric", "budget", "encoder"]
     scratch = summary[summary["method"] == "scratch"]
     references = {key: rows.index[0] for key, rows in scratch.groupby(compared_on, sort=False) if len(rows) == 1}
     return {

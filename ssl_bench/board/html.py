@@ -61,7 +61,7 @@ def _manifest(
     rows = [
         ("jobs", jobs),
         ("git commit", ", ".join(sorted({r.git_commit or "unknown" for r in results}))),
-        ("profiles", ", ".join(sorted({r.profile for r in results}))),
+        ("budgets", ", ".join(sorted({r.budget for r in results}))),
         ("devices", ", ".join(sorted({r.compute.device for r in results}))),
         *((name, ", ".join(found)) for name, found in versions.items()),
     ]

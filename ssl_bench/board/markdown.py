@@ -18,6 +18,8 @@ def render_markdown(board: Board) -> str:
     lines = ["# ssl-bench leaderboard", ""]
     if banner := demo_banner(board.records):
         lines += [banner, ""]
+    if budgets := sorted({result.budget for result in board.records}):
+        lines += [f"Budget{'s' if len(budgets) > 1 else ''}: {', '.join(f'`{name}`' for name in budgets)}.", ""]
     if board.problems:
         problems = board.problems
         lines += [f"{len(problems)} result file(s) left out:", "", *(f"- {problem}" for problem in problems), ""]
@@ -28,7 +30,7 @@ def render_markdown(board: Board) -> str:
         lines += [f"{'#' * section.level} {section.title}", ""]
         for block in section.blocks:
             lines += [block, ""] if isinstance(block, str) else [block.caption, "", *_markdown_table(block), ""]
-    lines += _footnote(summary, {result.profile for result in board.records})
+    lines += _footnote(summary)
     return "\n".join(lines)
 
 
@@ -42,7 +44,7 @@ def _markdown_table(table: Table) -> list[str]:
     return ["| " + " | ".join(cells) + " |" for cells in [table.header, separator, *body]]
 
 
-def _footnote(summary: pd.DataFrame, profiles: set[str]) -> list[str]:
+def _footnote(summary: pd.DataFrame) -> list[str]:
     seeds = seed_range(summary)
     seeds += " seed" if seeds == "1" else " seeds"
     return [
@@ -57,6 +59,6 @@ def _footnote(summary: pd.DataFrame, profiles: set[str]) -> list[str]:
         "and image_std, the std over test "
         "images (ddof=0, as in LD-style tables) averaged over seeds. Mean rank and wins count only the "
         "columns (task, label fraction) that every variant in the table completed; rank 1 is best and "
-        f"ties share the average rank. Profiles: {', '.join(sorted(profiles)) or 'unknown'}.",
+        "ties share the average rank.",
         "",
     ]

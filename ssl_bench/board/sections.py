@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ssl_bench.board.load import Board
 
 _DEMO_BANNER = (
-    "> **Smoke test, not a benchmark.** These results were made with the `demo` profile "
+    "> **Smoke test, not a benchmark.** These results were made with the `demo` budget "
     "(tiny schedules{data}). They show that the pipeline runs end to end; "
     "they are not evidence for comparing methods."
 )
@@ -64,8 +64,8 @@ def leaderboard_sections(board: Board) -> list[Section]:
 
 
 def demo_banner(results: list[ResultRecord]) -> str | None:
-    """The warning that demo-profile results are a smoke test, if any result is one."""
-    if not any(result.profile == "demo" for result in results):
+    """The warning that results of the demo budget (or one based on it) are a smoke test, if any result is one."""
+    if not any(result.budget.partition("(")[0] == "demo" for result in results):
         return None
     synthetic = all(result.task_modality.startswith("synthetic") for result in results)
     return _DEMO_BANNER.format(data=", synthetic data" if synthetic else "")

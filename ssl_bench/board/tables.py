@@ -2,7 +2,7 @@
 claims, failed seeds), and the rankings.
 
 A cell never averages runs that differ in anything that changes a number: variant (method, options, encoder),
-profile, pretraining pool (id and fingerprint), task, protocol and its settings, label fraction.
+budget, pretraining pool (id and fingerprint), task, protocol and its settings, label fraction.
 """
 
 from __future__ import annotations
@@ -47,21 +47,21 @@ def seed_table(results: list[ResultRecord], failures: Iterable[FailureRecord] = 
 
 
 class RowNames:
-    """The one rule that names a table row: the variant, told apart by profile (``simclr [paper]``) where the runs
+    """The one rule that names a table row: the variant, told apart by budget (``simclr [paper]``) where the runs
     hold several, and by pretraining pool (``simclr {pool}``) where one variant has several pools on one task (a
-    pool whose content changed, say). Runs are ``(variant, profile, task, pool key)``."""
+    pool whose content changed, say). Runs are ``(variant, budget, task, pool key)``."""
 
     def __init__(self, runs: Iterable[tuple[str, str, str, str]]) -> None:
         runs = list(runs)
-        self._several_profiles = len({profile for _, profile, _, _ in runs}) > 1
+        self._several_budgets = len({budget for _, budget, _, _ in runs}) > 1
         self._pools: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-        for variant, profile, task, pool in runs:
-            self._pools[(variant, profile, task)].add(pool)
+        for variant, budget, task, pool in runs:
+            self._pools[(variant, budget, task)].add(pool)
 
     def __call__(self, run: tuple[str, str, str, str]) -> str:
-        variant, profile, task, pool = run
-        label = f"{variant} [{profile}]" if self._several_profiles else variant
-        return label + f" {{{pool}}}" if len(self._pools[(variant, profile, task)]) > 1 else label
+        variant, budget, task, pool = run
+        label = f"{variant} [{budget}]" if self._several_budgets else variant
+        return label + f" {{{pool}}}" if len(self._pools[(variant, budget, task)]) > 1 else label
 
 
 def _row_names(latest: list[ResultRecord], failures: Iterable[FailureRecord]) -> RowNames:
@@ -69,14 +69,14 @@ def _row_names(latest: list[ResultRecord], failures: Iterable[FailureRecord]) ->
 
 
 def _run_of(result: ResultRecord) -> tuple[str, str, str, str]:
-    return result.variant, result.profile, result.task, _pool_key(result)
+    return result.variant, result.budget, result.task, _pool_key(result)
 
 
 def _failed_run_of(failure: FailureRecord) -> tuple[str, str, str, str]:
     pretraining = failure.spec.get("pretraining")
     pool = pretraining.get("pool") if isinstance(pretraining, dict) else None
     key = _pool_label(str(pool.get("id", "")), str(pool.get("fingerprint", ""))) if isinstance(pool, dict) else ""
-    return failure.variant, failure.profile, failure.task, key
+    return failure.variant, failure.budget, failure.task, key
 
 
 def _pool_key(result: ResultRecord) -> str:
@@ -94,7 +94,7 @@ def _latest_runs(results: Iterable[ResultRecord]) -> list[ResultRecord]:
     for result in sorted(results, key=lambda r: (r.unix_time, r.job_id)):
         key = (
             result.variant,
-            result.profile,
+            result.budget,
             _pool_key(result),
             result.task,
             result.protocol.label,
@@ -116,7 +116,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "seed_index": result.seed_index,
         **{column: _float_or_nan(getattr(compute, column)) for column in COMPUTE_COLUMNS},
         "device": compute.device,
-        "profile": result.profile,
+        "budget": result.budget,
         "pool": _pool_key(result),
         "random_encoder": result.protocol.frozen_encoder and not result.pretrained,
         "encoder": result.encoder,
@@ -235,7 +235,7 @@ def _summarise(keys: tuple, group: pd.DataFrame) -> dict[str, Any]:
         "n_images": group["n_images"].max(),
         **{column: float(group[column].mean()) for column in COMPUTE_COLUMNS},
         "device": _join_unique(group["device"]),
-        "profile": _join_unique(group["profile"]),
+        "budget": _join_unique(group["budget"]),
         "pool": _join_unique(group["pool"]),
         "random_encoder": bool(group["random_encoder"].all()),
         "encoder": _join_unique(group["encoder"]),

@@ -215,7 +215,7 @@ class Engine:
             protocol=job.protocol_label,
             label_fraction=job.label_fraction,
             seed_index=job.seed_index,
-            profile=self.config.profile,
+            budget=self.config.budget.name,
             phase=phase,
             error=error,
             traceback=trace,
@@ -268,7 +268,7 @@ class Engine:
         run = JobRun(
             device=self.device,
             encoder=self.config.encoder,
-            profile=self.config.profile,
+            budget=self.config.budget.name,
             config_hash=self.config_hash,
             peak_mb=memory.peak_mb,
             started=started,

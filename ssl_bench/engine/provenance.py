@@ -3,7 +3,6 @@ versions, git commit, configuration hash, the encoder's weight digest, where and
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import platform
 import subprocess
@@ -29,7 +28,7 @@ class JobRun:
 
     device: torch.device
     encoder: str
-    profile: str
+    budget: str
     config_hash: str
     peak_mb: float | None
     started: str
@@ -72,14 +71,14 @@ def result_record(job: Job, outcome: Outcome, pretrain: PretrainingRecord | None
             name=job.protocol.name,
             label=job.protocol_label,
             version=job.protocol.version,
-            settings=dataclasses.asdict(job.settings),
+            settings=job.spec["protocol"]["settings"],
             frozen_encoder=job.protocol.frozen_encoder,
             continued_from=job.upstream.id if job.upstream else None,
         ),
         label_fraction=job.label_fraction,
         seed_index=job.seed_index,
         seed=job.seed,
-        profile=run.profile,
+        budget=run.budget,
         headline_metric=metrics[0].name,
         metrics={metric.name: _metric_record(metric, outcome.scores[metric.name]) for metric in metrics},
         selection=outcome.selection,

@@ -2,8 +2,9 @@
 
 A job is one (pretraining, task, protocol, label fraction, seed). Its id hashes its spec, which includes a
 fingerprint of the task's data as read, and its seed derives from that id. A pretraining is keyed by its own id
-(method, non-default options, versions, encoder, pool fingerprint, profile, seed index) and is shared by every job
-that needs it. The spec is only the hash input: what the engine and the records read are the typed fields.
+(method, non-default options, versions, encoder, pool fingerprint, the stages the budget gives it, seed index)
+and is shared by every job that needs it. The spec is only the hash input: what the engine and the records read
+are the typed fields.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ssl_bench.method import Method
+from ssl_bench.method import Method, Stage
 from ssl_bench.pools import PreparedPool
 from ssl_bench.protocol import Protocol
 from ssl_bench.task import ClassificationData, SegmentationData, Task
@@ -23,6 +24,11 @@ TaskData = SegmentationData | ClassificationData
 
 def digest(spec: object) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def as_json(spec: dict) -> dict:
+    """``spec`` as its JSON reads back (tuples as lists): the spec a record holds equals the one planned."""
+    return json.loads(json.dumps(spec))
 
 
 def seed_of(identity: str) -> int:
@@ -36,6 +42,8 @@ class Pretraining:
     id: str
     spec: dict
     method: Method
+    #: the schedule the budget gives the method; empty for no pretraining
+    stages: tuple[Stage, ...]
     channels: int
     pool: PreparedPool | None
     #: ``name==version`` of the method's plugin.
@@ -60,7 +68,7 @@ class Job:
     seed_index: int
     #: The leaderboard's row name (the method variant, and the encoder unless it is the default).
     variant: str
-    #: The protocol's name plus the settings that differ from the profile's: ``finetune(lr=0.0001)``.
+    #: The protocol's name plus the settings that differ from the budget's: ``finetune(lr=0.0001)``.
     protocol_label: str
     #: ``name==version`` of the plugins that made it: method, task and protocol.
     plugins: tuple[str, ...]

@@ -14,9 +14,9 @@ from pathlib import Path
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.errors import ConfigError, DataError, PluginError
-from ssl_bench.method import Method, non_default_options, schedule, variant_name
+from ssl_bench.method import Method, non_default_options, variant_name
 from ssl_bench.models import VGG16_BN_TINY
-from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, digest
+from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, as_json, digest
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
 from ssl_bench.protocol import Protocol, changed_settings
@@ -66,6 +66,7 @@ def _pretraining(
     pools: dict,
     echo: Callable[[str], None],
 ) -> Pretraining:
+    stages = config.budget.stages(method)
     spec = {
         "method": method.name,
         "options": non_default_options(method.options),
@@ -73,18 +74,19 @@ def _pretraining(
         "plugin": registry.plugin_version("methods", method.name),
         "encoder": config.encoder,
         "channels": task.channels,
-        "profile": config.profile,
+        # The stages as they will run, not the budget's name: a changed schedule is another encoder.
+        "stages": [dataclasses.asdict(stage) for stage in stages],
         "seed_index": seed_index,
         "ssl_bench": ssl_bench.__version__,
     }
     pool = None
-    if schedule(method, config.profile):
+    if stages:
         if task.modality not in pools:
             source = resolve_pool(task.modality, registry, config.data_root, config.pools)
             pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results), echo)
         pool = pools[task.modality]
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
-    return Pretraining(digest(spec), spec, method, task.channels, pool, spec["plugin"])
+    return Pretraining(digest(spec), as_json(spec), method, stages, task.channels, pool, spec["plugin"])
 
 
 def variant_label(method: Method, encoder: str) -> str:
@@ -95,7 +97,7 @@ def variant_label(method: Method, encoder: str) -> str:
 def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
     if config.label_fractions is not None:
         return config.label_fractions
-    return (1.0,) if config.profile == "demo" else task.label_fractions
+    return (1.0,) if config.budget.scale == "demo" else task.label_fractions
 
 
 def _available_tasks(config: RunConfig, registry: Registry, echo: Callable[[str], None]) -> list[Task]:
@@ -132,12 +134,13 @@ def _protocols(config: RunConfig, registry: Registry, echo: Callable[[str], None
     if config.protocols is not None:
         return {name: registry.protocol(name)() for name in config.protocols}
     default = {name: cls for name, cls in registry.protocols.items() if cls.default_run}
-    if config.profile == "demo" and (quiet := [name for name, cls in default.items() if not cls.signal_at_demo_scale]):
+    demo = config.budget.scale == "demo"
+    if demo and (quiet := [name for name, cls in default.items() if not cls.signal_at_demo_scale]):
         echo(
             f"note: the demo run leaves out {', '.join(quiet)}, whose scores mean nothing at demo scale; "
             f"{' '.join(f'-p {name}' for name in quiet)} runs it"
         )
-    return {name: cls() for name, cls in default.items() if config.profile != "demo" or cls.signal_at_demo_scale}
+    return {name: cls() for name, cls in default.items() if not demo or cls.signal_at_demo_scale}
 
 
 def _refuse_protocols_serving_no_task(protocols: dict[str, Protocol], tasks: list[Task], registry: Registry) -> None:
@@ -202,7 +205,7 @@ class _Planner:
         upstream_name = protocol.continues_from(task, pretrained=pretraining.pool is not None)
         upstream = self.job(pretraining, task, upstream_name, fraction, seed_index) if upstream_name else None
         overrides = (self.config.protocols or {}).get(protocol_name, {})
-        base = protocol.settings(self.config.profile, task)
+        base = protocol.settings(self.config.budget, task)
         settings = protocol_settings(protocol_name, base, overrides)
         spec = {
             "pretraining": pretraining.spec,
@@ -222,7 +225,7 @@ class _Planner:
             "continues_from": upstream.id if upstream else None,
             "label_fraction": fraction,
             "seed_index": seed_index,
-            "profile": self.config.profile,
+            "budget": self.config.budget.name,
             "ssl_bench": ssl_bench.__version__,
         }
         if not task.ordered_split:
@@ -239,7 +242,7 @@ class _Planner:
             }
         job = Job(
             digest(spec),
-            spec,
+            as_json(spec),
             pretraining,
             task,
             protocol,

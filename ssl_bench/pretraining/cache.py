@@ -105,7 +105,7 @@ class PretrainingCache:
                 pretraining.method,
                 encoder,
                 pretraining.pool,
-                profile=self.config.profile,
+                stages=pretraining.stages,
                 seed=pretraining.seed,
                 device=self.device,
                 workdir=folder,

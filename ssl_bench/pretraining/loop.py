@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ssl_bench.errors import PluginError, TrainingError
-from ssl_bench.method import Method, Stage, schedule
+from ssl_bench.method import Method, Stage
 from ssl_bench.pools import PreparedPool
 from ssl_bench.results import (
     DamagedArtefact,
@@ -161,17 +162,17 @@ def pretrain(
     encoder: nn.Module,
     pool: PreparedPool,
     *,
-    profile: str,
+    stages: Sequence[Stage],
     seed: int,
     device: torch.device,
     workdir: Path,
     extras: np.ndarray | None = None,
     progress: bool = True,
 ) -> PretrainOutcome:
-    """Run every stage of ``method`` on ``pool``, resuming from ``workdir/state.pt`` if it exists.
+    """Run ``stages`` (``method``'s schedule under the run's budget) on ``pool``, resuming from ``workdir/state.pt``
+    if it exists.
 
     ``extras``: the method's per-image pool extras (see ``Method.pool_extras``), if any."""
-    stages = schedule(method, profile)
     trainer = Trainer(method, encoder, pool, device, seed, extras)
     state_path = workdir / "state.pt"
     saved = resume_checkpoint(state_path, device, weights_only=False)

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ssl_bench.budget import Budget
 from ssl_bench.errors import ConfigError, TrainingError, require_whole_numbers
-from ssl_bench.method import PROFILES
 from ssl_bench.protocol import Scores
 from ssl_bench.results import checkpoint_seconds, remove_checked, resume_checkpoint, save_torch
 from ssl_bench.task import Task
@@ -36,7 +36,7 @@ class SupervisedSettings:
 
     ``lr_decay_epochs``: after each of these epochs the learning rate is multiplied by ``lr_decay`` (MedMNIST v2's
     recipe: 0.1 after epochs 50 and 75 of 100). ``max_train_images`` caps the labelled training images (the demo
-    profile's smoke test of large sets).
+    budget's smoke test of large sets).
     """
 
     image_size: int
@@ -66,18 +66,27 @@ class SupervisedSettings:
         return self.lr * self.lr_decay ** sum(epoch > done for done in self.lr_decay_epochs)
 
 
-def standard_settings(profile: str, task: Task) -> SupervisedSettings:
-    """The published schedules: LD's transfer for segmentation, MedMNIST v2's budget for classification.
+def standard_settings(budget: Budget, task: Task) -> SupervisedSettings:
+    """The published schedules, LD's transfer for segmentation and MedMNIST v2's for classification, or the demo's,
+    with the budget's downstream epochs and input size where it sets them.
 
-    ``paper``/``matched``: segmentation at 512 px, 100 epochs, the task's paper batch size (LD: 2; SIIM 8), Adam
-    1e-3; classification at 64 px, 100 epochs, batch 128, Adam 1e-3. ``demo``: small, fast runs for trying things.
+    ``paper`` scale: segmentation at 512 px, 100 epochs, the task's paper batch size (LD: 2; SIIM 8), Adam 1e-3;
+    classification at 64 px, 100 epochs, batch 128, Adam 1e-3 decayed x0.1 after half and three quarters of the
+    epochs. ``demo`` scale: small, fast runs for trying things.
     """
-    if profile not in PROFILES:
-        raise ConfigError(f"Unknown profile {profile!r}: use {', '.join(PROFILES)}.")
-    demo = profile == "demo"
+    demo = budget.scale == "demo"
     if task.kind == "classification":
-        return SupervisedSettings(32, 3, 64, max_train_images=512) if demo else SupervisedSettings(64, 100, 128)
-    return SupervisedSettings(96, 12, 4) if demo else SupervisedSettings(512, 100, task.paper_batch_size)
+        settings = SupervisedSettings(32, 3, 64, max_train_images=512) if demo else SupervisedSettings(64, 100, 128)
+    else:
+        settings = SupervisedSettings(96, 12, 4) if demo else SupervisedSettings(512, 100, task.paper_batch_size)
+    epochs = budget.downstream_epochs or settings.epochs
+    decay_epochs = () if demo or task.kind != "classification" else tuple(sorted({epochs // 2, 3 * epochs // 4} - {0}))
+    return dataclasses.replace(
+        settings,
+        epochs=epochs,
+        image_size=budget.downstream_image_size or settings.image_size,
+        lr_decay_epochs=decay_epochs,
+    )
 
 
 class SupervisedProblem(ABC):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ssl_bench.budget import Budget
 from ssl_bench.errors import PluginError
 from ssl_bench.protocol import Context, Metric, Outcome, Protocol, Selection
 from ssl_bench.supervised.classification import ClassificationProblem
@@ -95,8 +96,8 @@ class SupervisedProtocol(Protocol):
     """A protocol that trains a head (and the encoder unless ``frozen_encoder``) by supervised transfer, with the
     published schedules (:func:`standard_settings`) and the task kind's metrics. Subclasses name themselves."""
 
-    def settings(self, profile: str, task: Task) -> SupervisedSettings:
-        return standard_settings(profile, task)
+    def settings(self, budget: Budget, task: Task) -> SupervisedSettings:
+        return standard_settings(budget, task)
 
     def metrics(self, task: Task) -> tuple[Metric, ...]:
         return supervised_metrics(task)

@@ -72,7 +72,7 @@ def test_run_writes_results_config_and_leaderboards_then_resumes_and_refuses(tmp
         ("synthetic-lung", "clustering")
     }
     config = (results / "run-config.toml").read_text()
-    assert 'profile = "demo"' in config and 'tasks = [\n    "synthetic-lung",\n]' in config
+    assert 'budget = "demo"' in config and 'tasks = [\n    "synthetic-lung",\n]' in config
     assert "[protocols.clustering]" in config and "[protocols.finetune]" in config
     markdown = (results / "leaderboard.md").read_text()
     assert "scratch" in markdown and "smoke test" in markdown.lower()
@@ -180,7 +180,7 @@ def test_check_reports_a_broken_method(site):
         "class Frozen(Method):\n"
         "    name = 'sbtest-frozen'\n"
         "    description = 'its loss never reaches the encoder'\n"
-        "    def stages(self, profile):\n"
+        "    def stages(self, scale):\n"
         "        return [Stage('s', 1, 1, 4, 32, 1e-3)]\n"
         "    def build_model(self, encoder, stage, channels):\n"
         "        model = torch.nn.Linear(1, 1)\n"
@@ -208,7 +208,7 @@ def test_check_trains_every_stage_and_catches_a_loss_that_diverges_after_a_few_s
         "class Late(Method):\n"
         "    name = 'sbtest-late'\n"
         "    description = 'its second stage diverges at its sixth step'\n"
-        "    def stages(self, profile):\n"
+        "    def stages(self, scale):\n"
         "        return [Stage('first', 1, 1, 4, 32, 1e-3), Stage('second', 1, 1, 4, 32, 1e-3)]\n"
         "    def build_model(self, encoder, stage, channels):\n"
         "        self.steps = 0\n"

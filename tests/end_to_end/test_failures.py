@@ -35,7 +35,7 @@ class Diverging(Method):
     name = "sbtest-nan"
     description = "its loss turns NaN"
 
-    def stages(self, profile):
+    def stages(self, scale):
         return [Stage("only", epochs=1, steps_per_epoch=4, batch_size=4, image_size=32, lr=1e-3)]
 
     def build_model(self, encoder, stage, channels):

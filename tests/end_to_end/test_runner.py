@@ -64,7 +64,7 @@ def test_job_ids_hash_the_resolved_spec(tmp_path):
     assert variant.jobs[0].id not in {j.id for j in base.jobs}
     assert variant.jobs[0].spec["variant"] == "simclr(temperature=0.2)"
     assert variant.jobs[0].pretraining.spec["pool"]["id"] == "synthetic-fundus"
-    assert plan(methods={"simclr": {}}, profile="paper").jobs[0].id not in {j.id for j in base.jobs}
+    assert plan(methods={"simclr": {}}, budget="paper").jobs[0].id not in {j.id for j in base.jobs}
 
 
 def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_path):
@@ -77,7 +77,7 @@ def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_p
     (job,) = scratch.jobs
     assert job.protocol.name == "finetune" and job.upstream is None and job.settings.epochs == 12
     # Under the published protocol: 100 fine-tune epochs, not 100 frozen + 100 fine-tune.
-    paper = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], profile="paper")
+    paper = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], budget="paper")
     (job,) = build_plan(paper, get_registry()).jobs
     assert (job.upstream, job.settings.epochs, job.settings.image_size, job.settings.batch_size) == (None, 100, 512, 2)
 
@@ -146,9 +146,9 @@ def test_a_protocol_that_does_not_serve_a_task_kind_is_left_out_and_refused_when
 def test_the_demo_run_leaves_out_a_protocol_without_signal_at_its_scale_and_says_how_to_run_it(tmp_path):
     values = {"methods": {"scratch": {}}, "tasks": ["synthetic-vessel"]}
 
-    def protocols(profile: str, **more) -> tuple[set[str], list[str]]:
+    def protocols(budget: str, **more) -> tuple[set[str], list[str]]:
         said: list[str] = []
-        config = resolve_config({**values, "profile": profile, **more}, {"results": str(tmp_path)}, get_registry())
+        config = resolve_config({**values, "budget": budget, **more}, {"results": str(tmp_path)}, get_registry())
         return {job.protocol.name for job in build_plan(config, get_registry(), echo=said.append).jobs}, said
 
     demo, said = protocols("demo")
@@ -199,7 +199,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers_and_scratch_learns(tmp_
 
 def test_result_record_carries_what_the_leaderboard_and_users_need(tmp_path):
     (result,) = _run(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-lung"]))
-    assert result.schema_version == SCHEMA_VERSION and result.variant == "scratch" and result.profile == "demo"
+    assert result.schema_version == SCHEMA_VERSION and result.variant == "scratch" and result.budget == "demo"
     assert (result.protocol.name, result.protocol.label, result.protocol.continued_from) == ("finetune",) * 2 + (None,)
     assert result.pretrained is False and result.pool is None and result.task_kind == "segmentation"
     assert set(result.metrics) == {"dice", "iou"} and result.headline_metric == "dice"

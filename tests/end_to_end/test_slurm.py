@@ -45,7 +45,7 @@ class Tiny(Method):
     name = "sbtest-tiny"
     description = "three steps of a feature-energy loss"
 
-    def stages(self, profile):
+    def stages(self, scale):
         return [Stage("only", epochs=1, steps_per_epoch=3, batch_size=4, image_size=32, lr=1e-3)]
 
     def build_model(self, encoder, stage, channels):
@@ -67,7 +67,7 @@ class Sleepy(Tiny):
     name = "sbtest-sleepy"
     description = "twelve steps of half a second: long enough to be preempted"
 
-    def stages(self, profile):
+    def stages(self, scale):
         return [Stage("only", epochs=1, steps_per_epoch=12, batch_size=4, image_size=32, lr=1e-3)]
 
     def training_step(self, model, images, stage, generator):

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from ssl_bench.api import ConfigError, DataError, Encoder, SegmentationData, SegmentationSplit, Task
 from ssl_bench.api.data import FUNDUS_LANDMARKS, make_fundus
 from ssl_bench.api.nets import FeatureInfo
+from ssl_bench.budget import BUILT_IN
 from ssl_bench.cli import app
 
 NAN = float("nan")
@@ -278,7 +279,7 @@ def same_phantom_data(copies: tuple[int, int]) -> SegmentationData:
 
 
 def run_protocol(protocol, encoder: Encoder, data: SegmentationData, size: int = 96):
-    settings = LandmarkSettings(image_size=size, templates=2, sigma=protocol.settings("demo", Fundus()).sigma)
+    settings = LandmarkSettings(image_size=size, templates=2, sigma=protocol.settings(BUILT_IN["demo"], Fundus()).sigma)
     return protocol.run(seeded_context(encoder, data, Fundus(), settings))
 
 

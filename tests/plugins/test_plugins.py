@@ -21,7 +21,7 @@ class Good(Method):
     name = "sbtest-good"
     description = "a test method"
 
-    def stages(self, profile):
+    def stages(self, scale):
         return []
 
 @hookimpl
@@ -46,7 +46,7 @@ class Scratch(Method):
     name = "scratch"
     description = "claims a name that is taken"
 
-    def stages(self, profile):
+    def stages(self, scale):
         return []
 
 @hookimpl
@@ -186,13 +186,12 @@ def test_the_api_names_its_version_and_every_name_it_exports_resolves() -> None:
     assert not {"SegmentationProblem", "fresh_model", "split_train_val", "labelled_rows"} & exported
 
 
-def test_a_building_block_that_moved_to_a_sub_module_still_imports_flat_with_a_warning() -> None:
+def test_a_building_block_asked_for_by_its_1x_flat_name_says_where_it_moved() -> None:
     import ssl_bench.api as api
-    from ssl_bench.api.nets import UNet
 
     assert "UNet" not in api.__all__
-    with pytest.warns(DeprecationWarning, match=r"ssl_bench\.api\.UNet moved to ssl_bench\.api\.nets\.UNet"):
-        assert api.UNet is UNet
+    with pytest.raises(AttributeError, match=r"from ssl_bench\.api\.nets import UNet"):
+        api.UNet  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'Unet'"):
         api.Unet  # noqa: B018 (an unknown name is still an error)
 

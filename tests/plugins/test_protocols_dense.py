@@ -25,6 +25,7 @@ from ssl_bench_protocols.linear_seg import LinearSeg, LinearSegModel
 from ssl_bench.api import ConfigError, Context, Encoder, SegmentationData, SegmentationSplit, Task
 from ssl_bench.api.nets import FeatureInfo, create_encoder
 from ssl_bench.api.supervised import SupervisedSettings, fit
+from ssl_bench.budget import BUILT_IN
 from ssl_bench.supervised.segmentation import SegmentationProblem
 
 SIZE = 32
@@ -89,7 +90,7 @@ def vgg() -> Encoder:
 
 def context(protocol, encoder: Encoder, seed: int = 0, **overrides) -> Context:
     task = Squares()
-    settings = dataclasses.replace(protocol.settings("demo", task), image_size=SIZE, **overrides)
+    settings = dataclasses.replace(protocol.settings(BUILT_IN["demo"], task), image_size=SIZE, **overrides)
     return seeded_context(encoder, DATA, task, settings, seed, pretrained=False)
 
 
@@ -299,6 +300,6 @@ def test_clustering_finds_the_foreground_of_informative_features_only():
 
 
 def test_clustering_settings_reject_a_single_cluster():
-    settings = Clustering().settings("demo", Squares())
+    settings = Clustering().settings(BUILT_IN["demo"], Squares())
     with pytest.raises(ConfigError, match="clusters"):
         dataclasses.replace(settings, clusters=1)

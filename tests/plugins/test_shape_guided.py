@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ssl_bench.api import Availability, ConfigError, Encoder, SegmentationData, SegmentationSplit
 from ssl_bench.api.nets import FeatureInfo
 from ssl_bench.api.supervised import mask_scores
+from ssl_bench.budget import BUILT_IN
 from ssl_bench.cli import app
 from ssl_bench.config import resolve_config
 from ssl_bench.planning import build_plan
@@ -71,7 +72,7 @@ def phantoms():
 
 def run(encoder: Encoder, data: SegmentationData, shapes: torch.Tensor | None, seed: int = 0, **changes):
     task = get_registry().task("synthetic-vessel")
-    settings = dataclasses.replace(ShapeGuided().settings("demo", task), **changes)
+    settings = dataclasses.replace(ShapeGuided().settings(BUILT_IN["demo"], task), **changes)
     return ShapeGuided().run(seeded_context(encoder, data, task, settings, seed, shapes=shapes))
 
 
@@ -97,7 +98,7 @@ def test_the_critic_picks_the_cluster_that_looks_like_the_shapes():
     for i in range(10):
         shapes[i, 0, :, (2 + 3 * i) % size] = 1.0
         shapes[i, 0, (5 + 2 * i) % size, :] = 1.0
-    settings = ShapeGuided().settings("demo", get_registry().task("synthetic-vessel"))
+    settings = ShapeGuided().settings(BUILT_IN["demo"], get_registry().task("synthetic-vessel"))
     critic = shape_guided.train_critic(maps, shapes, settings, generator)
     assert int(shape_guided.realness(critic, maps).argmax()) == 0
 
@@ -114,7 +115,7 @@ def test_target_training_masks_are_never_used_and_runs_are_deterministic(phantom
 
 
 def test_settings_are_validated():
-    base = ShapeGuided().settings("paper", get_registry().task("drive-vessel"))
+    base = ShapeGuided().settings(BUILT_IN["paper"], get_registry().task("drive-vessel"))
     assert (base.image_size, base.clusters, base.epochs) == (512, 8, 100)
     with pytest.raises(ConfigError, match="clusters must be a whole number >= 2, got 1"):
         dataclasses.replace(base, clusters=1)

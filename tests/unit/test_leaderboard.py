@@ -112,7 +112,7 @@ def test_seed_table_mean_and_population_std_over_images(tmp_path: Path) -> None:
     assert scratch["score"] == pytest.approx(0.5)
     assert scratch["image_std"] == pytest.approx(math.sqrt(0.26 / 3))
     assert scratch["n_images"] == 3
-    assert scratch["profile"] == "paper"
+    assert scratch["budget"] == "paper"
     assert scratch["job_id"] == "j2-frozen"
     assert math.isnan(scratch["pretrain_seconds"])
     iou = row(seeds, variant="scratch", protocol="finetune", metric="iou", seed_index=0)
@@ -187,8 +187,8 @@ def test_of_two_records_of_the_same_run_only_the_newest_counts(tmp_path: Path) -
         assert row(summary_table(records), metric="dice")["n_seeds"] == 1
 
 
-def test_records_of_two_profiles_are_told_apart_by_label(tmp_path: Path) -> None:
-    records = [record("d", scores=[0.5], profile="demo"), record("p", scores=[0.7])]
+def test_records_of_two_budgets_are_told_apart_by_label(tmp_path: Path) -> None:
+    records = [record("d", scores=[0.5], budget="demo"), record("p", scores=[0.7])]
     summary = summary_table(load(tmp_path, records))
     assert row(summary, variant="simclr [demo]", protocol="frozen", metric="dice")["mean"] == pytest.approx(0.5)
     assert row(summary, variant="simclr [paper]", protocol="frozen", metric="dice")["mean"] == pytest.approx(0.7)
@@ -381,8 +381,8 @@ def test_markdown_bolds_the_lowest_of_a_lower_is_better_metric(tmp_path: Path) -
 # --- markdown ----------------------------------------------------------------------------------
 
 
-def markdown_records(profile: str, modality: str = "xray") -> list[ResultRecord]:
-    options = {"profile": profile, "modality": modality}
+def markdown_records(budget: str, modality: str = "xray") -> list[ResultRecord]:
+    options = {"budget": budget, "modality": modality}
     return [
         *both_protocols("1", "simclr", "lung", 0, [0.70], **options),
         *both_protocols("2", "simclr", "lung", 1, [0.72], **options),
@@ -475,8 +475,8 @@ def test_demo_banner_says_synthetic_data_only_when_every_record_is_synthetic(tmp
     assert "smoke test" in fundus.lower()
     assert "synthetic" not in fundus
     mixed = [
-        record("a", task="phantom", modality="synthetic-xray", profile="demo"),
-        record("b", task="drive", modality="fundus", profile="demo"),
+        record("a", task="phantom", modality="synthetic-xray", budget="demo"),
+        record("b", task="drive", modality="fundus", budget="demo"),
     ]
     mixed_markdown = markdown_of(tmp_path / "mixed", mixed)
     assert "smoke test" in mixed_markdown.lower() and "synthetic" not in mixed_markdown
@@ -766,7 +766,7 @@ def _failure(job_id: str, variant: str, *, seed_index: int = 0, spec: dict | Non
         protocol="frozen",
         label_fraction=1.0,
         seed_index=seed_index,
-        profile="paper",
+        budget="paper",
         phase="protocol",
         error="RuntimeError: out of memory",
         traceback="",

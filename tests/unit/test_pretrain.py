@@ -23,7 +23,7 @@ class Diverging(Method):
         self.epochs = epochs
         self.select_best_checkpoint = select_best
 
-    def stages(self, profile):
+    def stages(self, scale):
         return [Stage("only", self.epochs, 1, 4, 32, 1.25)]
 
     def build_model(self, encoder, stage, channels):
@@ -47,7 +47,9 @@ def _pool() -> PreparedPool:
 def _pretrain(method: Diverging, workdir):
     torch.manual_seed(0)
     encoder = create_encoder("vgg16_bn_tiny", 1)
-    return pretrain(method, encoder, _pool(), profile="demo", seed=1, device=torch.device("cpu"), workdir=workdir)
+    return pretrain(
+        method, encoder, _pool(), stages=method.stages("demo"), seed=1, device=torch.device("cpu"), workdir=workdir
+    )
 
 
 def test_the_best_held_out_epoch_is_exported_not_the_last(tmp_path):

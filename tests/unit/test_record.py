@@ -50,7 +50,7 @@ def full_record(**changes: object) -> ResultRecord:
         label_fraction=0.2,
         seed_index=3,
         seed=987654321,
-        profile="paper",
+        budget="paper",
         headline_metric="dice",
         metrics={
             "dice": MetricRecord(higher_is_better=True, per_image=[0.5, 0.75, None], ids=["a", "b", "c"]),
@@ -108,12 +108,12 @@ def test_write_then_read_gives_the_same_record(tmp_path: Path, make: Callable[[]
     back = read_record(path)
     assert back == record
     assert type(back.metrics["dice"]) is MetricRecord and type(back.selection) is Selection
-    assert back.schema_version == SCHEMA_VERSION == 2
+    assert back.schema_version == SCHEMA_VERSION == 3
 
 
 def test_the_file_is_plain_json_with_the_schema_version(tmp_path: Path) -> None:
     data = json.loads(write_record(path_of(tmp_path), full_record()).read_text(encoding="utf-8"))
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["pool"] == {"id": "fundus", "fingerprint": "0f" * 32}
     assert data["metrics"]["dice"]["per_image"] == [0.5, 0.75, None]
     assert data["metrics"]["auc"] == {
@@ -189,7 +189,7 @@ def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path = path_of(tmp_path)
     path.parent.mkdir(parents=True)
-    path.write_bytes(b'{"schema_version": 2, "job_id": "\xff"}')
+    path.write_bytes(b'{"schema_version": 3, "job_id": "\xff"}')
     assert "corrupt" in refusal(path)
 
 
@@ -199,12 +199,12 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("version", "shown"),
-    [(1, "schema_version 1"), (3, "schema_version 3"), ("2", "schema_version '2'"), (None, "schema_version None")],
+    [(2, "schema_version 2"), (4, "schema_version 4"), ("3", "schema_version '3'"), (None, "schema_version None")],
 )
 def test_another_schema_version_is_refused(tmp_path: Path, version: object, shown: str) -> None:
     path = edited(tmp_path, lambda data: data.update(schema_version=version))
     message = refusal(path)
-    assert shown in message and "reads 2" in message
+    assert shown in message and "reads 3" in message
 
 
 def test_a_file_without_schema_version_is_refused(tmp_path: Path) -> None:

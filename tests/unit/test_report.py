@@ -39,7 +39,7 @@ def results(tmp_path: Path) -> Path:
         for f in ((1.0, 0.25) if t == "t1" else (1.0,))
     ]
     write_runs(tmp_path, records)
-    (tmp_path / "run-config.toml").write_text('profile = "paper"\nseeds = 2\n')
+    (tmp_path / "run-config.toml").write_text('budget = "paper"\nseeds = 2\n')
     return tmp_path
 
 
@@ -51,7 +51,7 @@ def test_the_report_is_one_file_that_fetches_nothing(results: Path) -> None:
     assert images == ["dot plot of frozen", "critical-difference diagram of frozen", "label-fraction curves"]
     for anchor in ("manifest", "frozen", "compute", "label-fraction-curves", "jobs"):
         assert f'id="{anchor}"' in page
-    assert "profile = &quot;paper&quot;" in page  # the run configuration, escaped
+    assert "budget = &quot;paper&quot;" in page  # the run configuration, escaped
     assert "36 done, 0 failed" in page
 
 

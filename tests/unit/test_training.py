@@ -13,6 +13,7 @@ from test_classify import BrightOrDark, calibrated_encoder, easy_data
 from test_transfer import Squares, encoder, squares_data
 from torch import nn
 
+from ssl_bench.budget import BUILT_IN, Budget
 from ssl_bench.config import protocol_settings
 from ssl_bench.errors import ConfigError, TrainingError
 from ssl_bench.method import variant_name
@@ -70,21 +71,37 @@ def encoder_prefix(kind: str) -> str:
 
 
 def test_paper_schedules_are_lds_for_segmentation_and_medmnists_for_classification():
-    for profile in ("paper", "matched"):
-        assert standard_settings(profile, Squares()) == SupervisedSettings(512, 100, 2, 1e-3)
-        assert standard_settings(profile, WideBatches()) == SupervisedSettings(512, 100, 8, 1e-3)
-        assert standard_settings(profile, BrightOrDark()) == SupervisedSettings(64, 100, 128, 1e-3)
+    medmnist = SupervisedSettings(64, 100, 128, 1e-3, lr_decay_epochs=(50, 75), lr_decay=0.1)
+    for budget in (BUILT_IN["paper"], BUILT_IN["matched"]):
+        assert standard_settings(budget, Squares()) == SupervisedSettings(512, 100, 2, 1e-3)
+        assert standard_settings(budget, WideBatches()) == SupervisedSettings(512, 100, 8, 1e-3)
+        assert standard_settings(budget, BrightOrDark()) == medmnist
     for task in (Squares(), BrightOrDark()):
-        demo = standard_settings("demo", task)
-        assert demo.image_size <= 128 and demo.epochs <= 30
-    assert standard_settings("demo", BrightOrDark()).max_train_images is not None
-    assert standard_settings("paper", BrightOrDark()).max_train_images is None
-    assert Frozen().settings("paper", WideBatches()) == standard_settings("paper", WideBatches())
+        demo = standard_settings(BUILT_IN["demo"], task)
+        assert demo.image_size <= 128 and demo.epochs <= 30 and demo.lr_decay_epochs == ()
+    assert standard_settings(BUILT_IN["demo"], BrightOrDark()).max_train_images is not None
+    assert standard_settings(BUILT_IN["paper"], BrightOrDark()).max_train_images is None
+    assert Frozen().settings(BUILT_IN["paper"], WideBatches()) == standard_settings(BUILT_IN["paper"], WideBatches())
 
 
-def test_unknown_profiles_and_impossible_settings_are_config_errors():
-    with pytest.raises(ConfigError, match=r"'huge'.*demo, paper, matched"):
-        standard_settings("huge", Squares())
+def test_a_budgets_downstream_epochs_and_size_replace_the_scales_and_move_the_decay_with_them():
+    budget = Budget("cpu", downstream_epochs=30, downstream_image_size=128)
+    assert standard_settings(budget, Squares()) == SupervisedSettings(128, 30, 2, 1e-3)
+    # MedMNIST's decay after half and three quarters of the epochs: 30 epochs decay after 15 and 22.
+    assert standard_settings(budget, BrightOrDark()) == SupervisedSettings(128, 30, 128, lr_decay_epochs=(15, 22))
+
+
+def test_the_learning_rate_decays_once_per_listed_epoch_already_finished():
+    settings = SupervisedSettings(28, 100, 128, lr=1e-3, lr_decay_epochs=(50, 75), lr_decay=0.1)
+    rates = {epoch: settings.lr_at(epoch) for epoch in (1, 50, 51, 75, 76, 100)}
+    assert rates == pytest.approx({1: 1e-3, 50: 1e-3, 51: 1e-4, 75: 1e-4, 76: 1e-5, 100: 1e-5})
+    with pytest.raises(ConfigError, match=r"lr_decay_epochs must be increasing.*\[50, 75\]"):
+        SupervisedSettings(28, 100, 128, lr_decay_epochs=(75, 50))
+    with pytest.raises(ConfigError, match="lr_decay must be in"):
+        SupervisedSettings(28, 100, 128, lr_decay=0.0)
+
+
+def test_impossible_settings_are_config_errors():
     with pytest.raises(ConfigError, match="epochs"):
         SupervisedSettings(32, 0, 4)
     with pytest.raises(ConfigError, match="batch_size"):
@@ -164,7 +181,7 @@ def test_protocols_train_the_encoder_as_they_declare(monkeypatch: pytest.MonkeyP
     calls = []
     for module in (supervised_protocol, finetune):
         monkeypatch.setattr(module, "supervised_transfer", lambda ctx, **kwargs: calls.append((ctx, kwargs)))
-    ctx = context("segmentation", settings=protocol().settings("demo", Squares()))
+    ctx = context("segmentation", settings=protocol().settings(BUILT_IN["demo"], Squares()))
     protocol().run(ctx)
     assert calls == [(ctx, {"train_encoder": train_encoder})]
     assert protocol.frozen_encoder is not train_encoder
@@ -271,7 +288,7 @@ def test_equal_budget_gives_scratch_the_frozen_phases_epochs_as_well(
 ):
     validated = []
     monkeypatch.setattr(ClassificationProblem, "validation_loss", lambda self, model: validated.append(1) or 1.0)
-    base = Finetune().settings("demo", BrightOrDark())  # the demo's frozen phase (linear-probe) runs 3 epochs
+    base = Finetune().settings(BUILT_IN["demo"], BrightOrDark())  # the demo's frozen phase (linear-probe) runs 3 epochs
     changes = {"image_size": 16, "batch_size": 16, "epochs": 2, "equal_budget": equal_budget}
     settings = protocol_settings("finetune", base, changes)
     Finetune().run(context("classification", settings=settings, pretrained=pretrained))
