@@ -46,6 +46,10 @@ class Method(ABC):
     views_per_image: ClassVar[float] = 2
     #: Export the encoder of the final stage's epoch with the lowest held-out loss, not the last one.
     select_best_checkpoint: ClassVar[bool] = False
+    #: Whether the step may run under bf16 autocast with a channels-last network, where the budget asks for it
+    #: (``precision = "bf16"``): only where its loss stays within 1e-2 relative of fp32's on the same weights and
+    #: views (a loss that nearly cancels, such as a negative cosine similarity, may not).
+    bf16_safe: ClassVar[bool] = False
     #: A frozen dataclass; the fields that differ from their defaults name the variant. Its ``__post_init__``
     #: checks ranges and raises :class:`ssl_bench.api.ConfigError`, which the CLI reports in one line (a
     #: ValueError there would end the run with a traceback).

@@ -32,6 +32,7 @@ class BarlowTwinsOptions:
 
 class BarlowTwins(TwoViewMethod):
     name = "barlowtwins"
+    bf16_safe = True
     description = "Barlow Twins: the views' cross-correlation matrix towards identity (lightly head and loss)."
     Options = BarlowTwinsOptions
 

@@ -101,6 +101,7 @@ class DenseCLModel(nn.Module):
 
 class DenseCL(Method):
     name = "densecl"
+    bf16_safe = True
     description = "DenseCL: MoCo v2 plus dense contrast of matched feature cells (lightly heads and momentum)."
     Options = DenseCLOptions
 

@@ -122,6 +122,7 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 
 class DetCon(Method):
     name = "detcon"
+    bf16_safe = True
     description = "DetCon-S: contrast of segment-pooled features across views (lightly head and DetCon-S loss)."
     Options = DetConOptions
 

@@ -34,6 +34,7 @@ class InstanceSpreadingOptions:
 
 class InstanceSpreading(GlobalMethod):
     name = "instance-spreading"
+    bf16_safe = True
     description = "Instance spreading: Ye et al.'s batch criterion on whole-image embeddings of two views."
     Options = InstanceSpreadingOptions
 

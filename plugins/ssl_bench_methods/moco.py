@@ -48,6 +48,7 @@ class MoCoModel(MomentumModel):
 
 class MoCo(GlobalMethod):
     name = "moco"
+    bf16_safe = True
     description = "MoCo v2: a momentum encoder's keys and a queue of negatives (lightly head and loss)."
     Options = MoCoOptions
 

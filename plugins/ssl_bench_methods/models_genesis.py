@@ -191,6 +191,7 @@ class GenesisModel(nn.Module):
 
 class ModelsGenesis(Method):
     name = "models-genesis"
+    bf16_safe = True
     description = "Models Genesis: restore images after shuffling, non-linear intensity and in/out-painting."
     views_per_image = 1
 

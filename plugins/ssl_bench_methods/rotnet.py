@@ -30,6 +30,7 @@ def rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class RotNet(GlobalMethod):
     name = "rotnet"
+    bf16_safe = True
     description = "RotNet: predict which of four right-angle rotations an image shows (4-way classifier)."
     views_per_image = ROTATIONS
 

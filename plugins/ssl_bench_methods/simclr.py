@@ -30,6 +30,7 @@ class SimCLROptions:
 
 class SimCLR(TwoViewMethod):
     name = "simclr"
+    bf16_safe = True
     description = "SimCLR: global contrastive learning of two views (lightly head and NT-Xent loss)."
     Options = SimCLROptions
 

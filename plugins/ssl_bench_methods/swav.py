@@ -114,6 +114,7 @@ def _embedded_crops(
 
 class SwAV(GlobalMethod):
     name = "swav"
+    bf16_safe = True
     description = "SwAV: swapped prediction of Sinkhorn prototype assignments over multi-crop (lightly)."
     views_per_image = HIGH_RESOLUTION.count + LOW_RESOLUTION.count
     Options = SwAVOptions

@@ -30,6 +30,7 @@ class VICRegOptions:
 
 class VICReg(TwoViewMethod):
     name = "vicreg"
+    bf16_safe = True
     description = "VICReg: invariance of two views with variance and covariance regularisers (lightly)."
     Options = VICRegOptions
 

@@ -47,6 +47,7 @@ class VICRegLModel(nn.Module):
 
 class VICRegL(Method):
     name = "vicregl"
+    bf16_safe = True
     description = "VICRegL: VICReg on global and location-matched local features (lightly heads and loss)."
     Options = VICRegLOptions
 

@@ -44,6 +44,8 @@ class Pretraining:
     method: Method
     #: the schedule the budget gives the method; empty for no pretraining
     stages: tuple[Stage, ...]
+    #: ``fp32`` or ``bf16`` (autocast, channels-last), as the budget gives it to the method
+    precision: str
     channels: int
     pool: PreparedPool | None
     #: ``name==version`` of the method's plugin.

@@ -76,6 +76,7 @@ def _pretraining(
         "channels": task.channels,
         # The stages as they will run, not the budget's name: a changed schedule is another encoder.
         "stages": [dataclasses.asdict(stage) for stage in stages],
+        "precision": (precision := config.budget.precision_of(method)),
         "seed_index": seed_index,
         "ssl_bench": ssl_bench.__version__,
     }
@@ -86,7 +87,7 @@ def _pretraining(
             pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results), echo)
         pool = pools[task.modality]
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
-    return Pretraining(digest(spec), as_json(spec), method, stages, task.channels, pool, spec["plugin"])
+    return Pretraining(digest(spec), as_json(spec), method, stages, precision, task.channels, pool, spec["plugin"])
 
 
 def variant_label(method: Method, encoder: str) -> str:

@@ -106,6 +106,7 @@ class PretrainingCache:
                 encoder,
                 pretraining.pool,
                 stages=pretraining.stages,
+                precision=pretraining.precision,
                 seed=pretraining.seed,
                 device=self.device,
                 workdir=folder,

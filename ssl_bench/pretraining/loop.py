@@ -89,9 +89,10 @@ class Trainer:
         device: torch.device,
         seed: int,
         extras: np.ndarray | None = None,
+        bf16: bool = False,
     ):
         self.method, self.encoder, self.pool, self.device = method, encoder, pool, device
-        self.seed, self.extras = seed, extras
+        self.seed, self.extras, self.bf16 = seed, extras, bf16
         self.generator = torch.Generator().manual_seed(seed)
 
     def build(self, stage_index: int, stage: Stage, previous: nn.Module | None):
@@ -103,6 +104,8 @@ class Trainer:
         if previous is not None:
             _carry_by_name(previous, model)
         model.to(self.device)
+        if self.bf16:
+            model.to(memory_format=torch.channels_last)  # oneDNN's and cuDNN's fast layout for bf16 convolutions
         optimizer, scheduler = self.method.configure_optimizer(model, stage)
         return model, optimizer, scheduler
 
@@ -125,10 +128,12 @@ class Trainer:
 
     def _loss(self, model, index: np.ndarray, stage: Stage, generator: torch.Generator) -> torch.Tensor:
         images = _rows(self.pool.images, index, self.device).float().div_(255)
-        if self.extras is None:
-            return self.method.training_step(model, images, stage, generator)
-        extras = _rows(self.extras, index, self.device)
-        return self.method.training_step(model, images, stage, generator, extras=extras)
+        keywords = {} if self.extras is None else {"extras": _rows(self.extras, index, self.device)}
+        if self.bf16:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.method.training_step(model, images, stage, generator, **keywords)
+        return loss.float()
 
     @torch.no_grad()
     def validate(self, model, stage: Stage, position: _Position) -> float | None:
@@ -163,6 +168,7 @@ def pretrain(
     pool: PreparedPool,
     *,
     stages: Sequence[Stage],
+    precision: str = "fp32",
     seed: int,
     device: torch.device,
     workdir: Path,
@@ -172,8 +178,9 @@ def pretrain(
     """Run ``stages`` (``method``'s schedule under the run's budget) on ``pool``, resuming from ``workdir/state.pt``
     if it exists.
 
-    ``extras``: the method's per-image pool extras (see ``Method.pool_extras``), if any."""
-    trainer = Trainer(method, encoder, pool, device, seed, extras)
+    ``precision``: ``bf16`` runs each step under bf16 autocast with a channels-last network. ``extras``: the
+    method's per-image pool extras (see ``Method.pool_extras``), if any."""
+    trainer = Trainer(method, encoder, pool, device, seed, extras, bf16=precision == "bf16")
     state_path = workdir / "state.pt"
     saved = resume_checkpoint(state_path, device, weights_only=False)
     position = _Position(**saved["position"]) if saved else _Position()

@@ -118,3 +118,18 @@ def test_the_leaderboard_names_the_budget(tmp_path: Path):
     write_runs(tmp_path, [record("a", scores=[0.5], budget="cpu-600"), record("b", scores=[0.6], budget="cpu-600")])
     markdown = write_leaderboard(Board.load(tmp_path))[1].read_text(encoding="utf-8")
     assert "\nBudget: `cpu-600`.\n" in markdown
+
+
+def test_a_bf16_budget_changes_the_encoders_of_the_methods_safe_in_it_only(tmp_path: Path):
+    def pretrainings(precision: str) -> dict[str, str]:
+        values = {"methods": ["simclr", "byol"], "tasks": ["synthetic-vessel"], "protocols": ["frozen"]}
+        budget = {"name": f"small-{precision}", "steps": 40, "precision": precision}
+        config = resolve_config({**values, "budget": budget}, {"results": str(tmp_path)}, get_registry())
+        jobs = build_plan(config, get_registry(), echo=print).jobs
+        return {job.pretraining.method.name: (job.pretraining.id, job.pretraining.precision) for job in jobs}
+
+    fp32, bf16 = pretrainings("fp32"), pretrainings("bf16")
+    assert bf16["simclr"][1] == "bf16" and bf16["simclr"][0] != fp32["simclr"][0]
+    assert bf16["byol"] == fp32["byol"] and bf16["byol"][1] == "fp32"  # BYOL is not bf16-safe: same encoder
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16; got 'fp16'"):
+        resolve_budget({"precision": "fp16"})
