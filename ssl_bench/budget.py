@@ -4,8 +4,8 @@ A budget starts from a scale of schedules: ``demo`` (each method's and protocol'
 ``paper`` (the published ones). A budget with ``steps`` gives every method the same pretraining: that many optimiser
 steps of ``images_per_step`` source images, each method's paper stages rescaled to it (a stage keeps its share of
 the steps and its learning rate; ``image_size`` is the size of the method's largest stage, the others keep their
-ratio to it). ``downstream_epochs`` and ``downstream_image_size`` replace the supervised protocols' epochs and
-input size. Built in: ``demo``, ``paper`` and ``matched`` (LD's published pretraining budget for every method);
+ratio to it). ``downstream_epochs`` replaces the supervised protocols' epochs and ``downstream_image_size`` caps every
+protocol's input size. Built in: ``demo``, ``paper`` and ``matched`` (LD's published pretraining budget for every method);
 a run file's ``[budget]`` table changes any field of one of them (``based_on``, ``paper`` by default).
 """
 
@@ -41,7 +41,8 @@ class Budget:
     steps_per_epoch: int = 1000
     #: epochs of the supervised protocols (the frozen phase and fine-tuning alike); None: the scale's
     downstream_epochs: int | None = None
-    #: input size of every downstream protocol; None: the scale's (LD's 512 px for segmentation)
+    #: the largest input size of any downstream protocol (a smaller one, MedMNIST's 64 px, stays); None: the
+    #: scale's (LD's 512 px for segmentation)
     downstream_image_size: int | None = None
     #: the pretraining step's precision (see :data:`PRECISIONS`)
     precision: str = "fp32"

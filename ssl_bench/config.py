@@ -25,7 +25,7 @@ steps = 2000                # optimiser steps per pretraining
 images_per_step = 16        # source images per step
 image_size = 64             # pretraining size of each method's largest stage
 downstream_epochs = 30      # the supervised protocols' epochs
-downstream_image_size = 128 # every protocol's input size
+downstream_image_size = 128 # the largest input size of any protocol
 precision = "bf16"          # bf16-safe methods pretrain under bf16 autocast (fp32 by default)
 
 [slurm]                     # the slurm executor's array tasks; flags --slurm-partition etc. override them

@@ -68,7 +68,7 @@ class SupervisedSettings:
 
 def standard_settings(budget: Budget, task: Task) -> SupervisedSettings:
     """The published schedules, LD's transfer for segmentation and MedMNIST v2's for classification, or the demo's,
-    with the budget's downstream epochs and input size where it sets them.
+    with the budget's downstream epochs and input size cap where it sets them.
 
     ``paper`` scale: segmentation at 512 px, 100 epochs, the task's paper batch size (LD: 2; SIIM 8), Adam 1e-3;
     classification at 64 px, 100 epochs, batch 128, Adam 1e-3 decayed x0.1 after half and three quarters of the
@@ -84,7 +84,7 @@ def standard_settings(budget: Budget, task: Task) -> SupervisedSettings:
     return dataclasses.replace(
         settings,
         epochs=epochs,
-        image_size=budget.downstream_image_size or settings.image_size,
+        image_size=min(settings.image_size, budget.downstream_image_size or settings.image_size),
         lr_decay_epochs=decay_epochs,
     )
 

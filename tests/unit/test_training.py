@@ -84,11 +84,13 @@ def test_paper_schedules_are_lds_for_segmentation_and_medmnists_for_classificati
     assert Frozen().settings(BUILT_IN["paper"], WideBatches()) == standard_settings(BUILT_IN["paper"], WideBatches())
 
 
-def test_a_budgets_downstream_epochs_and_size_replace_the_scales_and_move_the_decay_with_them():
+def test_a_budgets_downstream_epochs_replace_the_scales_its_size_caps_them_and_the_decay_moves_along():
     budget = Budget("cpu", downstream_epochs=30, downstream_image_size=128)
     assert standard_settings(budget, Squares()) == SupervisedSettings(128, 30, 2, 1e-3)
-    # MedMNIST's decay after half and three quarters of the epochs: 30 epochs decay after 15 and 22.
-    assert standard_settings(budget, BrightOrDark()) == SupervisedSettings(128, 30, 128, lr_decay_epochs=(15, 22))
+    # MedMNIST's decay after half and three quarters of the epochs: 30 epochs decay after 15 and 22; its 64 px
+    # are under the cap, and stay.
+    assert standard_settings(budget, BrightOrDark()) == SupervisedSettings(64, 30, 128, lr_decay_epochs=(15, 22))
+    assert standard_settings(Budget("tiny", downstream_image_size=32), BrightOrDark()).image_size == 32
 
 
 def test_the_learning_rate_decays_once_per_listed_epoch_already_finished():
