@@ -1,9 +1,12 @@
-"""``ssl-bench data check``: per task, whether its data is found, complete and as large as it should be; for a
-classification task also its class balance per split, and whether its training labels are sorted."""
+"""``ssl-bench data check``: per task, whether its data is found, complete and as large as it should be, and
+whether numbered names of one series (``patient012_slice3``) span train and test; for a classification task also
+its class balance per split, and whether its training labels are sorted."""
 
 from __future__ import annotations
 
 import math
+import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +20,13 @@ from ssl_bench.task import ClassificationData, ClassificationSplit, Task, load_t
 @dataclass(frozen=True)
 class DataReport:
     task: str
-    #: "found", "warning" (found, but the counts differ or the training labels are sorted), "missing" (no dataset
+    #: "found", "warning" (found, but the counts differ, a series of names spans train and test, or the training
+    #: labels are sorted), "missing" (no dataset
     #: folder) or "error" (found but incomplete, unreadable or with all-empty masks, or its plugin broke: load raised)
     status: str
     detail: str
-    #: Lines under the detail: a classification task's class balance per split, and a warning if its training
-    #: labels are sorted.
+    #: Lines under the detail: a warning if a series of names spans train and test; a classification task's class
+    #: balance per split, and a warning if its training labels are sorted.
     notes: tuple[str, ...] = ()
 
 
@@ -35,11 +39,35 @@ def _counts(task: Task, data_root: Path | None) -> DataReport:
         expected = task.expected_counts
         detail += f"; the official release has {expected[0]} train, {expected[1]} test: this copy differs"
     notes: tuple[str, ...] = ()
+    if leak := grouped_names_warning(data.train.ids, data.test.ids):
+        notes, warned = (leak,), True
     if isinstance(data, ClassificationData):
-        notes = (_class_balance(task, data),)
+        notes = (*notes, _class_balance(task, data))
         if sorted_warning := _sorted_labels_warning(data.train.labels):
             notes, warned = (*notes, sorted_warning), True
     return DataReport(task.name, "warning" if warned else "found", detail, notes)
+
+
+#: A name numbered within a numbered series: ``patient012_slice3`` is number 3 of series ``patient012_slice``.
+_SERIES_MEMBER = re.compile(r"^(.*\d\D+)\d+$")
+
+
+def grouped_names_warning(train_ids: tuple[str, ...], test_ids: tuple[str, ...]) -> str | None:
+    """A warning when series of numbered names (slices, visits, frames of one patient, as their names suggest)
+    have members in both train and test: the split may leak a patient. None when no series spans both."""
+    splits: dict[str, set[str]] = defaultdict(set)
+    for split, ids in (("train", train_ids), ("test", test_ids)):
+        for image_id in ids:
+            if match := _SERIES_MEMBER.match(image_id):
+                splits[match.group(1)].add(split)
+    spanning = sorted(series for series, where in splits.items() if len(where) == 2)
+    if not spanning:
+        return None
+    return (
+        f"warning: {len(spanning)} series of numbered names have images in both train and test (e.g. "
+        f"{spanning[0]}*); if a series is one patient's (slices, visits, eyes), the split leaks it: give the task a "
+        "group rule (a folder task's group, e.g. group = '^(patient\\d+)_') or a split file"
+    )
 
 
 def _class_balance(task: Task, data: ClassificationData) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import os
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ssl_bench.api import DataError
@@ -30,6 +32,53 @@ def seeded_split(ids: Iterable[str], seed: int = SPLIT_SEED) -> dict[str, tuple[
     order = seeded_order(ids, seed)
     test_count = len(order) // TEST_SHARE
     return {"train": tuple(order[test_count:]), "test": tuple(sorted(order[:test_count]))}
+
+
+def grouped_split(groups: Mapping[str, str], seed: int = SPLIT_SEED) -> dict[str, tuple[str, ...]]:
+    """:func:`seeded_split` of whole groups (``groups``: image id -> its group, e.g. the patient): the groups in
+    :func:`seeded_order` go to test until it holds at least one image in five (a group that would leave no
+    training image is passed over), so no group spans both splits. The training list is its ids in
+    :func:`seeded_order`; test is sorted."""
+    members: dict[str, list[str]] = {}
+    for image_id, group in groups.items():
+        members.setdefault(group, []).append(image_id)
+    test: list[str] = []
+    for group in seeded_order(members, seed):
+        if len(test) >= len(groups) // TEST_SHARE:
+            break
+        if len(test) + len(members[group]) < len(groups):
+            test += members[group]
+    held_out = set(test)
+    return {
+        "train": tuple(image_id for image_id in seeded_order(groups, seed) if image_id not in held_out),
+        "test": tuple(sorted(test)),
+    }
+
+
+def read_split_file(path: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """The split a CSV file gives (columns ``id`` and ``split``, ``train`` or ``test``), for exactly ``ids``; the
+    training list in :func:`seeded_order`, test sorted. Anything else is a :class:`DataError` naming the file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"split file {path} cannot be read ({error}); write a CSV with columns id,split") from error
+    if not rows or not {"id", "split"} <= set(rows[0]):
+        raise DataError(f"split file {path} must have columns id and split (train or test), one row per image")
+    split = {row["id"]: row["split"] for row in rows}
+    problems = {
+        "gives a split other than train or test to": sorted(i for i, s in split.items() if s not in ("train", "test")),
+        "lists ids with no image": sorted(set(split) - set(ids)),
+        "does not list the images": sorted(set(ids) - set(split)),
+        "lists more than once": sorted(i for i, count in Counter(row["id"] for row in rows).items() if count > 1),
+    }
+    for problem, which in problems.items():
+        if which:
+            raise DataError(f"split file {path} {problem} {', '.join(which[:3])}{' ...' if len(which) > 3 else ''}")
+    test = sorted(image_id for image_id, name in split.items() if name == "test")
+    if not test or len(test) == len(ids):
+        raise DataError(f"split file {path} must put some images in train and some in test")
+    return {"train": tuple(i for i in seeded_order(ids) if split[i] == "train"), "test": tuple(test)}
 
 
 def split_counts(total: int) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import torch
 
 from ssl_bench.api import DataError
 from ssl_bench.api.data import read_mask
-from ssl_bench_tasks._files import image_files, seeded_split, split_counts
+from ssl_bench_tasks._files import grouped_split, image_files, read_split_file, seeded_split, split_counts
 from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 from ssl_bench_tasks._prepared import PreparedTask, Sample, XRayTask
 
@@ -45,6 +45,12 @@ class FolderSpec:
     lung_landmarks: bool = False
     #: The label values that are foreground in masks that are label maps ({0, 1, 2}); None: masks are binary or soft.
     foreground: tuple[int, ...] | None = None
+    #: A regular expression searched in each image's id (its file name without the extension): its first group (or
+    #: the whole match) names the image's group, e.g. the patient, and no group spans train and test.
+    group: str | None = None
+    #: A CSV file in the task's folder with columns ``id`` and ``split`` (``train`` or ``test``) for every image:
+    #: the split, instead of the seeded one.
+    split_file: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_PATTERN.fullmatch(self.name):
@@ -61,6 +67,39 @@ class FolderSpec:
         if self.foreground is not None:
             # A tuple, so that the frozen spec stays hashable whatever sequence TOML gave.
             object.__setattr__(self, "foreground", self._labels(self.foreground))
+        if self.group is not None:
+            self._group_pattern()
+        if self.split_file is not None and not (isinstance(self.split_file, str) and self.split_file):
+            raise DataError(f'folder task {self.name!r}: split_file must name a CSV in its folder, e.g. "split.csv"')
+        if self.group is not None and self.split_file is not None:
+            raise DataError(f"folder task {self.name!r}: give group or split_file, not both (a split file decides)")
+
+    def _group_pattern(self) -> re.Pattern:
+        try:
+            return re.compile(self.group)
+        except (re.error, TypeError) as error:
+            raise DataError(
+                f"folder task {self.name!r}: group must be a regular expression, e.g. group = '^(patient\\d+)_'; "
+                f"'{self.group}' is not one ({error})"
+            ) from error
+
+    def groups(self, ids: list[str]) -> dict[str, str]:
+        """Image id -> its group under :attr:`group`; an id the expression does not find is an error."""
+        pattern, groups = self._group_pattern(), {}
+        for image_id in ids:
+            match = pattern.search(image_id)
+            if match is None:
+                raise DataError(
+                    f"folder task {self.name!r}: group '{self.group}' finds nothing in the image name {image_id!r}; "
+                    "write an expression that every name matches"
+                )
+            groups[image_id] = match.group(1) if pattern.groups else match.group(0)
+        if len(set(groups.values())) < 2:
+            raise DataError(
+                f"folder task {self.name!r}: group '{self.group}' puts all {len(ids)} images in one group, "
+                f"{next(iter(groups.values()))!r}: a split needs two; capture what differs between patients"
+            )
+        return groups
 
     def _labels(self, values: object) -> tuple[int, ...]:
         labels = tuple(values) if isinstance(values, (list, tuple)) else ()
@@ -78,8 +117,8 @@ class FolderSpec:
     def fingerprint(self) -> str:
         """A short hash of the fields that shape the task's data."""
         shaping: list[object] = [self.folders, self.modality, self.channels, self.mask_suffix]
-        if self.foreground is not None:  # only when set, so that other tasks keep their versions
-            shaping.append(self.foreground)
+        # Each only when set, so that other tasks keep their versions.
+        shaping += [value for value in (self.foreground, self.group, self.split_file) if value is not None]
         return hashlib.sha256(json.dumps(shaping).encode()).hexdigest()[:10]
 
 
@@ -119,8 +158,15 @@ class FolderTask(PreparedTask):
         masks = image_files(root / "masks", self.spec.mask_suffix)
         return [
             Sample(image_id, images[image_id], (masks.get(image_id) or self._expected_mask(root, image_id),))
-            for image_id in seeded_split(images)[split]
+            for image_id in self._split(root, list(images))[split]
         ]
+
+    def _split(self, root: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
+        if self.spec.split_file is not None:
+            return read_split_file(root / self.spec.split_file, ids)
+        if self.spec.group is not None:
+            return grouped_split(self.spec.groups(ids))
+        return seeded_split(ids)
 
     def _expected_mask(self, root: Path, image_id: str) -> Path:
         """The name that messages give a missing mask."""

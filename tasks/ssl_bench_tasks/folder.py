@@ -9,8 +9,10 @@ binary, a soft one (anti-aliased, JPEG) is kept where >= 128 of 255, and a label
 unless ``foreground`` names its foreground labels. Images and masks are resized to 512x512. A task whose
 training or test masks are all empty is refused when it loads.
 
-Split: the seeded split of :func:`ssl_bench_tasks._files.seeded_split`, which the dataset modules without an
-official split use too.
+Split: the seeded split of :func:`ssl_bench_tasks._files.seeded_split` (one image in five is a test image), which
+the dataset modules without an official split use too. Several images of one patient (slices, visits, eyes) must
+not span train and test: ``group`` gives the rule that names an image's patient, and the split then takes whole
+groups; or ``split_file`` gives the split itself.
 
 ``cxr-lungs-folder`` (``<data-root>/CXR_lungs_512``) is registered by default. Users add their own tasks in a
 TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
@@ -23,6 +25,9 @@ TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
     mask_suffix = "_mask"      # masks/<stem>_mask.png for images/<stem>.jpg; default ""
     lung_landmarks = false     # true: masks are both lungs; lung apices and costophrenic angles become landmarks
     foreground = [1, 2]        # masks are label maps: these labels (grey levels or colour palette indices) count
+    group = '^(patient\\d+)_'   # a regular expression on the file name (a TOML literal string, in single quotes):
+                               # its first group names the patient (or eye, study); the split keeps groups whole
+    split_file = "split.csv"   # or: a CSV in the folder with columns id,split (train or test), one row per image
     dataset = "My polyps"      # the name messages use; default the task's name
     description = "..."
     url = "..."
@@ -31,7 +36,8 @@ TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
 
 Modality ``cxr`` gets LD's X-ray protocol (no flips, rotation 30 degrees, label fractions 0.2 to 1.0); any
 other flips, 180 degrees and the full training list. A task's version hashes what shapes its data (folder,
-modality, channels, mask suffix, foreground), so that editing its table never reuses stale results.
+modality, channels, mask suffix, foreground, group, split file), so that editing its table never reuses stale
+results.
 """
 
 from __future__ import annotations
