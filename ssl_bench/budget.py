@@ -4,9 +4,10 @@ A budget starts from a scale of schedules: ``demo`` (each method's and protocol'
 ``paper`` (the published ones). A budget with ``steps`` gives every method the same pretraining: that many optimiser
 steps of ``images_per_step`` source images, each method's paper stages rescaled to it (a stage keeps its share of
 the steps and its learning rate; ``image_size`` is the size of the method's largest stage, the others keep their
-ratio to it). ``downstream_epochs`` replaces the supervised protocols' epochs and ``downstream_image_size`` caps every
-protocol's input size. Built in: ``demo``, ``paper`` and ``matched`` (LD's published pretraining budget for every method);
-a run file's ``[budget]`` table changes any field of one of them (``based_on``, ``paper`` by default).
+ratio to it). ``downstream_epochs`` replaces the supervised protocols' epochs and ``downstream_image_size`` caps
+every protocol's input size. Built in: ``demo``, ``paper`` and ``matched`` (LD's published pretraining budget for
+every method); a run file's ``[budget]`` table changes any field of one of them (``based_on``, ``paper`` by
+default).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ssl_bench.errors import SslBenchError, SslBenchWarning
+from ssl_bench.errors import DataError, SslBenchError, SslBenchWarning
 
 _source_line_warning = warnings.formatwarning
 
@@ -340,10 +340,29 @@ def data_check(data_root: DataRootOption = None) -> None:
 
 @data_app.command()
 def preview(
-    out: Annotated[Path, typer.Option(help="Where to write the PNG.")] = Path("results/phantoms.png"),
+    task: Annotated[
+        str | None, typer.Option("-t", "--task", help="A task, drawn as read (train and test) [the phantoms].")
+    ] = None,
+    data_root: DataRootOption = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the PNG [results/<task or phantoms>.png].")] = None,
     size: Annotated[int, typer.Option(help="Side of each phantom in pixels.")] = 256,
+    images: Annotated[int, typer.Option("-n", "--images", help="Images per split (a task) or family (phantoms).")] = 6,
 ) -> None:
-    """Draw a grid of the built-in synthetic phantoms with their masks."""
-    from ssl_bench.preview import save_preview
+    """Draw a task's images as ssl-bench reads them, with their masks, landmarks or labels, each titled with its
+    split and id; without -t, the built-in synthetic phantoms."""
+    from ssl_bench.preview import save_preview, save_task_preview
+    from ssl_bench.task import load_task_data
 
-    typer.echo(f"wrote {save_preview(out, size=size)}")
+    try:
+        if task is None:
+            written = save_preview(out or Path("results/phantoms.png"), size=size, n=images)
+        else:
+            chosen = _registry().task(task)
+            availability = chosen.availability(data_root)
+            if not availability.ok:
+                raise DataError(f"task {task} cannot be drawn: {availability.reason}")
+            data = load_task_data(chosen, data_root)
+            written = save_task_preview(out or Path(f"results/{task}.png"), data, n=images)
+    except (SslBenchError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo(f"wrote {written}")

@@ -297,3 +297,14 @@ def test_a_results_folder_that_cannot_be_written_is_a_clear_error(tmp_path, monk
     result = runner.invoke(app, ["run", "-m", "scratch", "-t", "synthetic-lung", "--results", str(tmp_path / "new")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"results folder {tmp_path / 'new'} cannot be written here ({tmp_path} is not writable)" in result.output
+
+
+def test_data_preview_draws_any_task_as_read_and_refuses_one_it_cannot_read(tmp_path):
+    out = tmp_path / "lung.png"
+    result = invoke("data", "preview", "-t", "synthetic-lung", "--out", str(out), "-n", "2")
+    assert result.exit_code == 0 and str(out) in result.output
+    with Image.open(out) as image:
+        assert image.height > image.width  # four rows (train, its masks, test, its masks) of two images
+    absent = invoke("data", "preview", "-t", "drive-vessel", "--out", str(tmp_path / "drive.png"))
+    assert absent.exit_code == 2 and "task drive-vessel cannot be drawn: " in absent.output
+    assert len(absent.output.strip().splitlines()) == 1 and not (tmp_path / "drive.png").exists()

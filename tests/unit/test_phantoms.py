@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import ndimage
 
 from ssl_bench.data.phantoms import PhantomSet, make_angiogram, make_cxr, make_fundus
-from ssl_bench.preview import save_preview
+from ssl_bench.preview import _GREEN, _masked, _rgb, save_preview, save_task_preview
+from ssl_bench.task import SegmentationData, SegmentationSplit
 
 SIZE = 128
 COUNT = 10
@@ -276,3 +278,18 @@ def test_angiogram_trees_enter_from_the_border(angiogram: PhantomSet) -> None:
         labels, _ = ndimage.label(vessels, EIGHT_CONNECTED)
         touching = np.setdiff1d(np.unique(labels[border & vessels]), [0])
         assert np.isin(labels[vessels], touching).mean() > 0.9
+
+
+def test_a_task_preview_tints_its_masks_marks_its_landmarks_and_draws_both_splits(tmp_path: Path) -> None:
+    images = torch.full((2, 1, 32, 32), 100, dtype=torch.uint8)
+    masks = torch.zeros((2, 32, 32), dtype=torch.bool)
+    masks[:, 4:12, 4:12] = True
+    landmarks = torch.tensor([[[20.0, 25.0]], [[float("nan"), float("nan")]]])  # (row, col); the second lacks it
+    split = SegmentationSplit(images, masks, ("a", "b"), landmarks)
+    tinted = _masked(_rgb(images.numpy()), split, 2)
+    assert tuple(tinted[0, 8, 8]) == tuple(round(100 + (c * 255 - 100) * 0.55) for c in _GREEN)  # tinted green
+    assert tuple(tinted[0, 20, 25]) == (255, 51, 51) and tuple(tinted[0, 25, 20]) == (100, 100, 100)  # row, col
+    assert tuple(tinted[1, 20, 25]) == (100, 100, 100)  # a missing landmark draws nothing
+    path = save_task_preview(tmp_path / "task.png", SegmentationData(split, split), n=2)
+    with Image.open(path) as image:
+        assert image.width >= 2 * 32 and image.height >= 4 * 32  # train, its masks, test, its masks
