@@ -121,6 +121,9 @@ def run(
         typer.Option(help="demo (smoke test), paper (published schedules) or matched (LD's budget for all) [demo]."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="vgg16_bn_tiny (LD's, the default) or any timm model name, e.g. resnet18.")
+    ] = None,
     data_root: DataRootOption = None,
     results: Annotated[Path | None, typer.Option("--results", help="Results directory [./results].")] = None,
     overwrite: Annotated[
@@ -180,6 +183,7 @@ def run(
                 "seeds": seeds,
                 "budget": budget,
                 "device": device,
+                "encoder": encoder,
                 "data_root": str(data_root) if data_root else None,
                 "results": str(results) if results else None,
                 "overwrite": overwrite,

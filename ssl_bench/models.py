@@ -130,6 +130,22 @@ def create_encoder(name: str = VGG16_BN_TINY, in_chans: int = 3) -> Encoder:
     )
 
 
+def encoder_problem(name: str, in_chans: int, sizes: set[int]) -> str | None:
+    """Why encoder ``name`` cannot take square images of one of ``sizes`` (a timm ViT built for 224 px, say), or
+    None: it is built once and fed a zero image of each size. ``vgg16_bn_tiny`` is convolutional and takes any."""
+    if name == VGG16_BN_TINY:
+        return None
+    encoder = create_encoder(name, in_chans).eval()
+    for size in sorted(sizes):
+        try:
+            with torch.no_grad():
+                encoder(torch.zeros(1, in_chans, size, size))
+        except Exception as error:  # whatever the architecture raises: it is reported, not re-raised
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return f"encoder {name} cannot take {size}x{size} images ({reason})"
+    return None
+
+
 def _halve(channels: int) -> int:
     return max(channels // 2, _MIN_DECODER_CHANNELS)
 

@@ -8,14 +8,15 @@ protocol's job: the plan puts it first, and the engine keeps its selected model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import ssl_bench
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.errors import ConfigError, DataError, PluginError
 from ssl_bench.method import Method, non_default_options, variant_name
-from ssl_bench.models import VGG16_BN_TINY
+from ssl_bench.models import VGG16_BN_TINY, encoder_problem
 from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, as_json, digest
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
@@ -23,6 +24,7 @@ from ssl_bench.protocol import Protocol, changed_settings
 from ssl_bench.results import pool_cache_dir
 from ssl_bench.stats import MIN_SEEDS
 from ssl_bench.supervised.labelled import labelled_count
+from ssl_bench.supervised.loop import SupervisedSettings
 from ssl_bench.task import Task, load_task_data
 
 
@@ -48,6 +50,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
                     for name, protocol in protocols.items():
                         if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
                             planner.job(pretraining, task, name, fraction, seed_index)
+    _refuse_an_encoder_that_cannot_take_the_sizes(planner.jobs.values(), config.encoder)
     if config.seeds < MIN_SEEDS:
         echo(
             f"note: with {config.seeds} seed(s) no difference between methods can be claimed: a claim takes "
@@ -154,6 +157,21 @@ def _refuse_protocols_serving_no_task(protocols: dict[str, Protocol], tasks: lis
                 f"protocol {name} serves {' and '.join(protocol.task_kinds)} tasks"
                 f"{' with a shape source' if protocol.uses_shapes else ''}, and none of this run's tasks is one: "
                 f"{named}. Protocols that serve them: {', '.join(serving) or 'none'}."
+            )
+
+
+def _refuse_an_encoder_that_cannot_take_the_sizes(jobs: Iterable[Job], encoder: str) -> None:
+    """An encoder that cannot take the run's image sizes is refused before any work, not job by job."""
+    sizes: dict[int, set[int]] = defaultdict(set)
+    for job in jobs:
+        sizes[job.task.channels].update(stage.image_size for stage in job.pretraining.stages)
+        if isinstance(job.settings, SupervisedSettings):  # the others take the supervised protocols' size too
+            sizes[job.task.channels].add(job.settings.image_size)
+    for channels, wanted in sizes.items():
+        if problem := encoder_problem(encoder, channels, wanted):
+            raise ConfigError(
+                f"{problem}: it would fail every job of that size. Pick an encoder that takes any size (a CNN, "
+                f"{VGG16_BN_TINY} by default) or a budget and protocol settings at the size it takes"
             )
 
 

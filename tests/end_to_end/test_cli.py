@@ -308,3 +308,15 @@ def test_data_preview_draws_any_task_as_read_and_refuses_one_it_cannot_read(tmp_
     absent = invoke("data", "preview", "-t", "drive-vessel", "--out", str(tmp_path / "drive.png"))
     assert absent.exit_code == 2 and "task drive-vessel cannot be drawn: " in absent.output
     assert len(absent.output.strip().splitlines()) == 1 and not (tmp_path / "drive.png").exists()
+
+
+def test_an_encoder_that_cannot_take_the_runs_size_is_refused_before_any_work(tmp_path):
+    results = tmp_path / "results"
+    result = invoke(
+        "run", "-m", "scratch", "-t", "synthetic-vessel", "-p", "frozen", "--encoder", "vit_tiny_patch16_224",
+        "--results", str(results),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "encoder vit_tiny_patch16_224 cannot take 96x96 images (" in result.output
+    assert "Pick an encoder that takes any size" in result.output and "Traceback" not in result.output
+    assert not list(results.glob("runs/*/result.json"))
