@@ -45,10 +45,12 @@ class Kind(str, Enum):
     protocols = "protocols"
 
 
-def _registry():
+def _registry(file_values: dict | None = None):
+    """The installed plugins' registry, with the tasks that a run file's values (if given) define."""
+    from ssl_bench.config import defined_tasks
     from ssl_bench.plugins import get_registry
 
-    return get_registry()
+    return get_registry(defined_tasks(file_values or {}))
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -174,9 +176,9 @@ def run(
     # SIGTERM (a scheduler's preemption) and Ctrl-C stop cleanly and resume; a stop is never a plugin's fault.
     with stops_on_signals():
         try:
-            registry = _registry()
-            _warn_about_plugins(registry)
             file_values = read_config_file(config) if config else {}
+            registry = _registry(file_values)
+            _warn_about_plugins(registry)
             overrides = {
                 "methods": method or ("all" if all_ else None),
                 "tasks": task or ("all" if all_ else None),
@@ -272,8 +274,9 @@ def status(results: ResultsOption = Path("results")) -> None:
     try:
         if not config_path.exists():
             raise SslBenchError(f"{config_path} does not exist: start a run with --results {results} first")
-        registry = _registry()
-        config = resolve_config(read_config_file(config_path), {"results": str(results)}, registry, read_only=True)
+        file_values = read_config_file(config_path)
+        registry = _registry(file_values)
+        config = resolve_config(file_values, {"results": str(results)}, registry, read_only=True)
         plan = build_plan(config, registry, echo=lambda line: None)
     except SslBenchError as error:
         raise _fail(error) from None

@@ -6,6 +6,13 @@ encoder = "vgg16_bn_tiny"   # or any timm model name
 data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
+
+[tasks.my-polyps]           # instead of the list, a table per task; one with a type defines the task here
+type = "folder"             # a folder of images/ and masks/ (see ssl_bench_tasks.folder for its keys)
+folder = "polyps"
+modality = "endoscopy"
+channels = 3
+[tasks.drive-vessel]        # an installed task: an empty table
 protocols = ["frozen", "finetune"]             # absent: every protocol but experimental ones
 executor = "slurm"          # inline (the default), local or slurm
 
@@ -100,6 +107,9 @@ class RunConfig:
     executor: str = "inline"
     #: None: no [slurm] table nor --slurm-* flag was given (the slurm executor then uses the defaults)
     slurm: SlurmSettings | None = None
+    #: The tasks the run file defines (its [tasks.NAME] tables with a type), which plugins register: see
+    #: :func:`defined_tasks`.
+    task_tables: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
@@ -108,8 +118,11 @@ class RunConfig:
             values["slurm"] = {k: v for k, v in values["slurm"].items() if v is not None}
         budget = {k: v for k, v in values["budget"].items() if v is not None}
         values["budget"] = self.budget.name if BUILT_IN.get(self.budget.name) == self.budget else budget
+        del values["task_tables"]
         if self.tasks is not None:
-            values["tasks"] = list(self.tasks)
+            values["tasks"] = {name: self.task_tables.get(name, {}) for name in self.tasks}
+            if not self.task_tables:
+                values["tasks"] = list(self.tasks)
         if self.label_fractions is not None:
             values["label_fractions"] = list(self.label_fractions)
         return tomli_w.dumps(values)
@@ -143,14 +156,36 @@ def _methods(value: object, registry: Registry) -> dict[str, dict[str, object]]:
     return dict(value)
 
 
+def defined_tasks(file_values: dict) -> dict[str, dict[str, object]]:
+    """The tasks a run file defines: its ``[tasks.NAME]`` tables with a ``type`` key (the plugin that knows the
+    type registers them, given these tables when the registry is built: ``get_registry(defined_tasks(values))``)."""
+    tables = file_values.get("tasks")
+    if not isinstance(tables, dict):
+        return {}
+    return {name: table for name, table in tables.items() if isinstance(table, dict) and "type" in table}
+
+
 def _tasks(value: object, registry: Registry) -> tuple[str, ...] | None:
     if value is None or value == "all":
         return None
+    if isinstance(value, dict) and all(isinstance(table, dict) for table in value.values()):
+        value = list(value)
     if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) for name in value):
-        raise ConfigError(f"tasks must be a list of task names or 'all'; got {value!r}.")
+        raise ConfigError(f"tasks must be a list of task names, [tasks.NAME] tables or 'all'; got {value!r}.")
     for name in value:
         registry.task(name)
     return tuple(value)
+
+
+def _defined_tasks_registered(tables: dict[str, dict[str, object]], registry: Registry) -> dict[str, dict]:
+    """``tables`` once every task they define is in ``registry``: a type no plugin knows is an error, here."""
+    for name, table in tables.items():
+        if name not in registry.tasks:
+            raise ConfigError(
+                f"[tasks.{name}] is of type {table['type']!r}, which no installed plugin defines tasks of "
+                '(the built-in type is "folder"); see `ssl-bench plugins`'
+            )
+    return tables
 
 
 def _protocols(value: object, registry: Registry) -> dict[str, dict[str, object]] | None:
@@ -243,9 +278,11 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
     if data_root is not None and not isinstance(data_root, str):
         raise ConfigError(f'data_root must be a folder\'s path, e.g. data_root = "~/data"; got {data_root!r}.')
     checkpoint_seconds()  # a bad SSL_BENCH_CHECKPOINT_SECONDS is refused before any work, not in every job
+    task_tables = _defined_tasks_registered(defined_tasks(values), registry)  # before the names: a clearer error
     return RunConfig(
         methods=_methods(values.get("methods"), registry),
         tasks=_tasks(values.get("tasks"), registry),
+        task_tables=task_tables,
         seeds=seeds,
         budget=resolve_budget(values.get("budget", "demo")),
         device=_choice("device", values.get("device", "auto"), DEVICES),

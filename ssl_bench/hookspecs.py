@@ -15,7 +15,7 @@ A plugin module looks like this (see ``examples/ssl-bench-example-plugin``)::
         register(MyMethod)
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pluggy
 
@@ -29,8 +29,12 @@ def ssl_bench_register_methods(register: Callable[[type], None]) -> None:
 
 
 @hookspec
-def ssl_bench_register_tasks(register: Callable[[object], None]) -> None:
-    """Register downstream tasks: call ``register(task)`` for each ``ssl_bench.api.Task`` instance."""
+def ssl_bench_register_tasks(register: Callable[[object], None], task_tables: Mapping[str, Mapping]) -> None:
+    """Register downstream tasks: call ``register(task)`` for each ``ssl_bench.api.Task`` instance.
+
+    ``task_tables`` (an implementation takes it only if it declares it) holds the tasks the run file defines, its
+    ``[tasks.NAME]`` tables with a ``type`` key, by name: a plugin registers those of the types it knows (the
+    folder tasks plugin: ``type = "folder"``)."""
 
 
 @hookspec

@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.metadata
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pluggy
@@ -160,7 +161,9 @@ _VALIDATORS = {
 }
 
 
-def _collect(manager: pluggy.PluginManager, module: object, info: PluginInfo, registry: Registry) -> None:
+def _collect(
+    manager: pluggy.PluginManager, module: object, info: PluginInfo, registry: Registry, task_tables: Mapping
+) -> None:
     """Call the hooks of one plugin and stage what it registers; commit only if all of it is valid."""
     staged: dict[str, dict[str, object]] = {kind: {} for kind in KINDS}
 
@@ -175,7 +178,8 @@ def _collect(manager: pluggy.PluginManager, module: object, info: PluginInfo, re
 
     others = [p for p in manager.get_plugins() if p is not module]
     for kind in KINDS:
-        manager.subset_hook_caller(f"ssl_bench_register_{kind}", others)(register=stager(kind))
+        extra = {"task_tables": task_tables} if kind == "tasks" else {}
+        manager.subset_hook_caller(f"ssl_bench_register_{kind}", others)(register=stager(kind), **extra)
     for kind, objects in staged.items():
         info.registered[kind].extend(objects)
         for name, obj in objects.items():
@@ -194,8 +198,11 @@ def _add(registry: Registry, kind: str, name: str, obj: object, info: PluginInfo
         table[name], owners[name] = obj, info
 
 
-def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Registry:
-    """Load each selected entry point and collect its registrations, isolating failures."""
+def build_registry(
+    entry_points: Iterable[importlib.metadata.EntryPoint], task_tables: Mapping[str, Mapping] | None = None
+) -> Registry:
+    """Load each selected entry point and collect its registrations, isolating failures; ``task_tables`` are the
+    tasks a run file defines (see ``ssl_bench_register_tasks``)."""
     registry = Registry()
     manager = _plugin_manager()
     for entry_point in sorted(_selected(entry_points), key=lambda ep: (ep.name, ep.value)):
@@ -207,7 +214,7 @@ def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Reg
             module = entry_point.load()
             manager.register(module, name=entry_point.name)
             manager.check_pending()
-            _collect(manager, module, info, registry)
+            _collect(manager, module, info, registry, task_tables or {})
         except Exception as error:  # a broken plugin must never take the others down
             if stop_requested():
                 raise KeyboardInterrupt from error  # a stop that landed in its import: not the plugin's fault
@@ -217,7 +224,17 @@ def build_registry(entry_points: Iterable[importlib.metadata.EntryPoint]) -> Reg
     return registry
 
 
+def get_registry(task_tables: Mapping[str, Mapping] | None = None) -> Registry:
+    """The registry of all installed plugins, with the tasks ``task_tables`` define (built once per process and
+    tables)."""
+    return _registry_of(json.dumps(task_tables or {}, sort_keys=True))
+
+
 @functools.cache
-def get_registry() -> Registry:
-    """The registry of all installed plugins (loaded once per process)."""
-    return build_registry(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+def _registry_of(task_tables: str) -> Registry:
+    return build_registry(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), json.loads(task_tables))
+
+
+def forget_registries() -> None:
+    """Load the plugins again at the next :func:`get_registry` (after installing one, say)."""
+    _registry_of.cache_clear()

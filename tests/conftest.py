@@ -85,11 +85,11 @@ def example_plugin(site):
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch, tmp_path):
     """Each test sees the plugins installed at that moment, and caches nothing outside tmp_path."""
-    from ssl_bench.plugins import get_registry
+    from ssl_bench.plugins import forget_registries
 
     monkeypatch.setenv("SSL_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SSL_BENCH_PLUGINS", raising=False)
     monkeypatch.delenv("SSL_BENCH_DISABLE_PLUGINS", raising=False)
-    get_registry.cache_clear()
+    forget_registries()
     yield
-    get_registry.cache_clear()
+    forget_registries()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench.config import RunConfig, SlurmSettings, read_config_file, resolve_config
+from ssl_bench.config import RunConfig, SlurmSettings, defined_tasks, read_config_file, resolve_config
 from ssl_bench.engine import Engine, RunSummary, job_is_done, resolve_device
 from ssl_bench.engine.engine import CLAIM_POLL_SECONDS
 from ssl_bench.errors import ConfigError, DataError
@@ -59,8 +59,9 @@ class _ArrayTask(submitit.helpers.Checkpointable):
     def _plan(self, *, retry_failed: bool = False) -> tuple[Engine, Plan]:
         if cpus := os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would otherwise use every core of the node
             torch.set_num_threads(int(cpus))
-        registry = get_registry()
-        config = resolve_config(read_config_file(self.config_path), {"overwrite": "missing"}, registry)
+        file_values = read_config_file(self.config_path)
+        registry = get_registry(defined_tasks(file_values))
+        config = resolve_config(file_values, {"overwrite": "missing"}, registry)
         engine = Engine(config, resolve_device(config.device), progress=False, retry_failed=retry_failed)
         return engine, build_plan(config, registry)
 

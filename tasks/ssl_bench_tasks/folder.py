@@ -14,10 +14,13 @@ the dataset modules without an official split use too. Several images of one pat
 not span train and test: ``group`` gives the rule that names an image's patient, and the split then takes whole
 groups; or ``split_file`` gives the split itself.
 
-``cxr-lungs-folder`` (``<data-root>/CXR_lungs_512``) is registered by default. Users add their own tasks in a
-TOML file named by ``SSL_BENCH_FOLDER_TASKS``, one table each::
+``cxr-lungs-folder`` (``<data-root>/CXR_lungs_512``) is registered by default. Users add their own tasks in the
+run file, one ``[tasks.NAME]`` table each with ``type = "folder"`` (saved with the run's ``run-config.toml``, so
+``status`` and the workers know them), or for every run in a TOML file named by ``SSL_BENCH_FOLDER_TASKS`` as
+``[folder_tasks.NAME]`` tables::
 
-    [folder_tasks.my-polyps]
+    [tasks.my-polyps]
+    type = "folder"            # in the run file; not in a [folder_tasks.NAME] table
     folder = "polyps"          # under --data-root; holds images/ and masks/
     modality = "endoscopy"     # pretraining pools and tasks meet by modality
     channels = 3               # 1 (grey) or 3 (RGB)
@@ -45,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ssl_bench.api import DataError, hookimpl
@@ -86,11 +89,10 @@ def configured_specs(config_file: Path) -> list[FolderSpec]:
         raise DataError(f"{CONFIG_VARIABLE}: cannot read {config_file}: {error}") from error
     if not isinstance(tables, dict):
         raise DataError(f"{config_file}: folder_tasks must hold one table per task, [folder_tasks.<name>]")
-    return [_spec(name, values, config_file) for name, values in tables.items()]
+    return [_spec(name, values, f"{config_file} [folder_tasks.{name}]") for name, values in tables.items()]
 
 
-def _spec(name: str, values: object, config_file: Path) -> FolderSpec:
-    where = f"{config_file} [folder_tasks.{name}]"
+def _spec(name: str, values: object, where: str) -> FolderSpec:
     if not isinstance(values, dict):
         raise DataError(f'{where} must be a table of keys, e.g. folder = "my_scans"')
     unknown = set(values) - _SPEC_KEYS - {"folder"}
@@ -113,6 +115,11 @@ def registered_specs() -> list[FolderSpec]:
 
 
 @hookimpl
-def ssl_bench_register_tasks(register: Callable[[object], None]) -> None:
-    for spec in registered_specs():
+def ssl_bench_register_tasks(register: Callable[[object], None], task_tables: Mapping[str, Mapping]) -> None:
+    run_file = [
+        _spec(name, {key: value for key, value in table.items() if key != "type"}, f"the run file's [tasks.{name}]")
+        for name, table in task_tables.items()
+        if table["type"] == "folder"
+    ]
+    for spec in [*registered_specs(), *run_file]:
         register(FolderTask(spec))
