@@ -183,7 +183,7 @@ def _defined_tasks_registered(tables: dict[str, dict[str, object]], registry: Re
         if name not in registry.tasks:
             raise ConfigError(
                 f"[tasks.{name}] is of type {table['type']!r}, which no installed plugin defines tasks of "
-                '(the built-in type is "folder"); see `ssl-bench plugins`'
+                '(built in: "folder", "volumes"); see `ssl-bench plugins`'
             )
     return tables
 
