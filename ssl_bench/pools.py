@@ -2,7 +2,8 @@
 
 For a modality the pool is, in order of preference: a folder the configuration names, a pool a plugin
 registered, or the training images of the modality's available tasks minus every test image of every
-available task (matched by content, so that no test image is ever pretrained on).
+available task (matched by content, so that no test image is ever pretrained on) and every image of a group
+(a patient, a volume) that has an image in a test split.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def _tasks_of(registry: Registry, modality: str, data_root: Path | None):
 
 def _default_images(registry: Registry, modality: str, data_root: Path | None) -> torch.Tensor:
     test_hashes: set[str] = set()
-    train_images = []
+    test_groups: set[str] = set()
+    train: list[tuple[str, torch.Tensor]] = []
     for task in [t for t in registry.tasks.values() if t.availability(data_root).ok]:
         try:
             data = load_task_data(task, data_root)
@@ -101,12 +103,17 @@ def _default_images(registry: Registry, modality: str, data_root: Path | None) -
             warnings.warn(f"{error}; the {modality} pool is made without it", SslBenchWarning, stacklevel=2)
             continue
         test_hashes.update(_digest(image.numpy().tobytes()) for image in data.test.images)
+        test_groups.update(task.image_group(image_id) for image_id in data.test.ids)
         if task.modality == modality:
-            train_images.extend(data.train.images.split(1))
+            groups = [task.image_group(image_id) for image_id in data.train.ids]
+            train.extend(zip(groups, data.train.images.split(1), strict=True))
     # One size per pool: the modality's tasks normally share theirs (512 for LD's tasks, 28 for MedMNIST).
-    size = train_images[0].shape[-1]
-    train_images = [_resize(image, size) for image in train_images]
-    kept = [image for image in train_images if _digest(image.numpy().tobytes()) not in test_hashes]
+    size = train[0][1].shape[-1]
+    kept = [
+        image
+        for group, image in ((group, _resize(image, size)) for group, image in train)
+        if group not in test_groups and _digest(image.numpy().tobytes()) not in test_hashes
+    ]
     return torch.cat(kept)
 
 
@@ -136,7 +143,8 @@ def resolve_pool(modality: str, registry: Registry, data_root: Path | None, fold
         f"default:{modality}",
         modality,
         tasks[0].channels,
-        f"default:{modality}:{data_root}:{names}",
+        # "groups": pools made before test groups were left out are decoded again (their content says if they differ)
+        f"default:{modality}:{data_root}:{names}:groups",
         lambda: _default_images(registry, modality, data_root),
     )
 

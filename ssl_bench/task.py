@@ -198,6 +198,12 @@ class Task(ABC):
         ``DataError`` naming the file."""
         return Availability.found()
 
+    def image_group(self, image_id: str) -> str:
+        """The group of image ``image_id`` (its patient, volume or eye): a task's split keeps groups whole, and a
+        pretraining pool leaves out every image of a group that is in any task's test split. By default each image
+        is its own group."""
+        return image_id
+
     @abstractmethod
     def load(self, data_root: Path | None) -> SegmentationData | ClassificationData:
         """The task's images and masks (or labels), at the task's prepared size: the size the task is distributed

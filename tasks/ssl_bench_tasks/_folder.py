@@ -83,17 +83,20 @@ class FolderSpec:
                 f"'{self.group}' is not one ({error})"
             ) from error
 
+    def group_of(self, image_id: str) -> str:
+        """The group of ``image_id`` under :attr:`group`; an id the expression does not find is an error."""
+        pattern = self._group_pattern()
+        match = pattern.search(image_id)
+        if match is None:
+            raise DataError(
+                f"folder task {self.name!r}: group '{self.group}' finds nothing in the image name {image_id!r}; "
+                "write an expression that every name matches"
+            )
+        return match.group(1) if pattern.groups else match.group(0)
+
     def groups(self, ids: list[str]) -> dict[str, str]:
-        """Image id -> its group under :attr:`group`; an id the expression does not find is an error."""
-        pattern, groups = self._group_pattern(), {}
-        for image_id in ids:
-            match = pattern.search(image_id)
-            if match is None:
-                raise DataError(
-                    f"folder task {self.name!r}: group '{self.group}' finds nothing in the image name {image_id!r}; "
-                    "write an expression that every name matches"
-                )
-            groups[image_id] = match.group(1) if pattern.groups else match.group(0)
+        """Image id -> its group under :attr:`group`, for a split: at least two groups."""
+        groups = {image_id: self.group_of(image_id) for image_id in ids}
         if len(set(groups.values())) < 2:
             raise DataError(
                 f"folder task {self.name!r}: group '{self.group}' puts all {len(ids)} images in one group, "
@@ -160,6 +163,9 @@ class FolderTask(PreparedTask):
             Sample(image_id, images[image_id], (masks.get(image_id) or self._expected_mask(root, image_id),))
             for image_id in self._split(root, list(images))[split]
         ]
+
+    def image_group(self, image_id: str) -> str:
+        return image_id if self.spec.group is None else self.spec.group_of(image_id)
 
     def _split(self, root: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
         if self.spec.split_file is not None:

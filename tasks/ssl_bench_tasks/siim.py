@@ -13,11 +13,10 @@ LD uses the 2669 images with pneumothorax, training on 1334 and testing on 1335 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from ssl_bench.api import DataError, hookimpl
 from ssl_bench.api.data import resize_mask
+from ssl_bench_tasks._dicom import dicom_errors, import_pydicom
 from ssl_bench_tasks._prepared import Sample, XRayTask
 
 NO_PNEUMOTHORAX = "-1"
@@ -93,8 +93,8 @@ def read_dicom(path: Path) -> np.ndarray:
     8-bit pixels (SIIM's) are kept; wider ones are scaled from their full range (``BitsStored``) to 8 bits,
     and MONOCHROME1 (high = dark) is inverted.
     """
-    pydicom = _import_pydicom()
-    with _dicom_errors(path, pydicom):
+    pydicom = import_pydicom("reading SIIM-ACR DICOM files")
+    with dicom_errors(path, pydicom):
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array
     if pixels.ndim != 2:
@@ -107,31 +107,10 @@ def read_dicom(path: Path) -> np.ndarray:
 
 def dicom_size(path: Path) -> tuple[int, int]:
     """(rows, columns) of the DICOM image at ``path``, from its header alone."""
-    pydicom = _import_pydicom()
-    with _dicom_errors(path, pydicom):
+    pydicom = import_pydicom("reading SIIM-ACR DICOM files")
+    with dicom_errors(path, pydicom):
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
         return int(dataset.Rows), int(dataset.Columns)
-
-
-@contextlib.contextmanager
-def _dicom_errors(path: Path, pydicom) -> Iterator[None]:
-    """Turns pydicom's errors for ``path`` into :class:`DataError` naming it."""
-    try:
-        yield
-    except pydicom.errors.InvalidDicomError as error:
-        raise DataError(f"{path} is not a DICOM file: {error}") from error
-    except (OSError, ValueError, AttributeError, RuntimeError, NotImplementedError, EOFError) as error:
-        # pydicom reports unreadable files, absent elements or pixel data and missing decoders through these.
-        raise DataError(f"{path} is not a readable DICOM image: {error}") from error
-
-
-def _import_pydicom():
-    try:
-        import pydicom  # optional: only SIIM needs it
-        import pydicom.errors
-    except ImportError as error:
-        raise DataError("reading SIIM-ACR DICOM files needs pydicom: pip install 'ssl-bench[dicom]'") from error
-    return pydicom
 
 
 def dicom_files(folder: Path) -> dict[str, Path]:

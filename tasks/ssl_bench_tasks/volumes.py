@@ -1,6 +1,8 @@
-"""Volume tasks: NIfTI volumes read as 2-D slice tasks, in the Medical Segmentation Decathlon's layout, which most
+"""Volume tasks: 3-D volumes read as 2-D slice tasks, in the Medical Segmentation Decathlon's layout, which most
 public 3-D sets follow: ``imagesTr/<case>.nii.gz`` with ``labelsTr/<case>.nii.gz`` (``dataset.json`` beside them is
-not needed; ``imagesTs/`` has no labels and is not read).
+not needed; ``imagesTs/`` has no labels and is not read). A volume is a NIfTI file (``.nii.gz`` or ``.nii``) or a
+folder ``<case>/`` holding one DICOM series (its slices ordered along their normal, HU from the rescale tags; pydicom,
+``pip install 'ssl-bench[dicom]'``); an image and its label may be either, on the same grid.
 
 Each volume is turned to its closest canonical orientation (RAS) and cut along ``axis`` (0 sagittal, 1 coronal,
 2 axial), each slice shown as a radiologist would (``np.rot90``). Intensities become 0..255 by a ``window`` (CT,
@@ -38,9 +40,12 @@ import torch
 
 from ssl_bench.api import Availability, DataError, SegmentationData, SegmentationSplit, Task, hookimpl
 from ssl_bench.api.data import prepared_arrays, resize_image, resize_mask
+from ssl_bench_tasks._dicom import dicom_errors, import_pydicom
 from ssl_bench_tasks._files import grouped_split
 
-NIFTI_SUFFIX = ".nii.gz"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: DICOM's patient axes (LPS) to NIfTI's (RAS): x and y point the other way.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MSD_URL = "http://medicaldecathlon.com/"
 MSD_CITATION = "M. Antonelli et al.: The Medical Segmentation Decathlon. Nature Communications 13:4128, 2022"
 ABDOMEN_WINDOW = (-160.0, 240.0)
@@ -118,6 +123,9 @@ class VolumeTask(Task):
         self.licence, self.citation = spec.licence, spec.citation
         self.version = f"1-{spec.fingerprint()}"
 
+    def image_group(self, image_id: str) -> str:
+        return image_id.rsplit("_s", 1)[0]  # the volume: ids are <case>_s<slice>
+
     def _folder(self, data_root: Path | None) -> Path | None:
         folder = None if data_root is None else Path(data_root) / self.spec.folder
         return folder if folder is not None and (folder / "labelsTr").is_dir() else None
@@ -133,9 +141,9 @@ class VolumeTask(Task):
         if root is None:
             raise DataError(self.availability(data_root).reason)
         cases = self._cases(root)
-        files = [path for case in cases for path in (root / "imagesTr" / case, root / "labelsTr" / case)]
+        files = [file for pair in cases.values() for path in pair for file in _files_of(path)]
         parameters = dataclasses.asdict(self.spec)
-        arrays = prepared_arrays(self.name, files, root, self.version, parameters, lambda: self._slices(root, cases))
+        arrays = prepared_arrays(self.name, files, root, self.version, parameters, lambda: self._slices(cases))
         ids = [str(image_id) for image_id in arrays["ids"]]
         groups = dict(zip(ids, (str(group) for group in arrays["groups"]), strict=True))
         if len(set(groups.values())) < 2:
@@ -149,32 +157,29 @@ class VolumeTask(Task):
             )
         return SegmentationData(**splits)
 
-    def _cases(self, root: Path) -> list[str]:
-        """The file names of the labelled volumes (``._`` files that macOS leaves in archives are not volumes)."""
-        cases = sorted(
-            path.name
-            for path in (root / "labelsTr").iterdir()
-            if path.name.endswith(NIFTI_SUFFIX) and not path.name.startswith(".")
-        )
-        if not cases:
-            raise DataError(f"{root / 'labelsTr'} holds no {NIFTI_SUFFIX} volume; see {self.url}")
-        missing = [case for case in cases if not (root / "imagesTr" / case).is_file()]
+    def _cases(self, root: Path) -> dict[str, tuple[Path, Path]]:
+        """Case -> (image, label) for every labelled volume."""
+        labels, images = _volumes_in(root / "labelsTr"), _volumes_in(root / "imagesTr")
+        if not labels:
+            raise DataError(f"{root / 'labelsTr'} holds no volume (.nii.gz, .nii or a DICOM series folder)")
+        missing = sorted(set(labels) - set(images))
         if missing:
-            first = root / "imagesTr" / missing[0]
-            raise DataError(f"{len(missing)} labelled volume(s) lack their image, first {first}; copy it there")
-        return cases
+            raise DataError(
+                f"{len(missing)} labelled volume(s) lack their image, first {missing[0]} "
+                f"({labels[missing[0]]}); put it in {root / 'imagesTr'}"
+            )
+        return {case: (images[case], labels[case]) for case in sorted(labels)}
 
-    def _slices(self, root: Path, cases: list[str]) -> dict[str, np.ndarray]:
+    def _slices(self, cases: dict[str, tuple[Path, Path]]) -> dict[str, np.ndarray]:
         images, masks, ids, groups = [], [], [], []
-        for case in cases:
-            volume, labels = self._read(root / "imagesTr" / case), self._read(root / "labelsTr" / case)
+        for case, (image_path, label_path) in cases.items():
+            volume, labels = read_volume(image_path), read_volume(label_path)
             if volume.ndim == 4:
                 volume = volume[..., self.spec.sequence]
             if volume.shape != labels.shape:
-                raise DataError(f"{root / 'imagesTr' / case}: image {volume.shape} and label {labels.shape} differ")
+                raise DataError(f"{image_path}: image {volume.shape} and label {labels.shape} differ")
             grey = self._intensities(volume)
             foreground = labels > 0 if self.spec.foreground is None else np.isin(labels, self.spec.foreground)
-            stem = case.removesuffix(NIFTI_SUFFIX)
             for index in range(volume.shape[self.spec.axis]):
                 mask = np.rot90(np.take(foreground, index, axis=self.spec.axis))
                 if not (mask.any() or self.spec.keep_empty):
@@ -182,19 +187,13 @@ class VolumeTask(Task):
                 image = np.rot90(np.take(grey, index, axis=self.spec.axis))
                 images.append(resize_image(np.ascontiguousarray(image)[..., None], self.spec.size).transpose(2, 0, 1))
                 masks.append(resize_mask(np.ascontiguousarray(mask), self.spec.size))
-                ids.append(f"{stem}_s{index:03d}")
-                groups.append(stem)
+                ids.append(f"{case}_s{index:03d}")
+                groups.append(case)
         if not images:
-            raise DataError(f"{root / 'labelsTr'}: no slice holds foreground {self.spec.foreground or 'non-zero'}")
+            raise DataError(
+                f"no slice of the {len(cases)} volumes holds foreground {self.spec.foreground or 'non-zero'}"
+            )
         return {"images": np.stack(images), "masks": np.stack(masks), "ids": np.array(ids), "groups": np.array(groups)}
-
-    def _read(self, path: Path) -> np.ndarray:
-        import nibabel
-
-        try:
-            return np.asanyarray(nibabel.as_closest_canonical(nibabel.load(path)).dataobj)
-        except Exception as error:  # nibabel's many ways of saying "not a NIfTI file"
-            raise DataError(f"{path} is not a readable NIfTI volume ({type(error).__name__}: {error})") from error
 
     def _intensities(self, volume: np.ndarray) -> np.ndarray:
         """The volume as uint8: its window (CT) or percentiles (MRI) mapped to 0..255."""
@@ -202,6 +201,68 @@ class VolumeTask(Task):
         low, high = self.spec.window or tuple(np.percentile(volume, self.spec.percentiles))
         scaled = (np.clip(volume, low, high) - low) / max(high - low, 1e-6)
         return np.round(scaled * 255).astype(np.uint8)
+
+
+def _volumes_in(folder: Path) -> dict[str, Path]:
+    """Case -> volume for the NIfTI files and DICOM series folders in ``folder`` (``._`` files that macOS leaves in
+    archives are not volumes)."""
+    found = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        case = next((path.name.removesuffix(suffix) for suffix in NIFTI_SUFFIXES if path.name.endswith(suffix)), None)
+        if path.is_dir():
+            case = path.name
+        if case is not None and not path.name.startswith("."):
+            found[case] = path
+    return found
+
+
+def _files_of(volume: Path) -> list[Path]:
+    return sorted(path for path in volume.iterdir() if path.is_file()) if volume.is_dir() else [volume]
+
+
+def read_volume(path: Path) -> np.ndarray:
+    """The volume at ``path`` (a NIfTI file, or a folder of one DICOM series) in its closest canonical (RAS)
+    orientation; :class:`DataError` naming a file that cannot be read."""
+    import nibabel
+
+    image = read_dicom_series(path) if path.is_dir() else None
+    if image is None:
+        try:
+            image = nibabel.load(path)
+        except Exception as error:  # nibabel's many ways of saying "not a NIfTI file"
+            raise DataError(f"{path} is not a readable NIfTI volume ({type(error).__name__}: {error})") from error
+    return np.asanyarray(nibabel.as_closest_canonical(image).dataobj)
+
+
+def read_dicom_series(folder: Path):
+    """The DICOM series in ``folder`` as a NIfTI image: slices ordered along their normal, values in the rescaled
+    unit (HU for CT), the affine from the position, orientation and spacing tags (LPS turned to RAS)."""
+    import nibabel
+
+    pydicom = import_pydicom(f"reading the DICOM series {folder}")
+    slices = []
+    for path in _files_of(folder):
+        with dicom_errors(path, pydicom):
+            dataset = pydicom.dcmread(path)
+            pixels = dataset.pixel_array.astype(np.float32)
+            pixels = pixels * float(dataset.get("RescaleSlope", 1)) + float(dataset.get("RescaleIntercept", 0))
+            geometry = [np.array(dataset.ImageOrientationPatient, float), [float(v) for v in dataset.PixelSpacing]]
+            slices.append((np.array(dataset.ImagePositionPatient, float), geometry, pixels))
+    if not slices:
+        raise DataError(f"{folder} holds no DICOM file: a volume folder holds the slices of one series")
+    (orientation, (row_spacing, column_spacing)), shape = slices[0][1], slices[0][2].shape
+    if any(not np.allclose(s[1][0], orientation) or s[2].shape != shape for s in slices):
+        raise DataError(f"{folder}: its slices differ in orientation or size: it holds more than one series")
+    along_rows, along_columns = orientation[:3], orientation[3:]
+    normal = np.cross(along_rows, along_columns)
+    slices.sort(key=lambda s: float(s[0] @ normal))
+    step = (slices[-1][0] - slices[0][0]) / (len(slices) - 1) if len(slices) > 1 else normal
+    affine = np.eye(4)
+    # Voxel (i, j, k) is column i, row j of slice k: the pixel array's transpose.
+    affine[:3, :3] = np.column_stack([along_rows * column_spacing, along_columns * row_spacing, step])
+    affine[:3, 3] = slices[0][0]
+    volume = np.stack([s[2].T for s in slices], axis=-1)
+    return nibabel.Nifti1Image(volume, LPS_TO_RAS @ affine)
 
 
 def _msd(number: int, folder: str, modality: str, target: str, **options: object) -> VolumeSpec:

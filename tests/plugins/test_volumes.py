@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel
 import numpy as np
 import pytest
+import torch
 from ssl_bench_tasks.volumes import VolumeSpec, VolumeTask
 from typer.testing import CliRunner
 
@@ -22,15 +23,16 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def write_volume(path: Path, array: np.ndarray) -> None:
+def write_volume(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), path)
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4) if affine is None else affine), path)
 
 
-def write_decathlon(root: Path, cases: int = 5) -> None:
-    """``cases`` CT volumes of -1000..1000 HU ramps, each labelled 1 in CUBE and 2 in one voxel row beside it."""
+def write_decathlon(root: Path, cases: int = 5, shift: float = 0.0) -> None:
+    """``cases`` CT volumes of -1000..1000 HU ramps (shifted by 7 HU a case, and by ``shift``), each labelled 1 in
+    CUBE and 2 in one voxel row beside it."""
     for case in range(cases):
-        hounsfield = np.linspace(-1000, 1000, np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+        hounsfield = np.linspace(-1000, 1000, np.prod(SHAPE), dtype=np.float32).reshape(SHAPE) + 7 * case + shift
         labels = np.zeros(SHAPE, np.uint8)
         labels[CUBE] = 1
         labels[12, 3:8, 1] = 2
@@ -112,3 +114,77 @@ def test_a_volume_task_defined_in_the_run_file_is_registered(tmp_path: Path) -> 
     assert registered.spec.window == (-100.0, 100.0) and registered.version != task().version
     with pytest.raises(DataError, match=r"window must be \[low, high\] with low < high"):
         VolumeSpec("bad", "cubes", "ct", window=(100, -100))
+
+
+def write_dicom_series(folder: Path, hounsfield: np.ndarray) -> None:
+    """``hounsfield`` (x, y, z) as a CT series: slice k at z = k mm, rows along y, columns along x (LPS), int16
+    stored with rescale intercept -1024."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    series = generate_uid()
+    for k in range(hounsfield.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        slice_ = Dataset()
+        slice_.file_meta = meta
+        slice_.SOPClassUID, slice_.SOPInstanceUID, slice_.SeriesInstanceUID = CTImageStorage, generate_uid(), series
+        slice_.Modality = "CT"
+        slice_.ImagePositionPatient, slice_.ImageOrientationPatient = [0, 0, k], [1, 0, 0, 0, 1, 0]
+        slice_.PixelSpacing, slice_.Rows, slice_.Columns = [1, 1], hounsfield.shape[1], hounsfield.shape[0]
+        slice_.SamplesPerPixel, slice_.PhotometricInterpretation = 1, "MONOCHROME2"
+        slice_.BitsAllocated, slice_.BitsStored, slice_.HighBit, slice_.PixelRepresentation = 16, 16, 15, 1
+        slice_.RescaleIntercept, slice_.RescaleSlope = -1024, 1
+        slice_.PixelData = (hounsfield[:, :, k].T + 1024).astype(np.int16).tobytes()  # rows are y
+        # Written in reverse order: the reader orders slices by position, not by file name.
+        slice_.save_as(folder / f"{hounsfield.shape[2] - k:03d}.dcm", enforce_file_format=True)
+
+
+def test_a_dicom_series_reads_as_the_same_volume_as_its_nifti(tmp_path: Path) -> None:
+    """The same CT (a bright cube, -1000 HU elsewhere) as DICOM series and as NIfTI in the DICOM's RAS grid: the
+    slices, their masks (the label cube, NIfTI) and the image's cube coincide."""
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[CUBE] = 1
+    hounsfield = np.where(labels > 0, 1000, -1000).astype(np.float32)
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM's x and y (LPS) point the other way in NIfTI (RAS)
+    for case in range(3):
+        write_dicom_series(tmp_path / "dicom" / "imagesTr" / f"ct{case}", hounsfield)
+        for layout, volume, name in (
+            ("dicom", labels, "labelsTr"),
+            ("nifti", labels, "labelsTr"),
+            ("nifti", hounsfield, "imagesTr"),
+        ):
+            suffix = ".nii" if name == "imagesTr" else ".nii.gz"  # both NIfTI file forms
+            write_volume(tmp_path / layout / name / f"ct{case}{suffix}", volume, ras)
+    window = (-100.0, 100.0)
+    dicom = task(folder="dicom", window=window).load(tmp_path)
+    nifti = task(folder="nifti", window=window).load(tmp_path)
+    assert dicom.train.ids == nifti.train.ids and dicom.test.ids == nifti.test.ids
+    assert len(dicom.train) + len(dicom.test) == 3 * 3  # axial slices 1-3 of three series
+    for ours, theirs in ((dicom.train, nifti.train), (dicom.test, nifti.test)):
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.masks, theirs.masks)
+        assert torch.equal(ours.masks, ours.images[:, 0] > 127)  # the label sits on the image's bright cube
+
+
+def test_a_pool_leaves_out_every_slice_of_a_volume_that_any_task_tests_on(tmp_path: Path) -> None:
+    """Two tasks on the same patients, the second with more of them: the volumes one tests on differ from the
+    other's, and the pool (both tasks' training slices) holds no slice of any tested volume."""
+    from ssl_bench.plugins import get_registry
+    from ssl_bench.pools import resolve_pool
+
+    write_decathlon(tmp_path / "few", cases=5)
+    write_decathlon(tmp_path / "many", cases=8, shift=3.0)  # other scans of the same patients: other bytes
+    tables = {
+        name: {"type": "volumes", "folder": name, "modality": "ct", "size": 16, "window": [-100, 100]}
+        for name in ("few", "many")
+    }
+    registry = get_registry(tables)
+    data = {name: registry.task(name).load(tmp_path) for name in tables}
+    tested = {image_id.rsplit("_s", 1)[0] for split in data.values() for image_id in split.test.ids}
+    trained = [image_id for split in data.values() for image_id in split.train.ids]
+    leaking = [image_id for image_id in trained if image_id.rsplit("_s", 1)[0] in tested]
+    assert leaking, "the scenario must have training slices of a volume that the other task tests on"
+    pool = resolve_pool("ct", registry, tmp_path, {}).load()
+    assert len(pool) == len(trained) - len(leaking)
