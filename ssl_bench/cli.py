@@ -32,6 +32,7 @@ data_app = typer.Typer(help="Inspect the data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results directory.")]
+RunFileOption = Annotated[Path | None, typer.Option("--config", help="A run file: its [tasks.NAME] and data_root too.")]
 DataRootOption = Annotated[
     Path | None,
     typer.Option("--data-root", envvar="SSL_BENCH_DATA", help="Folder holding the datasets."),
@@ -51,6 +52,20 @@ def _registry(file_values: dict | None = None):
     from ssl_bench.plugins import get_registry
 
     return get_registry(defined_tasks(file_values or {}))
+
+
+def _with_run_file(config: Path | None, data_root: Path | None):
+    """The registry with the tasks that the run file ``config`` (if any) defines, and the data root: ``data_root``,
+    else the file's; a bad file exits in one line."""
+    from ssl_bench.config import read_config_file
+
+    try:
+        values = read_config_file(config) if config else {}
+        registry = _registry(values)
+    except SslBenchError as error:
+        raise _fail(error) from error
+    file_root = values.get("data_root")
+    return registry, data_root or (Path(file_root).expanduser() if isinstance(file_root, str) else None)
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -89,9 +104,10 @@ def plugins() -> None:
 def list_(
     kind: Annotated[Kind | None, typer.Argument(help="methods, tasks, pools or protocols (default: all).")] = None,
     data_root: DataRootOption = None,
+    config: RunFileOption = None,
 ) -> None:
     """List methods, tasks (with whether their data was found), pretraining pools and protocols."""
-    registry = _registry()
+    registry, data_root = _with_run_file(config, data_root)
     if kind in (None, Kind.methods):
         typer.echo("methods:")
         for name, method in registry.methods.items():
@@ -330,11 +346,11 @@ def check(
 
 
 @data_app.command("check")
-def data_check(data_root: DataRootOption = None) -> None:
+def data_check(data_root: DataRootOption = None, config: RunFileOption = None) -> None:
     """Per task: found or missing (and where to get it), image counts against the official ones, first problem."""
     from ssl_bench.datacheck import check_data
 
-    reports = check_data(_registry(), data_root)
+    reports = check_data(*_with_run_file(config, data_root))
     colours = {"found": "green", "warning": "yellow", "missing": None, "error": "red"}
     for report in reports:
         status = typer.style(f"{report.status:<7}", fg=colours[report.status])
@@ -351,12 +367,13 @@ def preview(
         str | None, typer.Option("-t", "--task", help="A task, drawn as read (train and test) [the phantoms].")
     ] = None,
     data_root: DataRootOption = None,
+    config: RunFileOption = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the PNG [results/<task or phantoms>.png].")] = None,
     size: Annotated[int, typer.Option(help="Side of each phantom in pixels.")] = 256,
     images: Annotated[int, typer.Option("-n", "--images", help="Images per split (a task) or family (phantoms).")] = 6,
 ) -> None:
     """Draw a task's images as ssl-bench reads them, with their masks, landmarks or labels, each titled with its
-    split and id; without -t, the built-in synthetic phantoms."""
+    split, id and group (patient, volume); without -t, the built-in synthetic phantoms."""
     from ssl_bench.preview import save_preview, save_task_preview
     from ssl_bench.task import load_task_data
 
@@ -364,12 +381,13 @@ def preview(
         if task is None:
             written = save_preview(out or Path("results/phantoms.png"), size=size, n=images)
         else:
-            chosen = _registry().task(task)
+            registry, data_root = _with_run_file(config, data_root)
+            chosen = registry.task(task)
             availability = chosen.availability(data_root)
             if not availability.ok:
                 raise DataError(f"task {task} cannot be drawn: {availability.reason}")
             data = load_task_data(chosen, data_root)
-            written = save_task_preview(out or Path(f"results/{task}.png"), data, n=images)
+            written = save_task_preview(out or Path(f"results/{task}.png"), data, images, chosen.image_group)
     except (SslBenchError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"wrote {written}")

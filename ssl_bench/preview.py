@@ -4,6 +4,7 @@ titled with its split and id."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,24 @@ def save_preview(path: Path, size: int = 128, n: int = 6, seed: int = 0) -> Path
 Row = tuple[str, np.ndarray, list[str] | None]
 
 
-def save_task_preview(path: Path, data: SegmentationData | ClassificationData, n: int = 6) -> Path:
+def save_task_preview(
+    path: Path, data: SegmentationData | ClassificationData, n: int = 6, group_of: Callable[[str], str] = str
+) -> Path:
     """Write a PNG grid of the first ``n`` training and test images of a task's data as read: for segmentation
     each row of images above its masks (landmarks as red dots), for classification the images titled with their
-    labels; every image titled with its split and id."""
+    labels; every image titled with its split and id, and its group (``group_of``: the task's
+    :meth:`~ssl_bench.task.Task.image_group`) where that is not the image alone."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rows: list[Row] = []
     for name, split in (("train", data.train), ("test", data.test)):
         count = min(n, len(split))
         images = _rgb(split.images[:count].numpy())
-        titles = [f"{name} {image_id}" for image_id in split.ids[:count]]
+        groups = [group_of(image_id) for image_id in split.ids[:count]]
+        titles = [
+            f"{name} {image_id}" + ("" if group == image_id else f" [{group}]")
+            for image_id, group in zip(split.ids[:count], groups, strict=True)
+        ]
         if isinstance(split, SegmentationSplit):
             rows += [(name, images, titles), (f"{name} masks", _masked(images, split, count), None)]
         else:

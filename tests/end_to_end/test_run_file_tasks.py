@@ -52,6 +52,15 @@ def test_a_task_the_run_file_defines_runs_and_status_knows_it_from_the_saved_fil
     status = invoke("status", "--results", str(results))
     assert status.exit_code == 0, status.output
     assert "1 done" in status.output and "my-scans" not in invoke("list", "tasks").output  # only this run has it
+    assert invoke("report", "--results", str(results)).exit_code == 0
+    # The data commands see it through the same file: listed, checked (no series spans the split), drawn.
+    listed = invoke("list", "tasks", "--config", str(run_file), "--data-root", str(data_root)).output
+    assert "my-scans" in listed and "(available)" in listed.split("my-scans")[1].splitlines()[0]
+    checked = invoke("data", "check", "--config", str(run_file), "--data-root", str(data_root)).output
+    assert next(line for line in checked.splitlines() if "my-scans" in line).startswith("found")
+    drawn = tmp_path / "scans.png"
+    preview = invoke("data", "preview", "-t", "my-scans", "--config", str(run_file), "--out", str(drawn))
+    assert preview.exit_code == 0 and drawn.is_file(), preview.output
 
 
 def test_a_task_of_a_type_no_plugin_defines_is_refused_naming_the_table(tmp_path):
