@@ -55,26 +55,35 @@ def grouped_split(groups: Mapping[str, str], seed: int = SPLIT_SEED) -> dict[str
     }
 
 
-def read_split_file(path: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
-    """The split a CSV file gives (columns ``id`` and ``split``, ``train`` or ``test``), for exactly ``ids``; the
-    training list in :func:`seeded_order`, test sorted. Anything else is a :class:`DataError` naming the file."""
+def read_id_table(path: Path, ids: list[str], column: str, what: str) -> dict[str, str]:
+    """Image id -> its ``column`` in the CSV file at ``path`` (columns ``id`` and ``column``), for exactly ``ids``,
+    each once; anything else is a :class:`DataError` naming the file (``what`` it is: "split file")."""
     try:
         with open(path, newline="", encoding="utf-8") as stream:
             rows = list(csv.DictReader(stream))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"split file {path} cannot be read ({error}); write a CSV with columns id,split") from error
-    if not rows or not {"id", "split"} <= set(rows[0]):
-        raise DataError(f"split file {path} must have columns id and split (train or test), one row per image")
-    split = {row["id"]: row["split"] for row in rows}
+        raise DataError(f"{what} {path} cannot be read ({error}); write a CSV with columns id,{column}") from error
+    if not rows or not {"id", column} <= set(rows[0]):
+        raise DataError(f"{what} {path} must have columns id and {column}, one row per image")
+    table = {row["id"]: row[column] for row in rows}
     problems = {
-        "gives a split other than train or test to": sorted(i for i, s in split.items() if s not in ("train", "test")),
-        "lists ids with no image": sorted(set(split) - set(ids)),
-        "does not list the images": sorted(set(ids) - set(split)),
+        "lists ids with no image": sorted(set(table) - set(ids)),
+        "does not list the images": sorted(set(ids) - set(table)),
         "lists more than once": sorted(i for i, count in Counter(row["id"] for row in rows).items() if count > 1),
+        f"gives no {column} to": sorted(i for i, value in table.items() if not value),
     }
     for problem, which in problems.items():
         if which:
-            raise DataError(f"split file {path} {problem} {', '.join(which[:3])}{' ...' if len(which) > 3 else ''}")
+            raise DataError(f"{what} {path} {problem} {', '.join(which[:3])}{' ...' if len(which) > 3 else ''}")
+    return table
+
+
+def read_split_file(path: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """The split a CSV file gives (columns ``id`` and ``split``, ``train`` or ``test``), for exactly ``ids``; the
+    training list in :func:`seeded_order`, test sorted. Anything else is a :class:`DataError` naming the file."""
+    split = read_id_table(path, ids, "split", "split file")
+    if wrong := sorted(i for i, name in split.items() if name not in ("train", "test")):
+        raise DataError(f"split file {path} gives a split other than train or test to {', '.join(wrong[:3])}")
     test = sorted(image_id for image_id, name in split.items() if name == "test")
     if not test or len(test) == len(ids):
         raise DataError(f"split file {path} must put some images in train and some in test")

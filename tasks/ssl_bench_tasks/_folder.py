@@ -17,7 +17,14 @@ import torch
 
 from ssl_bench.api import DataError
 from ssl_bench.api.data import read_mask
-from ssl_bench_tasks._files import grouped_split, image_files, read_split_file, seeded_split, split_counts
+from ssl_bench_tasks._files import (
+    grouped_split,
+    image_files,
+    read_id_table,
+    read_split_file,
+    seeded_split,
+    split_counts,
+)
 from ssl_bench_tasks._landmarks import LUNG_LANDMARKS, lung_landmarks
 from ssl_bench_tasks._prepared import PreparedTask, Sample, XRayTask
 
@@ -48,6 +55,9 @@ class FolderSpec:
     #: A regular expression searched in each image's id (its file name without the extension): its first group (or
     #: the whole match) names the image's group, e.g. the patient, and no group spans train and test.
     group: str | None = None
+    #: A CSV file in the task's folder with columns ``id`` and ``group`` for every image: the groups, where the
+    #: file names do not hold them.
+    group_file: str | None = None
     #: A CSV file in the task's folder with columns ``id`` and ``split`` (``train`` or ``test``) for every image:
     #: the split, instead of the seeded one.
     split_file: str | None = None
@@ -69,10 +79,14 @@ class FolderSpec:
             object.__setattr__(self, "foreground", self._labels(self.foreground))
         if self.group is not None:
             self._group_pattern()
-        if self.split_file is not None and not (isinstance(self.split_file, str) and self.split_file):
-            raise DataError(f'folder task {self.name!r}: split_file must name a CSV in its folder, e.g. "split.csv"')
-        if self.group is not None and self.split_file is not None:
-            raise DataError(f"folder task {self.name!r}: give group or split_file, not both (a split file decides)")
+        for key in ("group_file", "split_file"):
+            if getattr(self, key) is not None and not (isinstance(getattr(self, key), str) and getattr(self, key)):
+                raise DataError(
+                    f'folder task {self.name!r}: {key} must name a CSV in its folder, e.g. "{key[:-5]}s.csv"'
+                )
+        given = [key for key in ("group", "group_file", "split_file") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise DataError(f"folder task {self.name!r}: give one of group, group_file and split_file, not {given}")
 
     def _group_pattern(self) -> re.Pattern:
         try:
@@ -122,6 +136,7 @@ class FolderSpec:
         shaping: list[object] = [self.folders, self.modality, self.channels, self.mask_suffix]
         # Each only when set, so that other tasks keep their versions.
         shaping += [value for value in (self.foreground, self.group, self.split_file) if value is not None]
+        shaping += [["group_file", self.group_file]] if self.group_file is not None else []
         return hashlib.sha256(json.dumps(shaping).encode()).hexdigest()[:10]
 
 
@@ -135,6 +150,7 @@ class FolderTask(PreparedTask):
 
     def __init__(self, spec: FolderSpec) -> None:
         self.spec = spec
+        self._file_groups: dict[str, str] = {}
         self.name = spec.name
         self.dataset = spec.dataset or spec.name
         self.root_candidates = spec.folders
@@ -165,13 +181,18 @@ class FolderTask(PreparedTask):
         ]
 
     def image_group(self, image_id: str) -> str:
-        return image_id if self.spec.group is None else self.spec.group_of(image_id)
+        if self.spec.group is not None:
+            return self.spec.group_of(image_id)
+        return self._file_groups.get(image_id, image_id)  # read with the split (group_file); else the image alone
 
     def _split(self, root: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
         if self.spec.split_file is not None:
             return read_split_file(root / self.spec.split_file, ids)
         if self.spec.group is not None:
             return grouped_split(self.spec.groups(ids))
+        if self.spec.group_file is not None:
+            self._file_groups = read_id_table(root / self.spec.group_file, ids, "group", "group file")
+            return grouped_split(self._file_groups)
         return seeded_split(ids)
 
     def _expected_mask(self, root: Path, image_id: str) -> Path:

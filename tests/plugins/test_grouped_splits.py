@@ -121,5 +121,23 @@ def test_a_group_rule_that_cannot_split_is_refused(tmp_path: Path, group: str, m
 
 
 def test_a_task_gives_a_group_rule_or_a_split_file_not_both() -> None:
-    with pytest.raises(DataError, match="give group or split_file, not both"):
+    with pytest.raises(DataError, match="give one of group, group_file and split_file, not"):
         volumes_task(group=r"^(patient\d+)_", split_file="split.csv")
+
+
+def test_a_group_file_groups_images_whose_names_do_not_say_their_patient(tmp_path: Path) -> None:
+    ids = list(patients(SIZES))
+    # Names say nothing here: the file maps each image to an eye; every three images are one eye.
+    rows = "".join(f"{image_id},eye{index // 3}\n" for index, image_id in enumerate(sorted(ids)))
+    write_slices(tmp_path, SIZES, split_file="id,group\n" + rows)
+    (tmp_path / "volumes" / "split.csv").rename(tmp_path / "volumes" / "groups.csv")
+    task = volumes_task(group_file="groups.csv")
+    data = task.load(tmp_path)
+    group = {image_id: task.image_group(image_id) for image_id in ids}
+    assert set(group.values()) == {f"eye{i}" for i in range(12)}
+    assert not {group[i] for i in data.train.ids} & {group[i] for i in data.test.ids}
+    with pytest.raises(DataError, match="give one of group, group_file and split_file, not"):
+        volumes_task(group_file="groups.csv", split_file="split.csv")
+    (tmp_path / "volumes" / "groups.csv").write_text("id,group\n" + rows.replace(",eye0\n", ",\n", 1))
+    with pytest.raises(DataError, match=r"group file .*groups\.csv gives no group to patient000_slice0"):
+        task.load(tmp_path)
