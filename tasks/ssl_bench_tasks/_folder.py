@@ -58,6 +58,9 @@ class FolderSpec:
     #: A CSV file in the task's folder with columns ``id`` and ``group`` for every image: the groups, where the
     #: file names do not hold them.
     group_file: str | None = None
+    #: ``images/<group>/<name>`` and ``masks/<group>/<name>``: one sub-folder per group (a patient's folder); the
+    #: image's id is ``<group>/<name>``.
+    group_by_folder: bool = False
     #: A CSV file in the task's folder with columns ``id`` and ``split`` (``train`` or ``test``) for every image:
     #: the split, instead of the seeded one.
     split_file: str | None = None
@@ -84,9 +87,14 @@ class FolderSpec:
                 raise DataError(
                     f'folder task {self.name!r}: {key} must name a CSV in its folder, e.g. "{key[:-5]}s.csv"'
                 )
+        if type(self.group_by_folder) is not bool:
+            raise DataError(f"folder task {self.name!r}: group_by_folder must be true or false")
         given = [key for key in ("group", "group_file", "split_file") if getattr(self, key) is not None]
+        given += ["group_by_folder"] if self.group_by_folder else []
         if len(given) > 1:
-            raise DataError(f"folder task {self.name!r}: give one of group, group_file and split_file, not {given}")
+            raise DataError(
+                f"folder task {self.name!r}: give one of group, group_file, group_by_folder and split_file, not {given}"
+            )
 
     def _group_pattern(self) -> re.Pattern:
         try:
@@ -137,6 +145,7 @@ class FolderSpec:
         # Each only when set, so that other tasks keep their versions.
         shaping += [value for value in (self.foreground, self.group, self.split_file) if value is not None]
         shaping += [["group_file", self.group_file]] if self.group_file is not None else []
+        shaping += [["group_by_folder"]] if self.group_by_folder else []
         return hashlib.sha256(json.dumps(shaping).encode()).hexdigest()[:10]
 
 
@@ -173,16 +182,28 @@ class FolderTask(PreparedTask):
         self.version = f"3-{spec.fingerprint()}"
 
     def samples(self, root: Path, split: str) -> list[Sample]:
-        images = image_files(root / "images")
-        masks = image_files(root / "masks", self.spec.mask_suffix)
+        images, masks = self._files(root / "images", ""), self._files(root / "masks", self.spec.mask_suffix)
         return [
             Sample(image_id, images[image_id], (masks.get(image_id) or self._expected_mask(root, image_id),))
             for image_id in self._split(root, list(images))[split]
         ]
 
+    def _files(self, folder: Path, suffix: str) -> dict[str, Path]:
+        """Id -> file: of ``folder``, or of each of its sub-folders (``<group>/<name>``) when grouped by folder."""
+        if not self.spec.group_by_folder:
+            return image_files(folder, suffix)
+        groups = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+        return {
+            f"{group.name}/{image_id}": path
+            for group in groups
+            for image_id, path in image_files(group, suffix).items()
+        }
+
     def image_group(self, image_id: str) -> str:
         if self.spec.group is not None:
             return self.spec.group_of(image_id)
+        if self.spec.group_by_folder:
+            return image_id.split("/", 1)[0]
         return self._file_groups.get(image_id, image_id)  # read with the split (group_file); else the image alone
 
     def _split(self, root: Path, ids: list[str]) -> dict[str, tuple[str, ...]]:
@@ -193,6 +214,8 @@ class FolderTask(PreparedTask):
         if self.spec.group_file is not None:
             self._file_groups = read_id_table(root / self.spec.group_file, ids, "group", "group file")
             return grouped_split(self._file_groups)
+        if self.spec.group_by_folder:
+            return grouped_split({image_id: self.image_group(image_id) for image_id in ids})
         return seeded_split(ids)
 
     def _expected_mask(self, root: Path, image_id: str) -> Path:

@@ -31,6 +31,7 @@ run file, one ``[tasks.NAME]`` table each with ``type = "folder"`` (saved with t
     group = '^(patient\\d+)_'   # a regular expression on the file name (a TOML literal string, in single quotes):
                                # its first group names the patient (or eye, study); the split keeps groups whole
     group_file = "groups.csv"  # or: a CSV in the folder with columns id,group, one row per image
+    group_by_folder = true     # or: images/<patient>/<name> and masks/<patient>/<name>, a folder per group
     split_file = "split.csv"   # or: a CSV in the folder with columns id,split (train or test), one row per image
     dataset = "My polyps"      # the name messages use; default the task's name
     description = "..."
@@ -40,7 +41,7 @@ run file, one ``[tasks.NAME]`` table each with ``type = "folder"`` (saved with t
 
 Modality ``cxr`` gets LD's X-ray protocol (no flips, rotation 30 degrees, label fractions 0.2 to 1.0); any
 other flips, 180 degrees and the full training list. A task's version hashes what shapes its data (folder,
-modality, channels, mask suffix, foreground, group, group file, split file), so that editing its table never
+modality, channels, mask suffix, foreground, and how it is grouped or split), so that editing its table never
 reuses stale results.
 """
 

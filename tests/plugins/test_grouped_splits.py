@@ -121,7 +121,7 @@ def test_a_group_rule_that_cannot_split_is_refused(tmp_path: Path, group: str, m
 
 
 def test_a_task_gives_a_group_rule_or_a_split_file_not_both() -> None:
-    with pytest.raises(DataError, match="give one of group, group_file and split_file, not"):
+    with pytest.raises(DataError, match="give one of group, group_file, group_by_folder and split_file, not"):
         volumes_task(group=r"^(patient\d+)_", split_file="split.csv")
 
 
@@ -136,8 +136,29 @@ def test_a_group_file_groups_images_whose_names_do_not_say_their_patient(tmp_pat
     group = {image_id: task.image_group(image_id) for image_id in ids}
     assert set(group.values()) == {f"eye{i}" for i in range(12)}
     assert not {group[i] for i in data.train.ids} & {group[i] for i in data.test.ids}
-    with pytest.raises(DataError, match="give one of group, group_file and split_file, not"):
+    with pytest.raises(DataError, match="give one of group, group_file, group_by_folder and split_file, not"):
         volumes_task(group_file="groups.csv", split_file="split.csv")
     (tmp_path / "volumes" / "groups.csv").write_text("id,group\n" + rows.replace(",eye0\n", ",\n", 1))
     with pytest.raises(DataError, match=r"group file .*groups\.csv gives no group to patient000_slice0"):
         task.load(tmp_path)
+
+
+def test_one_folder_per_patient_groups_its_images(tmp_path: Path) -> None:
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 255
+    for patient in range(6):
+        for folder in ("images", "masks"):
+            (tmp_path / "volumes" / folder / f"p{patient}").mkdir(parents=True)
+        for visit in range(3):  # the same names in every patient's folder
+            Image.fromarray(np.full((8, 8), 90 + visit, np.uint8)).save(
+                tmp_path / "volumes/images" / f"p{patient}/v{visit}.png"
+            )
+            Image.fromarray(mask).save(tmp_path / "volumes/masks" / f"p{patient}/v{visit}.png")
+    task = volumes_task(group_by_folder=True)
+    data = task.load(tmp_path)
+    assert len(data.train) + len(data.test) == 18 and "p0/v0" in [*data.train.ids, *data.test.ids]
+    patients_of = {
+        split: {i.split("/")[0] for i in ids} for split, ids in (("train", data.train.ids), ("test", data.test.ids))
+    }
+    assert patients_of["test"] and not patients_of["train"] & patients_of["test"]
+    assert task.image_group("p3/v1") == "p3"
