@@ -57,9 +57,26 @@ class LocalPool:
         for index, environment in enumerate(self.environments):
             with open(logs / f"worker-{index}.log", "w") as log:
                 workers.append(subprocess.Popen(command, env={**os.environ, **environment}, stdout=log, stderr=log))
-        watch.wait(lambda: any(worker.poll() is None for worker in workers), self.progress)
+        try:
+            watch.wait(lambda: any(worker.poll() is None for worker in workers), self.progress)
+        finally:
+            _stop(workers)
         broken = [index for index, worker in enumerate(workers) if worker.returncode not in (0, 1)]
         if broken:
             names = ", ".join(str(logs / f"worker-{index}.log") for index in broken)
             raise DataError(f"worker(s) {broken} stopped with an error before finishing their jobs; see {names}")
         return watch.summary()
+
+
+def _stop(workers: list[subprocess.Popen], grace_seconds: float = 120) -> None:
+    """Stop the workers still running (this launcher was stopped: a signal to it alone, say), as a stop signal
+    does: each checkpoints its job and exits, and the same command resumes them. None is left orphaned."""
+    running = [worker for worker in workers if worker.poll() is None]
+    for worker in running:
+        worker.terminate()
+    for worker in running:
+        try:
+            worker.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,6 +161,34 @@ def test_a_sigterm_mid_pretraining_says_how_to_resume_and_leaves_nothing_half_wr
     assert "Traceback" not in output
     assert not list(tmp_path.glob("runs/*/result.json")) and not list(tmp_path.glob("**/*.tmp"))
     assert not list(tmp_path.glob("**/lock"))  # released on the way out, so a resume need not wait for it
+
+
+def test_a_sigterm_to_the_local_launcher_alone_stops_its_workers_too(failing_methods, tmp_path):
+    """A scheduler may signal the launcher's process only: its workers stop with it (each checkpoints its job)
+    rather than train on as orphans."""
+    command = [sys.executable, "-m", "ssl_bench", "run", "-m", "sbtest-slow", "-t", "synthetic-lung", "-p", "frozen"]
+    command += ["--seeds", "2", "--workers", "2", "--results", str(tmp_path), "--no-progress"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = [tmp_path / "logs" / f"worker-{index}.log" for index in range(2)]
+    deadline = time.monotonic() + 120
+    while not any(log.is_file() and "stepping" in log.read_text() for log in logs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    output = run.communicate(timeout=180)[0]
+    assert run.returncode == 130, output
+    assert not _processes_running_on(tmp_path), "a worker trains on after its launcher stopped"
+
+
+def _processes_running_on(results: Path) -> list[int]:
+    """The pids of processes whose command line names ``results``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(results).encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return pids
 
 
 def test_a_stop_that_torch_turns_into_another_error_interrupts_the_job_and_never_fails_it(tmp_path, monkeypatch):
