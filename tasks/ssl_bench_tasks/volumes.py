@@ -110,7 +110,7 @@ _TEXTS = ("name", "description", "url", "licence", "citation")
 
 
 class VolumeTask(Task):
-    """Slices of NIfTI volumes in the Decathlon layout, as a :class:`VolumeSpec` says."""
+    """Slices of NIfTI volumes or DICOM series in the Decathlon layout, as a :class:`VolumeSpec` says."""
 
     def __init__(self, spec: VolumeSpec) -> None:
         self.spec = spec
