@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ssl_bench.board.schema import Cell, Table, seed_range
-from ssl_bench.board.sections import demo_banner, leaderboard_sections
+from ssl_bench.board.sections import budget_line, demo_banner, leaderboard_sections
 
 if TYPE_CHECKING:
     from ssl_bench.board.load import Board
@@ -18,8 +18,8 @@ def render_markdown(board: Board) -> str:
     lines = ["# ssl-bench leaderboard", ""]
     if banner := demo_banner(board.records):
         lines += [banner, ""]
-    if budgets := sorted({result.budget for result in board.records}):
-        lines += [f"Budget{'s' if len(budgets) > 1 else ''}: {', '.join(f'`{name}`' for name in budgets)}.", ""]
+    if budgets := budget_line(board.records):
+        lines += [budgets, ""]
     if board.problems:
         problems = board.problems
         lines += [f"{len(problems)} result file(s) left out:", "", *(f"- {problem}" for problem in problems), ""]

@@ -63,6 +63,14 @@ def leaderboard_sections(board: Board) -> list[Section]:
     return [*sections, _compute_section(summary)]
 
 
+def budget_line(results: list[ResultRecord]) -> str | None:
+    """The budget(s) the results were made with, as one Markdown sentence; None without results."""
+    budgets = sorted({result.budget for result in results})
+    if not budgets:
+        return None
+    return f"Budget{'s' if len(budgets) > 1 else ''}: {', '.join(f'`{name}`' for name in budgets)}."
+
+
 def demo_banner(results: list[ResultRecord]) -> str | None:
     """The warning that results of the demo budget (or one based on it) are a smoke test, if any result is one."""
     if not any(result.budget.partition("(")[0] == "demo" for result in results):

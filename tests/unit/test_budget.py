@@ -6,7 +6,7 @@ import pytest
 from records import record, write_runs
 from test_method import TwoStages
 
-from ssl_bench.board import Board, write_leaderboard
+from ssl_bench.board import Board, write_leaderboard, write_report
 from ssl_bench.budget import BUILT_IN, Budget, resolve_budget
 from ssl_bench.config import read_config_file, resolve_config
 from ssl_bench.errors import ConfigError
@@ -114,10 +114,11 @@ def test_the_resolved_stages_name_the_encoder_and_a_downstream_change_keeps_it(t
     assert plan("demo")["scratch"].pretraining.id == plan("paper")["scratch"].pretraining.id
 
 
-def test_the_leaderboard_names_the_budget(tmp_path: Path):
+def test_the_leaderboard_and_the_report_name_the_budget(tmp_path: Path):
     write_runs(tmp_path, [record("a", scores=[0.5], budget="cpu-600"), record("b", scores=[0.6], budget="cpu-600")])
     markdown = write_leaderboard(Board.load(tmp_path))[1].read_text(encoding="utf-8")
     assert "\nBudget: `cpu-600`.\n" in markdown
+    assert "<p>Budget: <code>cpu-600</code>.</p>" in write_report(Board.load(tmp_path)).read_text(encoding="utf-8")
 
 
 def test_a_bf16_budget_changes_the_encoders_of_the_methods_safe_in_it_only(tmp_path: Path):
