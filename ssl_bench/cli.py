@@ -280,6 +280,24 @@ def report(results: ResultsOption = Path("results")) -> None:
 
 
 @app.command()
+def export(
+    method: Annotated[str, typer.Option("-m", "--method", help="The method variant, e.g. simclr(temperature=0.2).")],
+    out: Annotated[Path, typer.Option(help="The safetensors file to write (a .json sidecar goes beside it).")],
+    pool: Annotated[str | None, typer.Option(help="Part of the pool's id (fundus, default:cxr) when several.")] = None,
+    seed_index: Annotated[int, typer.Option(help="Which seed's pretraining.")] = 0,
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Write a pretrained encoder of a results folder as safetensors, with a JSON sidecar saying what it is."""
+    from ssl_bench.export import choose, export
+
+    try:
+        written = export(choose(results, method, pool, seed_index), out)
+    except SslBenchError as error:
+        raise _fail(error) from error
+    typer.echo(f"wrote {written[0]} and {written[1]}")
+
+
+@app.command()
 def status(results: ResultsOption = Path("results")) -> None:
     """Per job: done, running (who holds it, since when), failed (why) or pending; and the time left."""
     from ssl_bench.config import read_config_file, resolve_config
