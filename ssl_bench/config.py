@@ -55,6 +55,7 @@ from pathlib import Path
 import tomli_w
 
 from ssl_bench.budget import BUILT_IN, Budget, resolve_budget
+from ssl_bench.checkpoints import Checkpoint, read_checkpoints
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import Method
 from ssl_bench.models import VGG16_BN_TINY, create_encoder
@@ -110,6 +111,8 @@ class RunConfig:
     #: The tasks the run file defines (its [tasks.NAME] tables with a type), which plugins register: see
     #: :func:`defined_tasks`.
     task_tables: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: Rows whose encoder is loaded from a file, by row name ([checkpoints.NAME]; see ssl_bench.checkpoints)
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
@@ -119,6 +122,12 @@ class RunConfig:
         budget = {k: v for k, v in values["budget"].items() if v is not None}
         values["budget"] = self.budget.name if BUILT_IN.get(self.budget.name) == self.budget else budget
         del values["task_tables"]
+        values["checkpoints"] = {
+            name: {"file": str(checkpoint.file), "prefix": checkpoint.prefix}
+            for name, checkpoint in self.checkpoints.items()
+        }
+        if not self.checkpoints:
+            del values["checkpoints"]
         if self.tasks is not None:
             values["tasks"] = {name: self.task_tables.get(name, {}) for name in self.tasks}
             if not self.task_tables:
@@ -283,6 +292,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         methods=_methods(values.get("methods"), registry),
         tasks=_tasks(values.get("tasks"), registry),
         task_tables=task_tables,
+        checkpoints=read_checkpoints(values.get("checkpoints"), set(registry.methods)),
         seeds=seeds,
         budget=resolve_budget(values.get("budget", "demo")),
         device=_choice("device", values.get("device", "auto"), DEVICES),

@@ -243,7 +243,7 @@ class Engine:
             label_fraction=job.label_fraction,
             generator=torch.Generator().manual_seed(job.seed),
             device=self.device,
-            pretrained=job.pretraining.pool is not None,
+            pretrained=job.pretraining.pretrained,
             start=start,
             progress=self.progress,
             workdir=result_path(self.config.results, job.id).parent,

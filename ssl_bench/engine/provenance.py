@@ -60,7 +60,7 @@ def result_record(job: Job, outcome: Outcome, pretrain: PretrainingRecord | None
         spec=job.spec,
         method=job.pretraining.method.name,
         variant=job.variant,
-        pretrained=pool is not None,
+        pretrained=job.pretraining.pretrained,
         encoder=run.encoder,
         pool=PoolRecord(pool.id, pool.fingerprint) if pool else None,
         task=job.task.name,

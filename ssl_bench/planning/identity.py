@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from ssl_bench.checkpoints import Checkpoint
 from ssl_bench.method import Method, Stage
 from ssl_bench.pools import PreparedPool
 from ssl_bench.protocol import Protocol
@@ -50,6 +51,13 @@ class Pretraining:
     pool: PreparedPool | None
     #: ``name==version`` of the method's plugin.
     plugin: str
+    #: The file the encoder is loaded from, for a checkpoint's row; None for a method (pretrained or random).
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the encoder holds learnt weights: a pretraining's, or a checkpoint's (not a random init)."""
+        return self.pool is not None or self.checkpoint is not None
 
     @property
     def seed(self) -> int:

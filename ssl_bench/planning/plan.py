@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import ssl_bench
+from ssl_bench.checkpoints import CheckpointRow
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.errors import ConfigError, DataError, PluginError
 from ssl_bench.method import Method, non_default_options, variant_name
@@ -32,6 +33,7 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
     """Every job of the run, each after the job it continues from; tasks whose data is absent are left out, and so
     are protocols using shapes on a task whose shape source's data is absent."""
     methods = [make_method(registry, name, options) for name, options in config.methods.items()]
+    methods += [CheckpointRow(checkpoint) for checkpoint in config.checkpoints.values()]
     tasks = _available_tasks(config, registry, echo)
     data, left_out = _load_data(tasks, config.data_root, echo)
     tasks = [task for task in tasks if task.name in data]
@@ -70,11 +72,14 @@ def _pretraining(
     echo: Callable[[str], None],
 ) -> Pretraining:
     stages = config.budget.stages(method)
+    checkpoint = method.checkpoint if isinstance(method, CheckpointRow) else None
+    # A checkpoint's row is ssl-bench's own: no plugin registered it.
+    plugin = f"ssl-bench=={ssl_bench.__version__}" if checkpoint else registry.plugin_version("methods", method.name)
     spec = {
         "method": method.name,
         "options": non_default_options(method.options),
         "method_version": method.version,
-        "plugin": registry.plugin_version("methods", method.name),
+        "plugin": plugin,
         "encoder": config.encoder,
         "channels": task.channels,
         # The stages as they will run, not the budget's name: a changed schedule is another encoder.
@@ -90,7 +95,11 @@ def _pretraining(
             pools[task.modality] = prepare_pool(source, pool_cache_dir(config.results), echo)
         pool = pools[task.modality]
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
-    return Pretraining(digest(spec), as_json(spec), method, stages, precision, task.channels, pool, spec["plugin"])
+    if checkpoint:
+        spec["checkpoint"] = {"sha256": checkpoint.sha256, "prefix": checkpoint.prefix}
+    return Pretraining(
+        digest(spec), as_json(spec), method, stages, precision, task.channels, pool, spec["plugin"], checkpoint
+    )
 
 
 def variant_label(method: Method, encoder: str) -> str:
@@ -221,7 +230,7 @@ class _Planner:
                 f"protocol {protocol_name} serves {', '.join(protocol.task_kinds)} tasks, not {task.name} "
                 f"({task.kind}); leave it out of the run or pick tasks it serves"
             )
-        upstream_name = protocol.continues_from(task, pretrained=pretraining.pool is not None)
+        upstream_name = protocol.continues_from(task, pretrained=pretraining.pretrained)
         upstream = self.job(pretraining, task, upstream_name, fraction, seed_index) if upstream_name else None
         overrides = (self.config.protocols or {}).get(protocol_name, {})
         base = protocol.settings(self.config.budget, task)

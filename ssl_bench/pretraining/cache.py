@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ssl_bench.checkpoints import load_checkpoint
 from ssl_bench.config import RunConfig
 from ssl_bench.errors import DataError
 from ssl_bench.locks import Lock
@@ -62,6 +63,8 @@ class PretrainingCache:
         """The encoder of ``pretraining``, trained now or loaded from the cache, and its record (None for a method
         without pretraining); None while another worker holds its lock (it is training it)."""
         encoder = self._fresh_encoder(pretraining)
+        if pretraining.checkpoint is not None:
+            load_checkpoint(encoder, pretraining.checkpoint)
         if pretraining.pool is None:
             return encoder, None
         folder = pretrain_dir(self.config.results, pretraining.id)

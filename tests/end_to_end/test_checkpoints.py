@@ -1,0 +1,108 @@
+"""Encoders from files scored with no code: [checkpoints.NAME] rows, every file format and layout, strict loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_cli import invoke
+
+from ssl_bench.checkpoints import Checkpoint, load_checkpoint, read_checkpoints
+from ssl_bench.errors import ConfigError, DataError
+from ssl_bench.models import create_encoder
+
+
+def trained(name: str = "vgg16_bn_tiny", channels: int = 1) -> dict[str, torch.Tensor]:
+    """An encoder's state with weights no fresh encoder has."""
+    torch.manual_seed(7)
+    return {key: value + 1 if value.is_floating_point() else value for key, value in
+            create_encoder(name, channels).state_dict().items()}  # fmt: skip
+
+
+def loaded(path: Path, prefix: str = "", name: str = "vgg16_bn_tiny", channels: int = 1) -> dict[str, torch.Tensor]:
+    encoder = create_encoder(name, channels)
+    load_checkpoint(encoder, Checkpoint("mine", path, prefix, "0" * 64))
+    return encoder.state_dict()
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.parametrize(
+    ("layout", "prefix"),
+    [("bare", ""), ("state_dict", ""), ("model", ""), ("module.", "module."), ("backbone.", "backbone.")],
+)
+def test_a_torch_checkpoint_loads_bare_nested_or_prefixed(tmp_path: Path, layout: str, prefix: str) -> None:
+    state = trained()
+    if layout in ("state_dict", "model"):
+        content = {layout: state, "epoch": 100}
+    else:
+        content = {f"{prefix}{key}": value for key, value in state.items()}
+    torch.save(content, tmp_path / "encoder.pt")
+    assert same(loaded(tmp_path / "encoder.pt", prefix), state)
+
+
+def test_safetensors_and_timms_own_names_load(tmp_path: Path) -> None:
+    save_file(trained(), str(tmp_path / "encoder.safetensors"))
+    assert same(loaded(tmp_path / "encoder.safetensors"), trained())
+    # A timm encoder's file carries timm's names; ssl-bench wraps the model as "model.".
+    timm_state = {key.removeprefix("model."): value for key, value in trained("resnet18", 3).items()}
+    torch.save(timm_state, tmp_path / "resnet18.pth")
+    assert same(loaded(tmp_path / "resnet18.pth", name="resnet18", channels=3), trained("resnet18", 3))
+
+
+def test_a_file_that_does_not_fit_is_one_line_naming_keys_and_guessing_the_prefix(tmp_path: Path) -> None:
+    state = trained()
+    torch.save({f"module.{key}": value for key, value in state.items()}, tmp_path / "ddp.pt")
+    with pytest.raises(DataError, match=r'missing, e\.g\. .*unexpected, e\.g\. module\..*add prefix = "module\."'):
+        loaded(tmp_path / "ddp.pt")
+    torch.save({key: value for key, value in state.items() if "0.0" not in key}, tmp_path / "partial.pt")
+    with pytest.raises(DataError, match=r"does not fit the run's encoder: \d+ missing, e\.g\. "):
+        loaded(tmp_path / "partial.pt")
+    torch.save(trained(channels=3), tmp_path / "rgb.pt")
+    with pytest.raises(DataError, match=r"is \(\d+, 3, 3, 3\), the encoder's \(\d+, 1, 3, 3\).*channel count"):
+        loaded(tmp_path / "rgb.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not weights")
+    with pytest.raises(DataError, match=r"junk\.pt cannot be read as weights"):
+        loaded(tmp_path / "junk.pt")
+
+
+def test_checkpoint_tables_are_checked_before_any_work(tmp_path: Path) -> None:
+    torch.save(trained(), tmp_path / "a.pt")
+    good = read_checkpoints({"mine": {"file": str(tmp_path / "a.pt")}}, {"simclr"})
+    assert good["mine"].file == (tmp_path / "a.pt").resolve() and len(good["mine"].sha256) == 64
+    bad = [
+        ({"mine": {"file": str(tmp_path / "none.pt")}}, r"\[checkpoints\.mine\]: .*none\.pt is not a file"),
+        ({"simclr": {"file": str(tmp_path / "a.pt")}}, r"named like the method simclr"),
+        ({"mine": {"file": str(tmp_path / "a.pt"), "arch": "x"}}, r"has no key arch; its keys: file, prefix"),
+    ]
+    for tables, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            read_checkpoints(tables, {"simclr"})
+
+
+def test_an_exported_encoder_scored_as_a_checkpoint_is_the_same_encoder(tmp_path: Path) -> None:
+    """The round trip: pretrain, export, then score the file as a row of another run: its jobs get the very
+    weights the pretrained row's jobs got (the records' encoder digests are equal)."""
+    pretrained, scored = tmp_path / "pretrained", tmp_path / "scored"
+    args = ["-t", "synthetic-lung", "-p", "linear-seg", "--no-progress"]
+    assert invoke("run", "-m", "simclr", *args, "--results", str(pretrained)).exit_code == 0
+    exported = tmp_path / "simclr.safetensors"
+    assert invoke("export", "-m", "simclr", "--out", str(exported), "--results", str(pretrained)).exit_code == 0
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(f'methods = ["scratch"]\n[checkpoints.my-simclr]\nfile = "{exported}"\n')
+    ran = invoke("run", "--config", str(run_file), *args, "--results", str(scored))
+    assert ran.exit_code == 0, ran.output
+    records = {}
+    for folder in (pretrained, scored):
+        for path in folder.glob("runs/*/result.json"):
+            record = json.loads(path.read_text())
+            records[record["variant"]] = record
+    assert records["my-simclr"]["encoder_digest"] == records["simclr"]["encoder_digest"]
+    assert records["my-simclr"]["pretrained"] and not records["scratch"]["pretrained"]
+    assert records["my-simclr"]["spec"]["pretraining"]["checkpoint"]["sha256"] != ""
+    assert "[checkpoints.my-simclr]" in (scored / "run-config.toml").read_text()
