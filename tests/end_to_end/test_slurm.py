@@ -282,12 +282,16 @@ def test_a_preempted_pretraining_is_requeued_and_resumes_its_checkpoint(slurm, t
     while "Reason=BeginTime" not in (state := _scontrol(task)):
         assert time.monotonic() < deadline, f"the task was not requeued: {state}"
         time.sleep(0.2)
+    requeued = time.time()
     assert "Restarts=1" in state
     # SLURM holds a requeued job back for two minutes; the test need not wait for that, only for the node to have
-    # finished the first run (until then the job's credential is revoked, and a start kills it: "non-startable").
+    # finished the first run, and for a new second: slurmd revoked the first run's credential, and one issued in
+    # the same second counts as revoked (its times have a resolution of one second), so a start then kills the
+    # job ("Killing non-startable batch job: Job credential revoked", seen in CI).
     while (node := _node_state()) != "idle":
         assert time.monotonic() < deadline, f"the node never finished the first run: {node}"
         time.sleep(0.2)
+    time.sleep(max(0.0, requeued + 2 - time.time()))
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
     summary = executor.wait(plan, arrays)
     assert len(summary.written) == 1 and not summary.failed
