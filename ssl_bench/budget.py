@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 
 from ssl_bench.errors import ConfigError
@@ -87,7 +88,8 @@ class Budget:
     def _rescaled(self, stage: Stage, steps: int, largest: int) -> Stage:
         # Epochs of about steps_per_epoch steps that divide the stage's steps exactly (a tie: the shorter epochs).
         target = steps / self.steps_per_epoch
-        epochs = min((n for n in range(1, steps + 1) if steps % n == 0), key=lambda n: (abs(n - target), -n))
+        divisors = {d for n in range(1, math.isqrt(steps) + 1) if steps % n == 0 for d in (n, steps // n)}
+        epochs = min(divisors, key=lambda n: (abs(n - target), -n))
         size = stage.image_size if self.image_size is None else round(stage.image_size * self.image_size / largest)
         return dataclasses.replace(
             stage,

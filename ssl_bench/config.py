@@ -128,10 +128,9 @@ class RunConfig:
         }
         if not self.checkpoints:
             del values["checkpoints"]
-        if self.tasks is not None:
-            values["tasks"] = {name: self.task_tables.get(name, {}) for name in self.tasks}
-            if not self.task_tables:
-                values["tasks"] = list(self.tasks)
+        if self.tasks is not None:  # tables where the file defines tasks, else the plain list of names
+            tables = {name: self.task_tables.get(name, {}) for name in self.tasks}
+            values["tasks"] = tables if self.task_tables else list(self.tasks)
         if self.label_fractions is not None:
             values["label_fractions"] = list(self.label_fractions)
         return tomli_w.dumps(values)
