@@ -19,7 +19,7 @@ from ssl_bench.budget import BUILT_IN, SCALES
 from ssl_bench.data.phantoms import make_cxr, make_fundus
 from ssl_bench.errors import PluginError
 from ssl_bench.method import Method, Stage
-from ssl_bench.models import VGG16_BN_TINY, create_encoder
+from ssl_bench.models import VGG16_BN_TINY, create_encoder, encoder_kind
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool
 from ssl_bench.pretraining import Trainer
@@ -27,6 +27,8 @@ from ssl_bench.protocol import Context, Outcome, Protocol
 from ssl_bench.task import ClassificationData, ClassificationSplit, SegmentationData, SegmentationSplit, Task
 
 CHECK_SIZE = 32
+#: The encoders a method is exercised on: the shared CNN on both channel counts, a timm CNN and a timm ViT.
+CHECK_ENCODERS = ((VGG16_BN_TINY, 3), (VGG16_BN_TINY, 1), ("resnet18", 1), ("vit_tiny_patch16_224", 1))
 #: Steps per stage unless told otherwise: enough to catch a loss that diverges soon, seconds per method.
 CHECK_STEPS = 10
 #: Settings fields shrunk for the check wherever a protocol's settings have them.
@@ -56,14 +58,14 @@ def _phantom_pool(channels: int) -> PreparedPool:
     return PreparedPool(f"check-{channels}", "check", images, np.arange(8), np.arange(0))
 
 
-def _seeded_encoder(channels: int) -> torch.nn.Module:
+def _seeded_encoder(channels: int, name: str = VGG16_BN_TINY) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return create_encoder(VGG16_BN_TINY, in_chans=channels)
+        return create_encoder(name, in_chans=channels)
 
 
-def _steps(method: Method, stages: list[Stage], channels: int, steps: int) -> str:
-    encoder = _seeded_encoder(channels)
+def _steps(method: Method, stages: list[Stage], channels: int, steps: int, encoder_name: str) -> str:
+    encoder = _seeded_encoder(channels, encoder_name)
     pool = _phantom_pool(channels)
     extras = method.pool_extras(pool.images)
     trainer = Trainer(method, encoder, pool, torch.device("cpu"), seed=0, extras=extras)
@@ -80,7 +82,7 @@ def _steps(method: Method, stages: list[Stage], channels: int, steps: int) -> st
                 f"stage {stage.name}: the encoder's weights did not change: does the loss reach model.encoder?"
             )
         reports.append(f"{stage.name} loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    create_encoder(VGG16_BN_TINY, in_chans=channels).load_state_dict(encoder.state_dict(), strict=True)
+    create_encoder(encoder_name, in_chans=channels).load_state_dict(encoder.state_dict(), strict=True)
     return ", ".join(reports)
 
 
@@ -95,11 +97,15 @@ def _check_method(cls: type[Method], steps: int) -> list[CheckItem]:
     if not stages:
         return [*items, CheckItem(f"{prefix}: training steps", "skip", "no pretraining stages")]
     tiny = [dataclasses.replace(stage, batch_size=4, image_size=CHECK_SIZE) for stage in stages]
-    for channels in (3, 1):
+    for encoder_name, channels in CHECK_ENCODERS:
+        what = f"{prefix}: {steps} steps of each stage, {encoder_name} on {channels}-channel images"
+        if encoder_kind(encoder_name) not in method.encoder_kinds:
+            items.append(CheckItem(what, "skip", f"the method declares encoder_kinds {method.encoder_kinds}"))
+            continue
         items.append(
             _run(
-                f"{prefix}: {steps} steps of each stage on {channels}-channel images, encoder updated and exported",
-                lambda channels=channels: _steps(method, tiny, channels, steps),
+                f"{what}, encoder updated and exported",
+                lambda name=encoder_name, channels=channels: _steps(method, tiny, channels, steps, name),
             )
         )
     return items

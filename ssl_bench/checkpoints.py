@@ -2,8 +2,9 @@
 leaderboard (``NAME``) whose encoder is loaded from ``file`` instead of being pretrained.
 
 A file is a torch state dict (bare, or nested under ``state_dict`` or ``model``) or safetensors; ``prefix`` is
-stripped from its keys (``module.``, ``backbone.``, ``encoder.``). It must fit the run's encoder exactly: missing
-or unexpected keys are a one-line error that lists a few and guesses the prefix. The file's content hash is part of
+stripped from its keys (``module.``, ``backbone.``, ``encoder.``); ``encoder`` names its architecture (the run's
+``encoder`` if absent). It must fit that encoder exactly: missing or unexpected keys are a one-line error that lists
+a few and guesses the prefix. The file's content hash is part of
 the row's identity, so another file is another row's worth of work.
 """
 
@@ -15,10 +16,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from timm.models import adapt_input_conv
 
 from ssl_bench.errors import ConfigError, DataError
 from ssl_bench.method import Method, Stage
+from ssl_bench.models import VGG16_BN_TINY, Encoder, checked_encoder, create_encoder
 
+#: A [checkpoints.NAME] table's keys: their types, and their defaults where they may be left out.
+_KEYS = {"file": (str, None), "prefix": (str, ""), "encoder": (str | None, None), "timm_weights": (bool, False)}
+#: What a timm classifier has beyond its encoder: the head and the norm before it.
+_CLASSIFIER_PARTS = ("fc.", "head.", "classifier.", "norm.", "fc_norm.", "head_drop.", "conv_head.", "global_pool.")
 #: Prefixes that training frameworks put before an encoder's own names, tried when a file does not fit.
 COMMON_PREFIXES = ("module.", "backbone.", "encoder.", "model.", "model.encoder.", "state_dict.")
 
@@ -31,6 +38,10 @@ class Checkpoint:
     file: Path
     prefix: str
     sha256: str
+    #: the architecture the file holds; None: the run's encoder
+    encoder: str | None = None
+    #: the file holds timm's released weights of ``encoder``, loaded as timm loads them
+    timm_weights: bool = False
 
 
 def read_checkpoints(tables: object, method_names: set[str]) -> dict[str, Checkpoint]:
@@ -44,15 +55,25 @@ def read_checkpoints(tables: object, method_names: set[str]) -> dict[str, Checkp
         where = f"[checkpoints.{name}]"
         if name in method_names:
             raise ConfigError(f"{where} is named like the method {name}: a checkpoint's row needs its own name")
-        if unknown := sorted(set(table) - {"file", "prefix"}):
-            raise ConfigError(f"{where} has no key {', '.join(unknown)}; its keys: file, prefix")
-        file, prefix = table.get("file"), table.get("prefix", "")
-        if not isinstance(file, str) or not isinstance(prefix, str):
-            raise ConfigError(f'{where} needs file = "path/to/encoder.pt" (text) and an optional prefix (text)')
+        if unknown := sorted(set(table) - set(_KEYS)):
+            raise ConfigError(f"{where} has no key {', '.join(unknown)}; its keys: {', '.join(_KEYS)}")
+        file, prefix, encoder = table.get("file"), table.get("prefix", ""), table.get("encoder")
+        timm_weights = table.get("timm_weights", False)
+        if not all(isinstance(table.get(key, default), kind) for key, (kind, default) in _KEYS.items()):
+            raise ConfigError(
+                f'{where} needs file = "path/to/encoder.pt", and optionally a prefix and an encoder (text) and '
+                "timm_weights (true or false)"
+            )
+        if timm_weights and (prefix or encoder in (None, VGG16_BN_TINY)):
+            raise ConfigError(
+                f'{where}: timm_weights needs the timm model\'s name (encoder = "resnet18", say) and no prefix'
+            )
         path = Path(file).expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"{where}: {path} is not a file: give the path of the encoder's weights")
-        checkpoints[name] = Checkpoint(name, path, prefix, hashlib.sha256(path.read_bytes()).hexdigest())
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        encoder = encoder and checked_encoder(encoder)
+        checkpoints[name] = Checkpoint(name, path, prefix, digest, encoder, timm_weights)
     return checkpoints
 
 
@@ -70,15 +91,29 @@ class CheckpointRow(Method):
         return []
 
 
-def load_checkpoint(encoder: torch.nn.Module, checkpoint: Checkpoint) -> None:
-    """Load ``checkpoint`` into ``encoder``, strictly; :class:`DataError` naming the file and the fix otherwise."""
+def checkpoint_encoder(checkpoint: Checkpoint, encoder: str, in_chans: int) -> Encoder:
+    """The encoder ``encoder`` for ``in_chans`` channels with ``checkpoint``'s weights; :class:`DataError` naming the
+    file and the fix where they do not fit."""
+    loaded = create_encoder(encoder, in_chans)
+    load_checkpoint(loaded, checkpoint)
+    return loaded
+
+
+def load_checkpoint(encoder: Encoder, checkpoint: Checkpoint) -> None:
+    """Load ``checkpoint`` into ``encoder``, strictly but for the stem's channel count (adapted, see the module);
+    :class:`DataError` naming the file and the fix otherwise."""
     state = {_stripped(key, checkpoint.prefix): value for key, value in _state_dict(checkpoint.file).items()}
     expected = encoder.state_dict()
-    if set(state) != set(expected) and {f"model.{key}" for key in state} == set(expected):
+    if not set(expected) <= set(state) and {f"model.{key}" for key in state} >= set(expected):
         state = {f"model.{key}": value for key, value in state.items()}  # timm's own names, for its wrapped model
+    if checkpoint.timm_weights:
+        state = {key: value for key, value in state.items() if key in expected or not _classifier_part(key)}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise DataError(f"{checkpoint.file} does not fit the run's encoder: {_misfit(missing, unexpected, expected)}")
+    stem = _stem(expected, encoder.in_chans)
+    if stem and _other_channels(state[stem], expected[stem]):
+        state[stem] = adapt_input_conv(encoder.in_chans, state[stem], base_chans=state[stem].shape[1])
     shapes = [key for key in expected if state[key].shape != expected[key].shape]
     if shapes:
         key = shapes[0]
@@ -87,6 +122,20 @@ def load_checkpoint(encoder: torch.nn.Module, checkpoint: Checkpoint) -> None:
             f"{tuple(expected[key].shape)} ({len(shapes)} such); is it another architecture or channel count?"
         )
     encoder.load_state_dict(state, strict=True)
+
+
+def _classifier_part(key: str) -> bool:
+    return key.removeprefix("model.").startswith(_CLASSIFIER_PARTS)
+
+
+def _stem(expected: dict[str, torch.Tensor], in_chans: int) -> str | None:
+    """The key of the encoder's first convolution: the first 4-d weight taking ``in_chans`` channels."""
+    return next((key for key, value in expected.items() if value.ndim == 4 and value.shape[1] == in_chans), None)
+
+
+def _other_channels(weight: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether ``weight`` is ``expected``'s kernel for another input channel count (every other size the same)."""
+    return weight.ndim == 4 and weight.shape[1] != expected.shape[1] and weight.shape[::2] == expected.shape[::2]
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -124,4 +173,7 @@ def _misfit(missing: list[str], unexpected: list[str], expected: dict) -> str:
         if stripped and stripped <= known:
             said.append(f'its keys start with {prefix!r}: add prefix = "{prefix}" to the table')
             break
+    else:
+        if not missing and all(_classifier_part(key) for key in unexpected):
+            said.append("if it holds timm's released weights of a classifier, add timm_weights = true to the table")
     return "; ".join(said)

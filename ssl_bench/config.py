@@ -2,7 +2,7 @@
 
 budget = "demo"             # or "paper", "matched", or a [budget] table (below)
 seeds = 3
-encoder = "vgg16_bn_tiny"   # or any timm model name
+encoder = "vgg16_bn_tiny"   # of every row that names none: or any timm CNN or ViT name
 data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
@@ -19,6 +19,7 @@ executor = "slurm"          # inline (the default), local or slurm
 [methods.scratch]           # absent [methods]: every method, default options
 [methods.simclr]
 temperature = 0.2
+encoder = ["vgg16_bn_tiny", "resnet18"]   # its own encoders, a row each (scratch runs on every one in use)
 
 [protocols.linear-seg]      # a table instead of the list: protocols with settings
 lr = 0.01                   # a changed setting names the protocol's variant: linear-seg(lr=0.01)
@@ -58,7 +59,7 @@ from ssl_bench.budget import BUILT_IN, Budget, resolve_budget
 from ssl_bench.checkpoints import Checkpoint, read_checkpoints
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import Method
-from ssl_bench.models import VGG16_BN_TINY, create_encoder
+from ssl_bench.models import VGG16_BN_TINY, checked_encoder
 from ssl_bench.plugins import Registry
 from ssl_bench.results import checkpoint_seconds
 
@@ -101,7 +102,11 @@ class RunConfig:
     overwrite: str = "missing"
     #: None: each task's own fractions (``Task.label_fractions``), or 1.0 at the demo scale
     label_fractions: tuple[float, ...] | None = None
+    #: The encoder of every row that names none (the methods without their own, the checkpoints without theirs)
     encoder: str = VGG16_BN_TINY
+    #: The encoders of the methods that name their own (``encoder = "resnet18"`` or a list in ``[methods.NAME]``),
+    #: each one row per encoder
+    method_encoders: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pools: dict[str, str] = field(default_factory=dict)
     #: protocol name -> settings overrides; None: every registered protocol with the budget's settings
     protocols: dict[str, dict[str, object]] | None = None
@@ -121,9 +126,13 @@ class RunConfig:
             values["slurm"] = {k: v for k, v in values["slurm"].items() if v is not None}
         budget = {k: v for k, v in values["budget"].items() if v is not None}
         values["budget"] = self.budget.name if BUILT_IN.get(self.budget.name) == self.budget else budget
-        del values["task_tables"]
+        del values["task_tables"], values["method_encoders"]
+        for name, encoders in self.method_encoders.items():  # back in the method's table, where the file had it
+            values["methods"][name] = {**values["methods"][name], "encoder": list(encoders)}
         values["checkpoints"] = {
             name: {"file": str(checkpoint.file), "prefix": checkpoint.prefix}
+            | ({"encoder": checkpoint.encoder} if checkpoint.encoder else {})
+            | ({"timm_weights": True} if checkpoint.timm_weights else {})
             for name, checkpoint in self.checkpoints.items()
         }
         if not self.checkpoints:
@@ -152,16 +161,29 @@ def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _methods(value: object, registry: Registry) -> dict[str, dict[str, object]]:
+def _methods(value: object, registry: Registry) -> tuple[dict[str, dict[str, object]], dict[str, tuple[str, ...]]]:
+    """Each method's options, and the encoders of those whose table names its own (``encoder``, not an option)."""
     if value is None or value == "all":
-        return {name: {} for name in registry.methods}
+        return {name: {} for name in registry.methods}, {}
     if isinstance(value, list):
         value = {name: {} for name in value}
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
         raise ConfigError("methods must be a table of [methods.NAME] option tables, a list of names, or 'all'.")
-    for name, options in value.items():
-        make_method(registry, name, options)  # validates name and options now, not hours into a run
-    return dict(value)
+    methods, encoders = {}, {}
+    for name, table in value.items():
+        methods[name] = {key: option for key, option in table.items() if key != "encoder"}
+        make_method(registry, name, methods[name])  # validates name and options now, not hours into a run
+        if "encoder" in table:
+            encoders[name] = _encoders(f"[methods.{name}]", table["encoder"])
+    return methods, encoders
+
+
+def _encoders(where: str, value: object) -> tuple[str, ...]:
+    """An ``encoder`` value of a table: one name or a list of names, each known."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f'encoder of {where} must be a name or a list of names, e.g. ["resnet18"]; got {value!r}.')
+    return tuple(dict.fromkeys(checked_encoder(name) for name in names))
 
 
 def defined_tasks(file_values: dict) -> dict[str, dict[str, object]]:
@@ -259,14 +281,6 @@ def _slurm(file_table: object, flags: dict[str, object]) -> SlurmSettings | None
     return settings
 
 
-def _encoder(name: str) -> str:
-    try:
-        create_encoder(name)  # fails fast on an unknown name, with close matches
-    except ValueError as error:
-        raise ConfigError(f"encoder: {error}") from error
-    return name
-
-
 def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, read_only: bool = False) -> RunConfig:
     """Merge a config file's values with command-line overrides (those not None) and validate them; ``read_only``
     for a command that only reads the results folder (which need not be writable then).
@@ -287,8 +301,10 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         raise ConfigError(f'data_root must be a folder\'s path, e.g. data_root = "~/data"; got {data_root!r}.')
     checkpoint_seconds()  # a bad SSL_BENCH_CHECKPOINT_SECONDS is refused before any work, not in every job
     task_tables = _defined_tasks_registered(defined_tasks(values), registry)  # before the names: a clearer error
+    methods, method_encoders = _methods(values.get("methods"), registry)
     return RunConfig(
-        methods=_methods(values.get("methods"), registry),
+        methods=methods,
+        method_encoders=method_encoders,
         tasks=_tasks(values.get("tasks"), registry),
         task_tables=task_tables,
         checkpoints=read_checkpoints(values.get("checkpoints"), set(registry.methods)),
@@ -299,7 +315,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         results=_results_folder(values.get("results", "results"), read_only),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
         label_fractions=_label_fractions(values["label_fractions"]) if "label_fractions" in values else None,
-        encoder=_encoder(str(values.get("encoder", VGG16_BN_TINY))),
+        encoder=checked_encoder(str(values.get("encoder", VGG16_BN_TINY))),
         pools=_pools(values.get("pools", {})),
         protocols=_protocols(values.get("protocols"), registry),
         executor=_choice("executor", values.get("executor", "inline"), EXECUTORS),

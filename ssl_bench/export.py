@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import variant_name
-from ssl_bench.models import VGG16_BN_TINY, create_encoder
+from ssl_bench.models import VGG16_BN_TINY, create_encoder, row_name
 from ssl_bench.pretraining.cache import ENCODER_WEIGHTS, finished_pretraining
 from ssl_bench.record import PretrainingRecord
 from ssl_bench.results import load_torch, write_atomic, write_json
@@ -23,7 +23,10 @@ class Pretrained:
 
     @property
     def variant(self) -> str:
-        return variant_name(self.record.spec["method"], self.record.spec["options"])
+        """Its leaderboard row's name: ``simclr``, ``simclr(temperature=0.2)@resnet18``."""
+        return row_name(
+            variant_name(self.record.spec["method"], self.record.spec["options"]), self.record.spec["encoder"]
+        )
 
     @property
     def pool(self) -> str:
@@ -45,8 +48,9 @@ def finished_pretrainings(results: Path) -> list[Pretrained]:
 
 
 def choose(results: Path, variant: str, pool: str | None, seed_index: int) -> Pretrained:
-    """The one finished pretraining of ``variant`` (``simclr``, ``simclr(temperature=0.2)``) at ``seed_index`` whose
-    pool id contains ``pool`` (any pool if None); :class:`ConfigError` listing what there is otherwise."""
+    """The one finished pretraining of row ``variant`` (``simclr``, ``simclr(temperature=0.2)@resnet18``) at
+    ``seed_index`` whose pool id contains ``pool`` (any pool if None); :class:`ConfigError` listing what there is
+    otherwise."""
     found = finished_pretrainings(results)
     chosen = [
         p for p in found if p.variant == variant and p.seed_index == seed_index and (pool is None or pool in p.pool)
@@ -83,6 +87,9 @@ def export(pretrained: Pretrained, out: Path) -> tuple[Path, Path]:
             "in_chans": spec["channels"],
             # timm encoders are wrapped: their keys carry "model." before timm's own names.
             "key_prefix": "" if spec["encoder"] == VGG16_BN_TINY else "model.",
+            "timm_options": getattr(encoder, "timm_options", None),
+            # A ViT's pyramid taps these blocks; timm's model takes the file once pruned to them (without its norm).
+            "pyramid_blocks": getattr(encoder, "blocks", None),
             "feature_channels": [info.channels for info in encoder.feature_info],
             "feature_strides": [info.reduction for info in encoder.feature_info],
             "method_variant": pretrained.variant,

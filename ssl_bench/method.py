@@ -50,6 +50,9 @@ class Method(ABC):
     #: (``precision = "bf16"``): only where its loss stays within 1e-2 relative of fp32's on the same weights and
     #: views (a loss that nearly cancels, such as a negative cosine similarity, may not).
     bf16_safe: ClassVar[bool] = False
+    #: The kinds of encoder it trains (``cnn``: features at several strides; ``vit``: a plain transformer, served
+    #: as a feature pyramid): a run that gives it another kind is refused before any work.
+    encoder_kinds: ClassVar[tuple[str, ...]] = ("cnn", "vit")
     #: A frozen dataclass; the fields that differ from their defaults name the variant. Its ``__post_init__``
     #: checks ranges and raises :class:`ssl_bench.api.ConfigError`, which the CLI reports in one line (a
     #: ValueError there would end the run with a traceback).

@@ -1,18 +1,24 @@
 """The shared networks every method is compared on: encoders, the U-Net decoder and the transfer model.
 
 ``vgg16_bn_tiny`` and the decoder reproduce LD's networks (Chen et al. 2021) exactly; any timm model with
-``features_only`` support can stand in as encoder, with a decoder derived by the same rule.
+``features_only`` support can stand in as encoder, with a decoder derived by the same rule, and so can a plain
+timm transformer (ViT, DeiT, EVA), through a simple feature pyramid (:class:`PyramidEncoder`).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssl_bench.errors import ConfigError
 
 VGG16_BN_TINY = "vgg16_bn_tiny"
 # LD's VGG16-BN layout with every width divided by 4; "M" is a 2x2 max-pool.
@@ -100,11 +106,14 @@ class VGG16BNTiny(Encoder):
 class TimmEncoder(Encoder):
     """Any timm model built with ``features_only=True`` and random weights."""
 
+    #: what ``timm.create_model`` is given besides the name and ``in_chans`` (the export's sidecar says it)
+    timm_options: ClassVar[dict[str, object]] = {"features_only": True}
+
     def __init__(self, name: str, in_chans: int = 3) -> None:
         super().__init__()
         self.in_chans = in_chans
         try:
-            self.model = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_chans)
+            self.model = timm.create_model(name, pretrained=False, in_chans=in_chans, **self.timm_options)
         except RuntimeError as error:  # timm's way of saying "no features_only for this architecture"
             raise ValueError(f"timm model {name!r} cannot be used as an encoder: {error}") from error
         info = self.model.feature_info
@@ -116,18 +125,89 @@ class TimmEncoder(Encoder):
         return list(self.model(x))
 
 
+class PyramidEncoder(Encoder):
+    """A plain timm transformer (ViT, DeiT, EVA: one stride, its patch size) as an encoder of any input size.
+
+    timm builds it with ``dynamic_img_size`` (position embeddings resampled to the input's grid) and
+    ``dynamic_img_pad`` (the input padded to whole patches). The tokens of four evenly spaced blocks (the 3rd, 6th,
+    9th and 12th of 12, as UNETR taps them) are reshaped to maps and resampled to strides 4, 8, 16 and 32, shallow
+    to deep, as ViTDet's simple feature pyramid does from one block. The resampling has no parameters (max-pooling
+    down, repetition up), so a frozen encoder is the whole transformer and nothing else, and the U-Net decoder and
+    every protocol serve it as they serve a CNN. The blocks after the last tapped one, the final norm and the
+    classifier are pruned: nothing unused is trained or saved.
+    """
+
+    STRIDES = (4, 8, 16, 32)
+    timm_options: ClassVar[dict[str, object]] = {"num_classes": 0, "dynamic_img_size": True, "dynamic_img_pad": True}
+
+    def __init__(self, model: nn.Module, in_chans: int) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.model = model
+        depth = len(model.blocks)
+        self.blocks = sorted({max(round(depth * quarter / 4) - 1, 0) for quarter in range(1, 5)})
+        model.prune_intermediate_layers(self.blocks, prune_norm=True, prune_head=True)
+        self.feature_info = [FeatureInfo(channels=model.embed_dim, reduction=stride) for stride in self.STRIDES]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = self.model.forward_intermediates(x, indices=self.blocks, intermediates_only=True)
+        maps = [maps[0]] * (len(self.STRIDES) - len(maps)) + maps  # a model of under four blocks repeats its first
+        height, width = x.shape[-2:]
+        return [
+            F.adaptive_max_pool2d(features, (math.ceil(height / stride), math.ceil(width / stride)))
+            for features, stride in zip(maps, self.STRIDES, strict=True)
+        ]
+
+
+def _plain_transformer(name: str, in_chans: int) -> nn.Module | None:
+    """timm model ``name`` built to take any input size, if it is a plain transformer (its constructor takes
+    ``dynamic_img_size``); None for any other architecture."""
+    try:
+        return timm.create_model(name, pretrained=False, in_chans=in_chans, **PyramidEncoder.timm_options)
+    except TypeError as error:
+        if "dynamic_img" in str(error):  # "got an unexpected keyword argument 'dynamic_img_size'"
+            return None
+        raise
+
+
 def create_encoder(name: str = VGG16_BN_TINY, in_chans: int = 3) -> Encoder:
     """``vgg16_bn_tiny`` or any timm model name, randomly initialised (weights are never downloaded)."""
     if name == VGG16_BN_TINY:
         return VGG16BNTiny(in_chans)
     if timm.is_model(name):
-        return TimmEncoder(name, in_chans)
+        transformer = _plain_transformer(name, in_chans)
+        return PyramidEncoder(transformer, in_chans) if transformer is not None else TimmEncoder(name, in_chans)
     close = difflib.get_close_matches(name, [VGG16_BN_TINY, *timm.list_models()], n=5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(
         f"Unknown encoder {name!r}.{hint} Use {VGG16_BN_TINY!r} or a timm model name "
         "(list them with: python -c \"import timm; print(timm.list_models('*pattern*'))\")."
     )
+
+
+#: What :func:`encoder_kind` tells apart: encoders with features at several strides, and plain transformers
+#: (:class:`PyramidEncoder`), which some methods cannot serve (``Method.encoder_kinds``).
+ENCODER_KINDS = ("cnn", "vit")
+
+
+@functools.cache  # the answer builds the model
+def encoder_kind(name: str) -> str:
+    """``vit`` for a plain timm transformer, ``cnn`` for any other encoder (hybrids such as mobilevit included)."""
+    return "cnn" if name == VGG16_BN_TINY or _plain_transformer(name, 1) is None else "vit"
+
+
+def checked_encoder(name: str) -> str:
+    """``name`` if it names an encoder; :class:`ConfigError` with close matches otherwise."""
+    try:
+        create_encoder(name)  # fails fast on an unknown name, with close matches
+    except ValueError as error:
+        raise ConfigError(f"encoder: {error}") from error
+    return name
+
+
+def row_name(variant: str, encoder: str) -> str:
+    """A leaderboard row's name: the method variant, and ``@encoder`` unless it is the shared default."""
+    return variant if encoder == VGG16_BN_TINY else f"{variant}@{encoder}"
 
 
 def encoder_problem(name: str, in_chans: int, sizes: set[int]) -> str | None:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ssl_bench.board.plots import Style, cd_diagram, dot_plot, fraction_curves, variant_styles
 from ssl_bench.board.schema import Cell, Section, Table
-from ssl_bench.board.sections import budget_line, demo_banner, leaderboard_sections
+from ssl_bench.board.sections import demo_banner, leaderboard_sections, run_line
 from ssl_bench.board.tables import friedman_result
 from ssl_bench.record import FailureRecord, ResultRecord
 
@@ -35,7 +35,7 @@ def render_html(board: Board, run_config: str | None) -> str:
     findings, *sections = leaderboard_sections(board)
     # The first screen answers "which method, and is it real?"; how the run was made comes last.
     top = [f'<p class="banner">{_inline(demo.removeprefix("> "))}</p>'] if demo else []
-    top += [f"<p>{_inline(budgets)}</p>"] if (budgets := budget_line(board.records)) else []
+    top += [f"<p>{_inline(budgets)}</p>"] if (budgets := run_line(board.records)) else []
     top.append(_section(findings, "findings"))
     contents, parts = [(findings.level, findings.title, "findings")], []
     for section in sections:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ssl_bench.board.schema import Cell, Table, seed_range
-from ssl_bench.board.sections import budget_line, demo_banner, leaderboard_sections
+from ssl_bench.board.sections import demo_banner, leaderboard_sections, run_line
 
 if TYPE_CHECKING:
     from ssl_bench.board.load import Board
@@ -18,7 +18,7 @@ def render_markdown(board: Board) -> str:
     lines = ["# ssl-bench leaderboard", ""]
     if banner := demo_banner(board.records):
         lines += [banner, ""]
-    if budgets := budget_line(board.records):
+    if budgets := run_line(board.records):
         lines += [budgets, ""]
     if board.problems:
         problems = board.problems

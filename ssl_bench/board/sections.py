@@ -32,6 +32,7 @@ from ssl_bench.board.tables import (
     score_board,
     task_columns,
 )
+from ssl_bench.models import VGG16_BN_TINY
 from ssl_bench.record import FailureRecord, ResultRecord
 from ssl_bench.stats import (
     MIN_COLUMNS,
@@ -63,12 +64,19 @@ def leaderboard_sections(board: Board) -> list[Section]:
     return [*sections, _compute_section(summary)]
 
 
-def budget_line(results: list[ResultRecord]) -> str | None:
-    """The budget(s) the results were made with, as one Markdown sentence; None without results."""
+def run_line(results: list[ResultRecord]) -> str | None:
+    """The budget(s) the results were made with, and the encoders where rows have several, as one Markdown
+    sentence; None without results."""
     budgets = sorted({result.budget for result in results})
     if not budgets:
         return None
-    return f"Budget{'s' if len(budgets) > 1 else ''}: {', '.join(f'`{name}`' for name in budgets)}."
+    line = f"Budget{'s' if len(budgets) > 1 else ''}: {', '.join(f'`{name}`' for name in budgets)}."
+    encoders = sorted({result.encoder for result in results}, key=lambda name: (name != VGG16_BN_TINY, name))
+    if len(encoders) > 1:
+        named = [f"`{name}` (rows named `@{name}`)" for name in encoders if name != VGG16_BN_TINY]
+        default = [f"`{VGG16_BN_TINY}` (the others)"] if VGG16_BN_TINY in encoders else []
+        line += f" Encoders: {', '.join(named + default)}; each row is compared with the scratch of its encoder."
+    return line
 
 
 def demo_banner(results: list[ResultRecord]) -> str | None:

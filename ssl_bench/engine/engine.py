@@ -267,7 +267,7 @@ class Engine:
             save_torch(selected_model_path(self.config.results, job.id), state)
         run = JobRun(
             device=self.device,
-            encoder=self.config.encoder,
+            encoder=job.pretraining.encoder,
             budget=self.config.budget.name,
             config_hash=self.config_hash,
             peak_mb=memory.peak_mb,

@@ -2,7 +2,7 @@
 laid out (:mod:`.plan`: every job of the run, in an order the engine can follow)."""
 
 from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, digest, seed_of
-from ssl_bench.planning.plan import build_plan, label_fractions, variant_label
+from ssl_bench.planning.plan import build_plan, label_fractions
 
 __all__ = [
     "Job",
@@ -13,5 +13,4 @@ __all__ = [
     "digest",
     "label_fractions",
     "seed_of",
-    "variant_label",
 ]

@@ -43,6 +43,8 @@ class Pretraining:
     id: str
     spec: dict
     method: Method
+    #: the architecture it trains (``vgg16_bn_tiny`` or a timm name)
+    encoder: str
     #: the schedule the budget gives the method; empty for no pretraining
     stages: tuple[Stage, ...]
     #: ``fp32`` or ``bf16`` (autocast, channels-last), as the budget gives it to the method

@@ -17,7 +17,7 @@ from ssl_bench.checkpoints import CheckpointRow
 from ssl_bench.config import RunConfig, make_method, protocol_settings
 from ssl_bench.errors import ConfigError, DataError, PluginError
 from ssl_bench.method import Method, non_default_options, variant_name
-from ssl_bench.models import VGG16_BN_TINY, encoder_problem
+from ssl_bench.models import VGG16_BN_TINY, encoder_kind, encoder_problem, row_name
 from ssl_bench.planning.identity import Job, Plan, Pretraining, TaskData, as_json, digest
 from ssl_bench.plugins import Registry
 from ssl_bench.pools import PreparedPool, prepare_pool, resolve_pool
@@ -32,8 +32,7 @@ from ssl_bench.task import Task, load_task_data
 def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None] = print) -> Plan:
     """Every job of the run, each after the job it continues from; tasks whose data is absent are left out, and so
     are protocols using shapes on a task whose shape source's data is absent."""
-    methods = [make_method(registry, name, options) for name, options in config.methods.items()]
-    methods += [CheckpointRow(checkpoint) for checkpoint in config.checkpoints.values()]
+    rows = _rows(config, registry)
     tasks = _available_tasks(config, registry, echo)
     data, left_out = _load_data(tasks, config.data_root, echo)
     tasks = [task for task in tasks if task.name in data]
@@ -43,16 +42,16 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
     _load_shape_sources(tasks, protocols, config, registry, data, echo)
     planner = _Planner(config, registry, data)
     pools: dict[str, PreparedPool] = {}
-    for method in methods:
+    for method, encoder in rows:
         for seed_index in range(config.seeds):
             for task in tasks:
-                pretraining = _pretraining(method, task, seed_index, config, registry, pools, echo)
+                pretraining = _pretraining(method, encoder, task, seed_index, config, registry, pools, echo)
                 for fraction in label_fractions(config, task):
                     labelled_count(len(data[task.name].train), fraction)  # too few labelled: refused before training
                     for name, protocol in protocols.items():
                         if protocol.serves(task) and (not protocol.uses_shapes or task.shape_source in data):
                             planner.job(pretraining, task, name, fraction, seed_index)
-    _refuse_an_encoder_that_cannot_take_the_sizes(planner.jobs.values(), config.encoder)
+    _refuse_encoders_that_cannot_take_the_sizes(planner.jobs.values())
     if config.seeds < MIN_SEEDS:
         echo(
             f"note: with {config.seeds} seed(s) no difference between methods can be claimed: a claim takes "
@@ -62,8 +61,35 @@ def build_plan(config: RunConfig, registry: Registry, echo: Callable[[str], None
     return Plan(list(planner.jobs.values()), data, left_out)
 
 
+def _rows(config: RunConfig, registry: Registry) -> list[tuple[Method, str]]:
+    """The leaderboard's rows as (method, encoder): each method on its own encoders or the run's, each checkpoint
+    on its architecture; ``scratch`` without encoders of its own on every encoder in use, so that each row has the
+    scratch of its architecture to be compared with. A method given a kind of encoder it cannot train is refused."""
+    rows = [
+        (make_method(registry, name, options), encoder)
+        for name, options in config.methods.items()
+        for encoder in config.method_encoders.get(name, (config.encoder,))
+    ]
+    rows += [(CheckpointRow(c), c.encoder or config.encoder) for c in config.checkpoints.values()]
+    in_use = tuple(dict.fromkeys(encoder for _, encoder in rows))
+    rows = [
+        (method, encoder)
+        for method, own in rows
+        for encoder in (in_use if method.name == "scratch" and "scratch" not in config.method_encoders else (own,))
+    ]
+    rows = list(dict.fromkeys(rows))  # scratch once per encoder
+    for method, encoder in rows:
+        if (kind := encoder_kind(encoder)) not in method.encoder_kinds:
+            raise ConfigError(
+                f"method {method.name} trains {' and '.join(method.encoder_kinds)} encoders, not {encoder} (a {kind}): "
+                f'give it one of those (encoder = "..." in [methods.{method.name}]) or leave it out'
+            )
+    return rows
+
+
 def _pretraining(
     method: Method,
+    encoder: str,
     task: Task,
     seed_index: int,
     config: RunConfig,
@@ -80,7 +106,7 @@ def _pretraining(
         "options": non_default_options(method.options),
         "method_version": method.version,
         "plugin": plugin,
-        "encoder": config.encoder,
+        "encoder": encoder,
         "channels": task.channels,
         # The stages as they will run, not the budget's name: a changed schedule is another encoder.
         "stages": [dataclasses.asdict(stage) for stage in stages],
@@ -97,14 +123,11 @@ def _pretraining(
         spec["pool"] = {"id": pool.id, "fingerprint": pool.fingerprint}
     if checkpoint:
         spec["checkpoint"] = {"sha256": checkpoint.sha256, "prefix": checkpoint.prefix}
+        if checkpoint.timm_weights:  # loaded another way: another encoder (the key is absent where false, as before)
+            spec["checkpoint"]["timm_weights"] = True
     return Pretraining(
-        digest(spec), as_json(spec), method, stages, precision, task.channels, pool, spec["plugin"], checkpoint
+        digest(spec), as_json(spec), method, encoder, stages, precision, task.channels, pool, spec["plugin"], checkpoint
     )
-
-
-def variant_label(method: Method, encoder: str) -> str:
-    """The leaderboard's row name: the method variant, and the encoder unless it is the shared default."""
-    return method.variant if encoder == VGG16_BN_TINY else f"{method.variant}@{encoder}"
 
 
 def label_fractions(config: RunConfig, task: Task) -> tuple[float, ...]:
@@ -169,14 +192,15 @@ def _refuse_protocols_serving_no_task(protocols: dict[str, Protocol], tasks: lis
             )
 
 
-def _refuse_an_encoder_that_cannot_take_the_sizes(jobs: Iterable[Job], encoder: str) -> None:
-    """An encoder that cannot take the run's image sizes is refused before any work, not job by job."""
-    sizes: dict[int, set[int]] = defaultdict(set)
+def _refuse_encoders_that_cannot_take_the_sizes(jobs: Iterable[Job]) -> None:
+    """An encoder that cannot take the image sizes it is given is refused before any work, not job by job."""
+    sizes: dict[tuple[str, int], set[int]] = defaultdict(set)
     for job in jobs:
-        sizes[job.task.channels].update(stage.image_size for stage in job.pretraining.stages)
+        given = sizes[job.pretraining.encoder, job.task.channels]
+        given.update(stage.image_size for stage in job.pretraining.stages)
         if isinstance(job.settings, SupervisedSettings):  # the others take the supervised protocols' size too
-            sizes[job.task.channels].add(job.settings.image_size)
-    for channels, wanted in sizes.items():
+            given.add(job.settings.image_size)
+    for (encoder, channels), wanted in sizes.items():
         if problem := encoder_problem(encoder, channels, wanted):
             raise ConfigError(
                 f"{problem}: it would fail every job of that size. Pick an encoder that takes any size (a CNN, "
@@ -237,7 +261,7 @@ class _Planner:
         settings = protocol_settings(protocol_name, base, overrides)
         spec = {
             "pretraining": pretraining.spec,
-            "variant": variant_label(pretraining.method, self.config.encoder),
+            "variant": row_name(pretraining.method.variant, pretraining.encoder),
             "task": task.name,
             "task_version": task.version,
             "task_plugin": self.registry.plugin_version("tasks", task.name),

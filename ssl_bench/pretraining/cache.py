@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_bench.checkpoints import load_checkpoint
+from ssl_bench.checkpoints import checkpoint_encoder
 from ssl_bench.config import RunConfig
 from ssl_bench.errors import DataError
 from ssl_bench.locks import Lock
@@ -54,17 +54,17 @@ class PretrainingCache:
         self._refreshed: set[str] = set()  # pretrainings that --overwrite always has already redone
 
     def _fresh_encoder(self, pretraining: Pretraining) -> torch.nn.Module:
-        """The encoder at its random init, drawn from the pretraining's seed."""
+        """The encoder at its random init, drawn from the pretraining's seed, or with its checkpoint's weights."""
+        if pretraining.checkpoint is not None:
+            return checkpoint_encoder(pretraining.checkpoint, pretraining.encoder, pretraining.channels)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(pretraining.seed)
-            return create_encoder(self.config.encoder, in_chans=pretraining.channels)
+            return create_encoder(pretraining.encoder, in_chans=pretraining.channels)
 
     def encoder(self, pretraining: Pretraining) -> tuple[torch.nn.Module, PretrainingRecord | None] | None:
         """The encoder of ``pretraining``, trained now or loaded from the cache, and its record (None for a method
         without pretraining); None while another worker holds its lock (it is training it)."""
         encoder = self._fresh_encoder(pretraining)
-        if pretraining.checkpoint is not None:
-            load_checkpoint(encoder, pretraining.checkpoint)
         if pretraining.pool is None:
             return encoder, None
         folder = pretrain_dir(self.config.results, pretraining.id)

@@ -165,7 +165,8 @@ def test_leaderboard_without_results_says_what_to_do(tmp_path):
 def test_check_passes_the_example_plugin_and_names_unknown_ones(example_plugin):
     result = invoke("check", "denoise")
     assert result.exit_code == 0, result.output
-    assert "PASS  method denoise: 10 steps of each stage on 1-channel images" in result.output
+    for encoder in ("vgg16_bn_tiny on 3", "vgg16_bn_tiny on 1", "resnet18 on 1", "vit_tiny_patch16_224 on 1"):
+        assert f"PASS  method denoise: 10 steps of each stage, {encoder}-channel images" in result.output
     assert "0 failed, 0 not tested" in result.output
     unknown = runner.invoke(app, ["check", "nope"])
     assert unknown.exit_code == 2 and "no plugin named 'nope'" in unknown.output
@@ -195,7 +196,7 @@ def test_check_reports_a_broken_method(site):
     write_distribution(site, "sbtest-frozen", "1.0", {"frozen": "sbtest_frozen"})
     result = runner.invoke(app, ["check", "frozen"])
     assert result.exit_code == 1
-    assert "FAIL  method sbtest-frozen: 10 steps of each stage on 3-channel images" in result.output
+    assert "FAIL  method sbtest-frozen: 10 steps of each stage, vgg16_bn_tiny on 3-channel images" in result.output
     assert "did not change" in result.output
 
 
@@ -313,10 +314,10 @@ def test_data_preview_draws_any_task_as_read_and_refuses_one_it_cannot_read(tmp_
 def test_an_encoder_that_cannot_take_the_runs_size_is_refused_before_any_work(tmp_path):
     results = tmp_path / "results"
     result = invoke(
-        "run", "-m", "scratch", "-t", "synthetic-vessel", "-p", "frozen", "--encoder", "vit_tiny_patch16_224",
+        "run", "-m", "scratch", "-t", "synthetic-vessel", "-p", "frozen", "--encoder", "swin_tiny_patch4_window7_224",
         "--results", str(results),
     )  # fmt: skip
     assert result.exit_code == 2, result.output
-    assert "encoder vit_tiny_patch16_224 cannot take 96x96 images (" in result.output
+    assert "encoder swin_tiny_patch4_window7_224 cannot take 96x96 images (" in result.output
     assert "Pick an encoder that takes any size" in result.output and "Traceback" not in result.output
     assert not list(results.glob("runs/*/result.json"))

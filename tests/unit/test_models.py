@@ -1,17 +1,21 @@
 import math
 
 import pytest
+import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.models import (
     FeatureInfo,
+    PyramidEncoder,
     SegmentationModel,
     TimmEncoder,
     UNet,
     UNetDecoder,
     VGG16BNTiny,
     create_encoder,
+    encoder_kind,
 )
 
 VGG_LAYOUT = [16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M", 128, 128, 128, "M"]
@@ -201,3 +205,63 @@ def test_encoder_init_is_seeded_by_torch_rng() -> None:
 
     assert torch.equal(first_weight(3), first_weight(3))
     assert not torch.equal(first_weight(3), first_weight(4))
+
+
+# --- plain transformers as a feature pyramid ----------------------------------------------------------------
+
+
+def _vit_and_its_twin(name: str = "vit_tiny_patch16_224") -> tuple[PyramidEncoder, nn.Module]:
+    """The pyramid encoder and, with the same seed, timm's model unpruned: the reference the maps are read from."""
+    torch.manual_seed(0)
+    encoder = create_encoder(name, in_chans=1)
+    torch.manual_seed(0)
+    twin = timm.create_model(name, num_classes=0, in_chans=1, dynamic_img_size=True, dynamic_img_pad=True)
+    return encoder, twin.eval()
+
+
+def _block_map(twin: nn.Module, x: torch.Tensor, block: int) -> torch.Tensor:
+    """Block ``block``'s patch tokens as a map, computed step by step from timm's parts."""
+    tokens = twin._pos_embed(twin.patch_embed(F.pad(x, (0, -x.shape[-1] % 16, 0, -x.shape[-2] % 16))))
+    tokens = twin.norm_pre(twin.patch_drop(tokens))
+    for layer in twin.blocks[: block + 1]:
+        tokens = layer(tokens)
+    grid = -(-x.shape[-2] // 16), -(-x.shape[-1] // 16)
+    return tokens[:, twin.num_prefix_tokens :].transpose(1, 2).reshape(x.shape[0], -1, *grid)
+
+
+@pytest.mark.parametrize("size", [28, 64, 100])
+def test_a_vit_gives_blocks_3_6_9_12_at_strides_4_8_16_32_of_any_input_size(size: int) -> None:
+    encoder, twin = _vit_and_its_twin()
+    assert isinstance(encoder, PyramidEncoder) and encoder_kind("vit_tiny_patch16_224") == "vit"
+    assert [(i.channels, i.reduction) for i in encoder.feature_info] == [(192, 4), (192, 8), (192, 16), (192, 32)]
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        maps = encoder.eval()(x)
+        blocks = [_block_map(twin, x, block) for block in (2, 5, 8, 11)]
+    assert [tuple(m.shape[-2:]) for m in maps] == [(math.ceil(size / s),) * 2 for s in (4, 8, 16, 32)]
+    # Up: each token repeated over the cells it covers; at a whole multiple, repeat_interleave exactly.
+    if size % 16 == 0:
+        torch.testing.assert_close(maps[0], blocks[0].repeat_interleave(4, -1).repeat_interleave(4, -2))
+        torch.testing.assert_close(maps[1], blocks[1].repeat_interleave(2, -1).repeat_interleave(2, -2))
+    torch.testing.assert_close(maps[2], blocks[2])
+    if size % 32 == 0:  # down: the max over each 2x2 of tokens
+        torch.testing.assert_close(maps[3], F.max_pool2d(blocks[3], 2))
+
+
+def test_a_vit_encoder_holds_only_what_it_uses_and_a_frozen_one_is_the_whole_transformer() -> None:
+    encoder, twin = _vit_and_its_twin()
+    unused = {key for key in twin.state_dict() if key.startswith(("norm.", "fc_norm.", "head."))}
+    assert {f"model.{key}" for key in set(twin.state_dict()) - unused} == set(encoder.state_dict())
+    model = SegmentationModel(encoder)
+    decoder = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("unet.encoder."))
+    assert sum(p.numel() for p in encoder.parameters()) + decoder == sum(p.numel() for p in model.parameters())
+    assert model(torch.zeros(1, 1, 44, 44)).shape == (1, 1, 44, 44)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("vit_tiny_patch16_224", "vit"), ("deit_tiny_patch16_224", "vit"), ("resnet18", "cnn"), ("mobilevit_xxs", "cnn")],
+)
+def test_encoder_kinds(name: str, kind: str) -> None:
+    assert encoder_kind(name) == kind
+    assert isinstance(create_encoder(name, in_chans=1), PyramidEncoder) == (kind == "vit")
