@@ -6,8 +6,8 @@ segmentation. It measures how linearly decodable the target is from the features
 to make up for what pretraining did not learn. Trained by the shared supervised loop (LD's soft Dice loss, the
 epoch with the best validation loss kept); the encoder is frozen (no gradients, BatchNorm statistics untouched).
 
-Settings. ``demo``: 96 px, 12 epochs, batch 4 (the ``frozen`` demo's schedule) at Adam 1e-2: a linear probe on
-standardised features has one layer of small weights to move, and at 1e-3 it has not converged in 12 epochs.
+Settings. ``demo``: 96 px, 8 epochs, batch 4 (the ``frozen`` demo's schedule) at Adam 1e-2: a linear probe on
+standardised features has one layer of small weights to move, and at 1e-3 it had not converged in 12 epochs.
 ``paper`` scale: 512 px, 100 epochs, the task's paper batch size (LD's transfer schedule, so that the probe
 gets the same images, resolution and updates as ``frozen`` and ``finetune``), at the same 1e-2.
 """

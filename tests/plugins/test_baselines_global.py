@@ -1,4 +1,5 @@
-"""The global baselines: MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, SwAV, RotNet and instance spreading.
+"""The global baselines: MoCo v2, MoCo v3, BYOL, SimSiam, NNCLR, Barlow Twins, VICReg, SwAV, RotNet and instance
+spreading.
 
 Contract behaviour for every method (steps on grey and colour images, learning, export, determinism,
 resumption), then each known formula against a direct computation written here.
@@ -12,6 +13,7 @@ from ssl_bench_methods._global import two_views
 from ssl_bench_methods.barlowtwins import BarlowTwins, BarlowTwinsOptions
 from ssl_bench_methods.byol import BYOL
 from ssl_bench_methods.moco import MoCo, MoCoOptions
+from ssl_bench_methods.moco_v3 import MoCoV3, contrastive_loss
 from ssl_bench_methods.rotnet import rotations
 from ssl_bench_methods.swav import SwAVOptions
 from ssl_bench_methods.vicreg import VICReg, VICRegOptions
@@ -24,7 +26,9 @@ from ssl_bench.cli import app
 from ssl_bench.models import SegmentationModel
 from ssl_bench.plugins import get_registry
 
-METHODS = ["moco", "byol", "simsiam", "barlowtwins", "vicreg", "swav", "rotnet", "instance-spreading"]
+METHODS = [
+    *("moco", "moco-v3", "byol", "simsiam", "nnclr", "barlowtwins", "vicreg", "swav", "rotnet", "instance-spreading")
+]
 ENCODER = "vgg16_bn_tiny"
 SIZE = 32
 BATCH = 8
@@ -153,7 +157,10 @@ def test_ssl_bench_check_passes(name):
 
 @pytest.mark.parametrize(
     ("method", "step", "total", "momentum"),
-    [(MoCo(), 0, 10, 0.999), (MoCo(), 9, 10, 0.999), (BYOL(), 0, 10, 0.996), (BYOL(), 9, 10, 1.0)],
+    [
+        *((MoCo(), 0, 10, 0.999), (MoCo(), 9, 10, 0.999), (BYOL(), 0, 10, 0.996), (BYOL(), 9, 10, 1.0)),
+        *((MoCoV3(), 0, 10, 0.99), (MoCoV3(), 5, 11, 0.995), (MoCoV3(), 10, 11, 1.0)),
+    ],
 )
 def test_after_step_moves_the_momentum_copies_by_the_published_momentum(method, step, total, momentum):
     stage = tiny_stage(total)
@@ -180,6 +187,64 @@ def test_moco_enqueues_keys_in_training_only():
     assert torch.equal(bank, initial)
     method.training_step(model, source_images(3), stage, torch.Generator().manual_seed(0))
     assert not torch.equal(bank[:BATCH], initial[:BATCH]) and torch.equal(bank[BATCH:], initial[BATCH:])
+
+
+def test_nnclr_looks_up_both_views_before_the_first_views_join_the_support_set_in_training_only():
+    stage = tiny_stage(1)
+    method, model = build("nnclr", 3, stage)
+    bank = model.support_set.bank  # (size, dim): one row per entry
+    initial = bank.clone()
+    with torch.no_grad():  # as the core validates: in eval mode
+        method.training_step(model.eval(), source_images(3), stage, torch.Generator().manual_seed(0))
+    assert torch.equal(bank, initial)
+    loss = method.training_step(model.train(), source_images(3), stage, torch.Generator().manual_seed(0))
+    # The loss, computed here from its parts: each view's nearest (cosine) entry of the support set as it was.
+    # The step changed no weight, and BatchNorm in training mode reads the batch: the same views, the same outputs.
+    with torch.no_grad():
+        projections = model(two_views(source_images(3), stage, torch.Generator().manual_seed(0)))
+        predictions = model.prediction(projections)
+    entries = initial
+    cosine = torch.nn.functional.normalize(projections, dim=1) @ torch.nn.functional.normalize(entries, dim=1).T
+    neighbours = entries[cosine.argmax(1)]
+    first, second = neighbours.chunk(2)
+    predicted_first, predicted_second = predictions.chunk(2)
+    expected = (nt_xent(first, predicted_second, 0.1) + nt_xent(second, predicted_first, 0.1)) / 2
+    torch.testing.assert_close(loss.detach(), expected)
+    # Then the first views, and only they, joined the support set.
+    assert not torch.equal(bank[:BATCH], initial[:BATCH]) and torch.equal(bank[BATCH:], initial[BATCH:])
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent, written out: each of the 2n rows must pick its twin among the other 2n - 1 (cosine / t)."""
+    rows = torch.nn.functional.normalize(torch.cat([a, b]), dim=1)
+    n, losses = len(a), []
+    for i in range(2 * n):
+        others = [j for j in range(2 * n) if j != i]
+        logits = torch.stack([rows[i] @ rows[j] / temperature for j in others])
+        twin = others.index((i + n) % (2 * n))
+        losses.append(-torch.log_softmax(logits, 0)[twin])
+    return torch.stack(losses).mean()
+
+
+def test_moco_v3_loss_is_twice_the_temperature_times_the_cross_entropy_of_each_query_picking_its_key():
+    queries, keys = torch.randn(5, 4), torch.randn(5, 4)
+    for temperature in (1.0, 0.2):
+        expected = 0.0
+        for i in range(5):
+            similarity = [torch.cosine_similarity(queries[i], keys[j], dim=0) / temperature for j in range(5)]
+            expected += -torch.log_softmax(torch.stack(similarity), 0)[i] / 5
+        torch.testing.assert_close(contrastive_loss(queries, keys, temperature), 2 * temperature * expected)
+
+
+def test_moco_v3_heads_are_its_papers_mlps():
+    model = build("moco-v3", 3, tiny_stage(1))[1]
+    for head, layers, affine in ((model.head, 3, False), (model.prediction, 2, None)):
+        linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        norms = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        assert len(linears) == layers and all(layer.bias is None for layer in linears)
+        assert linears[-1].out_features == 256
+        # BatchNorm after every hidden layer; after the last, the projector's without affine parameters.
+        assert len(norms) == layers - (affine is None) and (affine is None or norms[-1].affine is affine)
 
 
 # --- SwAV's prototypes and queues ---------------------------------------------------------------
