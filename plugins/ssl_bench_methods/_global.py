@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from dataclasses import dataclass
 
 import torch
 from lightly.models.modules.memory_bank import MemoryBankModule
@@ -52,10 +53,17 @@ class MomentumModel(PooledHeadModel):
     The copies live under other names, so that ``model.encoder`` stays the one exported encoder.
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module, head_twin: nn.Module | None = None) -> None:
+        """``head_twin``, a second head built as ``head``, stands in for a copy where ``head`` cannot be deep-copied
+        (a weight-normalised layer); it gets ``head``'s weights."""
         super().__init__(encoder, head)
         self.momentum_encoder = _frozen_copy(encoder)
-        self.momentum_head = _frozen_copy(head)
+        if head_twin is None:
+            self.momentum_head = _frozen_copy(head)
+        else:
+            head_twin.load_state_dict(head.state_dict())
+            deactivate_requires_grad(head_twin)
+            self.momentum_head = head_twin
 
     @torch.no_grad()
     def forward_momentum(self, images: torch.Tensor) -> torch.Tensor:
@@ -84,6 +92,24 @@ def checkpointed(bank: MemoryBankModule) -> MemoryBankModule:
 def two_views(images: torch.Tensor, stage: Stage, generator: torch.Generator) -> torch.Tensor:
     """Two contrastive views of every image, stacked [first views; second views]: (2B, C, size, size)."""
     return torch.cat([augment.contrastive_view(images, stage.image_size, generator) for _ in range(2)])
+
+
+@dataclass(frozen=True)
+class Crops:
+    """One kind of multi-crop view: how many per image, their area range, their size relative to the stage's."""
+
+    count: int
+    scale: tuple[float, float]
+    relative_size: float
+
+
+def crop_views(
+    images: torch.Tensor, crops: Crops, stage_size: int, encoder: nn.Module, generator: torch.Generator
+) -> torch.Tensor:
+    """``crops.count`` contrastive views of every image, stacked view by view: (count x B, C, size, size), never
+    smaller than the encoder's deepest stride, so that its deepest feature keeps at least one pixel."""
+    size = max(round(stage_size * crops.relative_size), encoder.feature_info[-1].reduction)
+    return torch.cat([augment.contrastive_view(images, size, generator, scale=crops.scale) for _ in range(crops.count)])
 
 
 def swapped_prediction_loss(criterion: nn.Module, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

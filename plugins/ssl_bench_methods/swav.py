@@ -23,18 +23,16 @@ from lightly.models.modules.heads import SwaVProjectionHead, SwaVPrototypes
 from lightly.models.modules.memory_bank import MemoryBankModule
 from torch import nn
 
-from ssl_bench.api import Stage, augment, hookimpl, require_positive, require_whole_numbers
-from ssl_bench_methods._global import GlobalMethod, PooledHeadModel, checkpointed, encoder_width, head_hidden_width
-
-
-@dataclass(frozen=True)
-class Crops:
-    """One kind of multi-crop view: how many per image, their area range, their size relative to the stage's."""
-
-    count: int
-    scale: tuple[float, float]
-    relative_size: float
-
+from ssl_bench.api import Stage, hookimpl, require_positive, require_whole_numbers
+from ssl_bench_methods._global import (
+    Crops,
+    GlobalMethod,
+    PooledHeadModel,
+    checkpointed,
+    crop_views,
+    encoder_width,
+    head_hidden_width,
+)
 
 HIGH_RESOLUTION = Crops(count=2, scale=(0.14, 1.0), relative_size=1.0)
 # SwAV's small crops are 96 px beside 224 px ones.
@@ -105,11 +103,8 @@ class SwAVModel(PooledHeadModel):
 def _embedded_crops(
     model: SwAVModel, images: torch.Tensor, crops: Crops, stage_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
-    """``crops.count`` crops of every image, embedded in one forward pass; never smaller than the encoder's
-    deepest stride, so that its deepest feature keeps at least one pixel."""
-    size = max(round(stage_size * crops.relative_size), model.encoder.feature_info[-1].reduction)
-    views = [augment.contrastive_view(images, size, generator, scale=crops.scale) for _ in range(crops.count)]
-    return list(model.embed(torch.cat(views)).chunk(crops.count))
+    """``crops.count`` crops of every image, embedded in one forward pass."""
+    return list(model.embed(crop_views(images, crops, stage_size, model.encoder, generator)).chunk(crops.count))
 
 
 class SwAV(GlobalMethod):

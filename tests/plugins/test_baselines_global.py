@@ -1,5 +1,5 @@
-"""The global baselines: MoCo v2, MoCo v3, BYOL, SimSiam, NNCLR, Barlow Twins, VICReg, SwAV, RotNet and instance
-spreading.
+"""The global baselines: MoCo v2, MoCo v3, BYOL, SimSiam, NNCLR, DINO, Barlow Twins, VICReg, SwAV, RotNet and
+instance spreading.
 
 Contract behaviour for every method (steps on grey and colour images, learning, export, determinism,
 resumption), then each known formula against a direct computation written here.
@@ -12,6 +12,7 @@ import torch
 from ssl_bench_methods._global import two_views
 from ssl_bench_methods.barlowtwins import BarlowTwins, BarlowTwinsOptions
 from ssl_bench_methods.byol import BYOL
+from ssl_bench_methods.dino import DINO, DINOOptions
 from ssl_bench_methods.moco import MoCo, MoCoOptions
 from ssl_bench_methods.moco_v3 import MoCoV3, contrastive_loss
 from ssl_bench_methods.rotnet import rotations
@@ -27,7 +28,8 @@ from ssl_bench.models import SegmentationModel
 from ssl_bench.plugins import get_registry
 
 METHODS = [
-    *("moco", "moco-v3", "byol", "simsiam", "nnclr", "barlowtwins", "vicreg", "swav", "rotnet", "instance-spreading")
+    *("moco", "moco-v3", "byol", "simsiam", "nnclr", "dino", "barlowtwins", "vicreg", "swav", "rotnet"),
+    "instance-spreading",
 ]
 ENCODER = "vgg16_bn_tiny"
 SIZE = 32
@@ -95,7 +97,12 @@ def test_a_step_on_grey_and_colour_images_gives_a_finite_scalar_loss_that_trains
 def test_steps_on_a_fixed_batch_lower_the_loss(name):
     # A queue of one batch holds, from the second step on, the keys of the same images: a stable set of
     # negatives. MoCo's default queue fills with ever more of them, so its loss first rises by design.
-    options = MoCoOptions(queue_size=BATCH) if name == "moco" else None
+    # DINO's target moves by design as its centre follows the teacher, and its last layer is frozen for its first
+    # epoch (all of these steps): with a still centre and the last layer free, its loss falls.
+    options = {
+        "moco": MoCoOptions(queue_size=BATCH),
+        "dino": DINOOptions(frozen_last_layer_epochs=0, center_momentum=1.0),
+    }.get(name)
     stage = tiny_stage(10)
     method, model = build(name, 3, stage, options=options)
     losses = train(method, model, source_images(3), stage, seed=0, steps=10, same_views=True)
@@ -160,6 +167,7 @@ def test_ssl_bench_check_passes(name):
     [
         *((MoCo(), 0, 10, 0.999), (MoCo(), 9, 10, 0.999), (BYOL(), 0, 10, 0.996), (BYOL(), 9, 10, 1.0)),
         *((MoCoV3(), 0, 10, 0.99), (MoCoV3(), 5, 11, 0.995), (MoCoV3(), 10, 11, 1.0)),
+        *((DINO(), 0, 10, 0.996), (DINO(), 10, 11, 1.0)),
     ],
 )
 def test_after_step_moves_the_momentum_copies_by_the_published_momentum(method, step, total, momentum):
@@ -245,6 +253,35 @@ def test_moco_v3_heads_are_its_papers_mlps():
         assert linears[-1].out_features == 256
         # BatchNorm after every hidden layer; after the last, the projector's without affine parameters.
         assert len(norms) == layers - (affine is None) and (affine is None or norms[-1].affine is affine)
+
+
+def test_dino_loss_is_the_teachers_centred_sharpened_distribution_against_the_students_on_other_views():
+    model = build("dino", 3, tiny_stage(1), options=DINOOptions(output_dim=6))[1]
+    centre = torch.randn(6)
+    model.criterion.center.copy_(centre)
+    teacher, student = [torch.randn(4, 6) for _ in range(2)], [torch.randn(4, 6) for _ in range(5)]
+    terms = []
+    for t, teacher_view in enumerate(teacher):
+        target = torch.softmax((teacher_view - centre) / 0.04, dim=1)
+        for s, student_view in enumerate(student):
+            if s != t:  # a student view is never compared with the teacher's view of the same crop
+                terms.append(-(target * torch.log_softmax(student_view / 0.1, dim=1)).sum(1).mean())
+    torch.testing.assert_close(model.eval().loss(teacher, student), torch.stack(terms).mean())
+    assert torch.equal(model.criterion.center.flatten(), centre)  # validation leaves the centre as it was
+    model.train().loss(teacher, student)
+    moved = 0.9 * centre + 0.1 * torch.cat(teacher).mean(0)
+    torch.testing.assert_close(model.criterion.center.flatten(), moved)
+
+
+def test_dino_freezes_its_last_layer_for_the_first_epoch_only():
+    stage = Stage("test", epochs=2, steps_per_epoch=2, batch_size=BATCH, image_size=SIZE, lr=1e-3)
+    method, model = build("dino", 3, stage)
+    last = model.head.last_layer
+    initial = [p.detach().clone() for p in last.parameters()]
+    train(method, model, source_images(3), stage, seed=0, steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(initial, last.parameters(), strict=True))
+    train(method, model, source_images(3), stage, seed=0, steps=1)  # steps_done is 2: the second epoch
+    assert not all(torch.equal(a, b) for a, b in zip(initial, last.parameters(), strict=True))
 
 
 # --- SwAV's prototypes and queues ---------------------------------------------------------------
