@@ -59,7 +59,7 @@ from ssl_bench.budget import BUILT_IN, Budget, resolve_budget
 from ssl_bench.checkpoints import Checkpoint, read_checkpoints
 from ssl_bench.errors import ConfigError
 from ssl_bench.method import Method
-from ssl_bench.models import VGG16_BN_TINY, checked_encoder
+from ssl_bench.models import VGG16_BN_TINY, checked_encoder, encoder_kind
 from ssl_bench.plugins import Registry
 from ssl_bench.results import checkpoint_seconds
 
@@ -161,10 +161,14 @@ def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _methods(value: object, registry: Registry) -> tuple[dict[str, dict[str, object]], dict[str, tuple[str, ...]]]:
-    """Each method's options, and the encoders of those whose table names its own (``encoder``, not an option)."""
+def _methods(
+    value: object, registry: Registry, encoder: str
+) -> tuple[dict[str, dict[str, object]], dict[str, tuple[str, ...]]]:
+    """Each method's options, and the encoders of those whose table names its own (``encoder``, not an option).
+    Every method (absent or ``all``) is every one that trains the run's ``encoder``."""
     if value is None or value == "all":
-        return {name: {} for name in registry.methods}, {}
+        kind = encoder_kind(encoder)
+        return {name: {} for name, cls in registry.methods.items() if kind in cls.encoder_kinds}, {}
     if isinstance(value, list):
         value = {name: {} for name in value}
     if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
@@ -301,7 +305,8 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         raise ConfigError(f'data_root must be a folder\'s path, e.g. data_root = "~/data"; got {data_root!r}.')
     checkpoint_seconds()  # a bad SSL_BENCH_CHECKPOINT_SECONDS is refused before any work, not in every job
     task_tables = _defined_tasks_registered(defined_tasks(values), registry)  # before the names: a clearer error
-    methods, method_encoders = _methods(values.get("methods"), registry)
+    encoder = checked_encoder(str(values.get("encoder", VGG16_BN_TINY)))
+    methods, method_encoders = _methods(values.get("methods"), registry, encoder)
     return RunConfig(
         methods=methods,
         method_encoders=method_encoders,
@@ -315,7 +320,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         results=_results_folder(values.get("results", "results"), read_only),
         overwrite=_choice("overwrite", values.get("overwrite", "missing"), OVERWRITE_POLICIES),
         label_fractions=_label_fractions(values["label_fractions"]) if "label_fractions" in values else None,
-        encoder=checked_encoder(str(values.get("encoder", VGG16_BN_TINY))),
+        encoder=encoder,
         pools=_pools(values.get("pools", {})),
         protocols=_protocols(values.get("protocols"), registry),
         executor=_choice("executor", values.get("executor", "inline"), EXECUTORS),
