@@ -1,6 +1,6 @@
 """CPU speed benchmarks of the hot loops (run with `tox -e bench`; not part of the test suite).
 
-Each method benchmark is one optimiser step of the method's first ``demo`` stage at 64 px on colour phantoms, as
+Each method benchmark is one optimiser step of the method's first ``demo`` stage at 64 or 128 px on colour phantoms, as
 the core takes it (with the pool's extras, e.g. DetCon's cached segments), in fp32 and in bf16 where safe; its
 extra info records source images per second, the figure the runner reports. Threads follow ``OMP_NUM_THREADS``
 (default: all cores). ``steps_cpu.json`` holds the figures of 2026-12-05 on one core (bf16 1.7-2.5x faster for all
@@ -29,18 +29,20 @@ def fundus():
     return make_fundus(16, 128, seed=0).images
 
 
+@pytest.mark.parametrize("size", [64, 128])
 @pytest.mark.parametrize(
     ("method_name", "precision"),
     [(name, "fp32") for name in PRETRAINING_METHODS]
     + [(name, "bf16") for name in PRETRAINING_METHODS if get_registry().methods[name].bf16_safe],
 )
-def test_pretraining_step(benchmark, fundus, method_name, precision):
-    """The core's step at 64 px: ``fp32``, or ``bf16`` (autocast, channels-last) where the method is safe in it."""
+def test_pretraining_step(benchmark, fundus, method_name, precision, size):
+    """The core's step at 64 and 128 px on the shared encoder (ViT-tiny for a method that trains ViTs only):
+    ``fp32``, or ``bf16`` (autocast, channels-last) where the method is safe in it."""
     method = get_registry().method(method_name)()
-    stage = dataclasses.replace(method.stages("demo")[0], image_size=64)
+    stage = dataclasses.replace(method.stages("demo")[0], image_size=size)
     pool = PreparedPool("fundus", "fundus", fundus, np.arange(len(fundus)), np.array([], dtype=int))
     torch.manual_seed(0)
-    encoder = create_encoder("vgg16_bn_tiny", 3)
+    encoder = create_encoder("vgg16_bn_tiny" if "cnn" in method.encoder_kinds else "vit_tiny_patch16_224", 3)
     trainer = Trainer(
         method, encoder, pool, torch.device("cpu"), 0, method.pool_extras(fundus), bf16=precision == "bf16"
     )
