@@ -28,8 +28,7 @@ pixels (the prepared images, e.g. 512 x 512): the mean radial error in pixels (t
 the image's diagonal (both lower is better), and the success rates, the fraction of predictions within 2%, 4% and
 8% of the diagonal (higher is better). Test images without any landmark are left out.
 
-Settings. ``demo``: working size 96 px (the supervised demo's), 1 template (one-shot as such: with 3, its 36 jobs took
-94 s of the quickstart's 553), Gaussian sigma 3 px. ``paper`` and
+Settings. ``demo``: working size 96 px (the supervised demo's), 3 templates, Gaussian sigma 3 px. ``paper`` and
 ``matched``: 512 px (LD's transfer size), 5 templates, sigma 16 px (1/32 of the side in both).
 """
 
@@ -104,10 +103,19 @@ def gaussian_kernel(sigma: float, device: torch.device) -> Tensor:
 
 
 def _blur(maps: Tensor, kernel: Tensor) -> Tensor:
-    """The separable blur of ``maps (M, H, W)`` by ``kernel``, zero outside."""
+    """The separable blur of ``maps (M, H, W)`` by ``kernel``, zero outside: two products with banded matrices (on
+    a CPU 17x faster than one-channel convolutions of the hundreds of feature maps at 96 px)."""
+    return _band(maps.shape[-2], kernel) @ maps @ _band(maps.shape[-1], kernel).T
+
+
+def _band(size: int, kernel: Tensor) -> Tensor:
+    """The ``size`` x ``size`` matrix of the 1-D convolution by ``kernel`` with zero padding (row i weighs pixel j
+    by ``kernel[j - i + reach]``)."""
     reach = len(kernel) // 2
-    blurred = F.conv2d(maps[:, None], kernel.view(1, 1, -1, 1), padding=(reach, 0))
-    return F.conv2d(blurred, kernel.view(1, 1, 1, -1), padding=(0, reach))[:, 0]
+    positions = torch.arange(size, device=kernel.device)
+    offsets = positions[None, :] - positions[:, None] + reach
+    inside = (offsets >= 0) & (offsets < len(kernel))
+    return torch.where(inside, kernel[offsets.clamp(0, len(kernel) - 1)], torch.zeros((), device=kernel.device))
 
 
 def centre_weighted(features: Tensor, sigma: float) -> Tensor:
@@ -201,6 +209,7 @@ def check_landmarks(context: Context) -> None:
 
 class Landmarks(FrozenFeatureProtocol):
     name = "landmarks"
+    version = "2"  # the blur as banded products: the same sums, in another order
     description = "one-shot landmark localisation: LD's centre-sensitive matching of frozen per-pixel features"
     task_kinds = ("segmentation",)
     frozen_encoder = True
@@ -213,7 +222,7 @@ class Landmarks(FrozenFeatureProtocol):
     def settings(self, budget: Budget, task: Task) -> LandmarkSettings:
         size = standard_settings(budget, task).image_size  # the supervised protocols' input size
         return LandmarkSettings(
-            image_size=size, templates=1 if budget.scale == "demo" else 5, sigma=size * self.sigma_fraction
+            image_size=size, templates=3 if budget.scale == "demo" else 5, sigma=size * self.sigma_fraction
         )
 
     def metrics(self, task: Task) -> tuple[Metric, ...]:
@@ -265,6 +274,7 @@ class LandmarksNearest(Landmarks):
     name = "landmarks-nearest"
     description = "one-shot landmark localisation: the nearest frozen per-pixel feature (no centre weighting)"
     sigma_fraction = 0.0
+    version = "1"  # no blur: nothing changed with landmarks' version 2
 
 
 def _batches(split: SegmentationSplit, settings: LandmarkSettings) -> list[slice]:
