@@ -67,10 +67,11 @@ class DINOModel(MomentumModel):
 
     def loss(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
         """DINO's loss; the running centre moves in training only (lightly moves it on every call)."""
+        if self.training:
+            return self.criterion(teacher, student)
         center = self.criterion.center.clone()
         loss = self.criterion(teacher, student)
-        if not self.training:
-            self.criterion.center.copy_(center)
+        self.criterion.center.copy_(center)
         return loss
 
 
