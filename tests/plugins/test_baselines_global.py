@@ -28,7 +28,7 @@ from ssl_bench.models import SegmentationModel
 from ssl_bench.plugins import get_registry
 
 METHODS = [
-    *("moco", "moco-v3", "byol", "simsiam", "nnclr", "dino", "barlowtwins", "vicreg", "swav", "rotnet"),
+    *("moco", "moco-v3", "byol", "simsiam", "nnclr", "dino", "barlowtwins", "vicreg", "swav", "rotnet", "spark"),
     "instance-spreading",
 ]
 ENCODER = "vgg16_bn_tiny"

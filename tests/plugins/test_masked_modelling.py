@@ -1,10 +1,16 @@
-"""Masked image modelling on ViT encoders: MAE's masks, targets and loss, against direct computations."""
+"""Masked image modelling: MAE on ViT encoders and SparK on CNNs; masks, targets, losses and SparK's sparse
+encoder, against direct computations."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import timm
 import torch
 from ssl_bench_methods.mae import MAE, MAEOptions, token_masks
+from ssl_bench_methods.spark import SparK, expand_grid, hidden_patch_loss, sparse_encoding, visible_grid
+from torch import nn
 from typer.testing import CliRunner
 
 from ssl_bench.api import Stage
@@ -107,3 +113,108 @@ def test_ssl_bench_check_passes_mae():
 def test_options_are_checked():
     with pytest.raises(ConfigError):
         MAEOptions(mask_ratio=1.5)
+
+
+# --- SparK: masked modelling on CNNs -----------------------------------------------------------
+
+
+def convnext_channels_last() -> nn.Module:
+    """A ConvNeXt whose blocks run LayerNorm and Linear layers on channels-last maps."""
+    return timm.create_model("convnext_atto", features_only=True, conv_mlp=False, in_chans=1)
+
+
+SPARSE_ENCODERS = {
+    "vgg16_bn_tiny": lambda: create_encoder("vgg16_bn_tiny", in_chans=1),
+    "resnet18": lambda: create_encoder("resnet18", in_chans=1),
+    "convnext_atto": lambda: create_encoder("convnext_atto", in_chans=1),
+    "convnext_atto channels-last blocks": convnext_channels_last,
+}
+
+
+def hide(views: torch.Tensor, visible: torch.Tensor, value: float) -> torch.Tensor:
+    """``views`` with every pixel of a hidden patch set to ``value``."""
+    return torch.where(expand_grid(visible, *views.shape[-2:]), views, torch.full_like(views, value))
+
+
+@pytest.mark.parametrize("name", SPARSE_ENCODERS)
+def test_the_sparse_encoder_is_blind_to_hidden_patches_and_zero_there(name):
+    torch.manual_seed(0)
+    encoder = SPARSE_ENCODERS[name]().train()
+    deepest = 16 if name == "vgg16_bn_tiny" else 32
+    views = torch.randn(3, 1, 128, 128)
+    grid = views.shape[-1] // deepest
+    visible = visible_grid(3, grid, grid, 0.6, torch.Generator().manual_seed(0), views.device)
+    first, second = copy.deepcopy(encoder), copy.deepcopy(encoder)
+    with sparse_encoding(first, visible), sparse_encoding(second, visible):
+        features = first(views)
+        features_changed = second(hide(views, visible, 5.0))
+    for feature, changed in zip(features, features_changed, strict=True):
+        torch.testing.assert_close(changed, feature)
+        assert not feature[~expand_grid(visible, *feature.shape[-2:]).expand_as(feature)].any()
+    # Batch statistics came from the same visible positions.
+    for state, other in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(other, state)
+    # Run dense, even on hidden patches of zeros, the encoder is not zero there: the check above could fail.
+    dense = copy.deepcopy(encoder)(hide(views, visible, 0.0))
+    assert any(feature[~expand_grid(visible, *feature.shape[-2:]).expand_as(feature)].any() for feature in dense)
+    # Leaving the block removes every hook: the encoder is dense again.
+    with sparse_encoding(encoder, visible):
+        encoder(views)
+    assert not torch.allclose(encoder(hide(views, visible, 5.0))[-1], encoder(views)[-1])
+
+
+def test_batch_norm_in_the_sparse_encoder_takes_its_statistics_over_the_visible_positions():
+    norm = nn.BatchNorm2d(3).train()
+    nn.init.uniform_(norm.weight)
+    nn.init.uniform_(norm.bias)
+    features = torch.randn(2, 3, 4, 4)
+    visible = torch.tensor([[[[True, False], [False, False]]], [[[True, True], [False, True]]]])
+    with sparse_encoding(norm, visible):
+        normed = norm(features)
+    keep = visible.repeat_interleave(2, 2).repeat_interleave(2, 3).expand_as(features)
+    for channel in range(3):
+        values = features[:, channel][keep[:, channel]]  # 4 pixels of 4 visible patches
+        mean, variance = values.mean(), values.var(unbiased=False)
+        expected = (values - mean) / (variance + norm.eps).sqrt() * norm.weight[channel] + norm.bias[channel]
+        torch.testing.assert_close(normed[:, channel][keep[:, channel]], expected)
+        torch.testing.assert_close(norm.running_mean[channel], 0.1 * mean)
+        torch.testing.assert_close(norm.running_var[channel], 0.9 + 0.1 * values.var(unbiased=True))
+    assert not normed[~keep].any()
+
+
+def test_visible_grids_keep_two_patches_in_five_and_follow_the_generator():
+    visible = visible_grid(4, 5, 5, 0.6, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert visible.shape == (4, 1, 5, 5) and visible.flatten(1).sum(1).tolist() == [10] * 4
+    again = visible_grid(4, 5, 5, 0.6, torch.Generator().manual_seed(0), torch.device("cpu"))
+    other = visible_grid(4, 5, 5, 0.6, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.equal(again, visible) and not torch.equal(other, visible)
+    extreme = visible_grid(2, 2, 2, 0.99, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert extreme.flatten(1).sum(1).tolist() == [1, 1]  # never all hidden, never all visible
+
+
+def test_the_spark_loss_is_the_error_on_normalised_pixels_of_hidden_patches():
+    generator = torch.Generator().manual_seed(3)
+    views, predicted = torch.rand(2, 2, 8, 8, generator=generator), torch.rand(2, 2, 8, 8, generator=generator)
+    visible = torch.tensor([[[[True, False], [False, True]]], [[[False, True], [True, True]]]])
+    errors = []
+    for b in range(2):
+        for row in range(2):
+            for col in range(2):
+                if not visible[b, 0, row, col]:
+                    window = (b, slice(None), slice(4 * row, 4 * row + 4), slice(4 * col, 4 * col + 4))
+                    target = views[window]
+                    target = (target - target.mean()) / (target.var() + 1e-6).sqrt()
+                    errors.append((predicted[window] - target).pow(2).mean())
+    torch.testing.assert_close(hidden_patch_loss(predicted, views, visible, 4), torch.stack(errors).mean())
+
+
+def test_spark_decodes_whole_images_from_every_encoder_and_refuses_vits():
+    for name in ("vgg16_bn_tiny", "resnet18", "convnext_atto"):
+        model = SparK().build_model(create_encoder(name, in_chans=1), STAGE, 1)
+        grid = 64 // model.patch_size
+        visible = visible_grid(2, grid, grid, 0.6, torch.Generator().manual_seed(0), torch.device("cpu"))
+        assert model(torch.rand(2, 1, 64, 64), visible).shape == (2, 1, 64, 64)
+    registry = get_registry()
+    config = resolve_config({"methods": ["spark"], "tasks": ["synthetic-lung"], "encoder": VIT}, {}, registry)
+    with pytest.raises(ConfigError, match=rf"method spark trains cnn encoders, not {VIT} \(a vit\)"):
+        build_plan(config, registry)
