@@ -57,9 +57,9 @@ class MomentumModel(PooledHeadModel):
         """``head_twin``, a second head built as ``head``, stands in for a copy where ``head`` cannot be deep-copied
         (a weight-normalised layer); it gets ``head``'s weights."""
         super().__init__(encoder, head)
-        self.momentum_encoder = _frozen_copy(encoder)
+        self.momentum_encoder = frozen_copy(encoder)
         if head_twin is None:
-            self.momentum_head = _frozen_copy(head)
+            self.momentum_head = frozen_copy(head)
         else:
             head_twin.load_state_dict(head.state_dict())
             deactivate_requires_grad(head_twin)
@@ -75,7 +75,7 @@ class MomentumModel(PooledHeadModel):
         update_momentum(self.head, self.momentum_head, momentum)
 
 
-def _frozen_copy(module: nn.Module) -> nn.Module:
+def frozen_copy(module: nn.Module) -> nn.Module:
     duplicate = copy.deepcopy(module)
     deactivate_requires_grad(duplicate)
     return duplicate

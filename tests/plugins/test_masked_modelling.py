@@ -8,7 +8,9 @@ import copy
 import pytest
 import timm
 import torch
-from ssl_bench_methods.mae import MAE, MAEOptions, token_masks
+from ssl_bench_methods._global import crop_views
+from ssl_bench_methods._masked_distillation import MaskedDistillationOptions, block_masks, token_mask
+from ssl_bench_methods.mae import MAEOptions, token_masks
 from ssl_bench_methods.spark import SparK, expand_grid, hidden_patch_loss, sparse_encoding, visible_grid
 from torch import nn
 from typer.testing import CliRunner
@@ -29,10 +31,11 @@ def images(count: int = 4, channels: int = 1) -> torch.Tensor:
     return torch.rand(count, channels, 64, 64, generator=torch.Generator().manual_seed(5))
 
 
-def build(seed: int = 0, channels: int = 1):
+def build(name: str = "mae", seed: int = 0):
+    """A ViT method and its model on grey images, initialised from ``seed`` as the core does."""
     torch.manual_seed(seed)
-    method = MAE()
-    return method, method.build_model(create_encoder(VIT, in_chans=channels), STAGE, channels)
+    method = get_registry().method(name)()
+    return method, method.build_model(create_encoder(VIT, in_chans=1), STAGE, 1)
 
 
 def test_token_masks_hide_three_patches_in_four_and_always_keep_the_prefix_tokens():
@@ -68,28 +71,29 @@ def test_the_target_is_each_hidden_patch_normalised_and_the_encoder_never_sees_h
         )
 
 
-def test_a_step_trains_the_encoder_and_is_the_same_for_the_same_seed():
+@pytest.mark.parametrize(("name", "untrained"), [("mae", ["model.pos_embed"]), ("ibot", []), ("dinov2", [])])
+def test_a_step_trains_the_encoder_and_is_the_same_for_the_same_seed(name, untrained):
     def losses(seed: int) -> list[float]:
-        method, model = build(seed)
+        method, model = build(name, seed)
         optimizer, _ = method.configure_optimizer(model, STAGE)
         generator, values = torch.Generator().manual_seed(seed), []
-        for _ in range(2):
+        for step in range(2):
             loss = method.training_step(model, images(), STAGE, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            method.after_step(model, STAGE, step, 2)
             values.append(loss.item())
         return values
 
     first = losses(0)
     assert losses(0) == first and all(a != b for a, b in zip(losses(1), first, strict=True))
-    method, model = build()
+    method, model = build(name)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     loss = method.training_step(model, images(), STAGE, torch.Generator().manual_seed(0))
     loss.backward()
-    # Every encoder weight but MAE's fixed sine-cosine position embedding gets a gradient.
-    untrained = [n for n, p in model.encoder.named_parameters() if p.grad is None or not p.grad.abs().sum()]
-    assert untrained == ["model.pos_embed"]
+    # Every encoder weight gets a gradient, but MAE's fixed sine-cosine position embedding.
+    assert [n for n, p in model.encoder.named_parameters() if p.grad is None or not p.grad.abs().sum()] == untrained
     assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())  # no step yet
 
 
@@ -103,11 +107,12 @@ def test_mae_is_for_vits_only_and_the_default_methods_follow_the_runs_encoder(tm
     assert "mae" in on_a_vit and "simclr" in on_a_vit
 
 
-def test_ssl_bench_check_passes_mae():
-    result = CliRunner().invoke(app, ["check", "mae"], catch_exceptions=False)
+@pytest.mark.parametrize("name", ["mae", "ibot", "dinov2"])
+def test_ssl_bench_check_passes_the_vit_methods(name):
+    result = CliRunner().invoke(app, ["check", name], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "SKIP  method mae: 10 steps of each stage, vgg16_bn_tiny on 1-channel images" in result.output
-    assert f"PASS  method mae: 10 steps of each stage, {VIT} on 1-channel images" in result.output
+    assert f"SKIP  method {name}: 10 steps of each stage, vgg16_bn_tiny on 1-channel images" in result.output
+    assert f"PASS  method {name}: 10 steps of each stage, {VIT} on 1-channel images" in result.output
 
 
 def test_options_are_checked():
@@ -218,3 +223,103 @@ def test_spark_decodes_whole_images_from_every_encoder_and_refuses_vits():
     config = resolve_config({"methods": ["spark"], "tasks": ["synthetic-lung"], "encoder": VIT}, {}, registry)
     with pytest.raises(ConfigError, match=rf"method spark trains cnn encoders, not {VIT} \(a vit\)"):
         build_plan(config, registry)
+
+
+# --- iBOT and the DINOv2-style method: self-distillation with hidden patches on ViTs ------------
+
+
+def test_block_masks_hide_a_share_of_half_the_views_in_rectangles_drawn_from_the_generator():
+    options = MaskedDistillationOptions()
+    masks = block_masks(16, 8, 8, options, torch.Generator().manual_seed(0))
+    counts = masks.flatten(1).sum(1)
+    assert masks.shape == (16, 8, 8) and int((counts > 0).sum()) == 8  # half of the views
+    assert counts.max() <= round(0.5 * 64) and counts[counts > 0].min() >= 1
+    # Targets spread over [0.1, 0.5]: the masked views' shares are not all alike.
+    assert counts.max() - counts[counts > 0].min() >= 10
+    again = block_masks(16, 8, 8, options, torch.Generator().manual_seed(0))
+    assert torch.equal(again, masks) and not torch.equal(block_masks(16, 8, 8, options, torch.Generator()), masks)
+    # One view in a batch of one is still masked, and a grid too small for a rectangle still hides a patch.
+    assert block_masks(1, 1, 2, options, torch.Generator().manual_seed(0)).sum() == 1
+
+
+def test_token_masks_never_hide_the_prefix_tokens():
+    masks = torch.tensor([[[True, False], [False, True]]])
+    assert token_mask(masks, 1).tolist() == [[False, True, False, False, True]]
+
+
+def _cross_entropy(teacher: torch.Tensor, student: torch.Tensor, teacher_temperature: float) -> torch.Tensor:
+    """Per row: - sum softmax(teacher / T_t) log softmax(student / 0.1), the centre being zero at the first step."""
+    return -(torch.softmax(teacher / teacher_temperature, -1) * torch.log_softmax(student / 0.1, -1)).sum(-1)
+
+
+@pytest.mark.parametrize("name", ["ibot", "dinov2"])
+def test_the_loss_is_dino_on_class_tokens_plus_ibot_on_hidden_patches_plus_koleo(name):
+    method, model = build(name)
+    batch = images()
+    loss = method.training_step(model, batch, STAGE, torch.Generator().manual_seed(3))
+    # The same draws again, and each term written out.
+    generator = torch.Generator().manual_seed(3)
+    global_views = crop_views(batch, method.global_crops, STAGE.image_size, model.encoder, generator)
+    local_views = crop_views(batch, method.local_crops, STAGE.image_size, model.encoder, generator)
+    grid = global_views.shape[-1] // 16
+    masks = block_masks(len(global_views), grid, grid, method.options, generator)
+    hidden = token_mask(masks, 1)
+    with torch.no_grad():
+        teacher = model.teacher.encode(global_views)
+        student = model.student.encode(global_views, mask=hidden)
+        student_local = model.student.encode(local_views)[:, 0]
+        teacher_classes = model.momentum_head(teacher[:, 0]).chunk(2)
+        student_classes = model.head(torch.cat([student[:, 0], student_local])).chunk(8)
+        pairs = [(t, s) for t in range(2) for s in range(8) if s != t]
+        class_loss = sum(_cross_entropy(teacher_classes[t], student_classes[s], 0.04).mean() for t, s in pairs)
+        class_loss = class_loss / len(pairs)
+        patch_errors = _cross_entropy(model.momentum_head(teacher[hidden]), model.head(student[hidden]), 0.04)
+        per_view = hidden.sum(1, keepdim=True).expand_as(hidden)[hidden].float()
+        patch_loss = (patch_errors / per_view).sum() / len(global_views)
+        expected = class_loss + patch_loss
+        if name == "dinov2":
+            for classes in student[:, 0].chunk(2):
+                unit = torch.nn.functional.normalize(classes, dim=1)
+                distances = torch.cdist(unit, unit) + torch.eye(len(unit)) * 10
+                expected = expected + 0.1 * -(distances.min(1).values + 1e-8).log().mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-5)
+    assert 0 < int(masks.sum()) < masks.numel()
+
+
+@pytest.mark.parametrize("name", ["ibot", "dinov2"])
+def test_distillation_centres_move_in_training_only_and_a_rebuilt_model_continues_exactly(name):
+    method, model = build(name)
+    optimizer, _ = method.configure_optimizer(model, STAGE)
+    for step in range(2):
+        loss = method.training_step(model, images(), STAGE, torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        method.after_step(model, STAGE, step, 3)
+    centres = [buffer.clone() for buffer in model.criteria.buffers()]
+    assert all(centre.abs().sum() > 0 for centre in centres)  # moved from their zero start
+    model.eval()
+    with torch.no_grad():
+        method.training_step(model, images(), STAGE, torch.Generator().manual_seed(9))
+    assert all(torch.equal(a, b) for a, b in zip(centres, model.criteria.buffers(), strict=True))
+    model.train()
+    _, rebuilt = build(name, seed=1)
+    rebuilt.load_state_dict(model.state_dict())
+    expected = method.training_step(model, images(), STAGE, torch.Generator().manual_seed(7))
+    assert method.training_step(rebuilt, images(), STAGE, torch.Generator().manual_seed(7)).item() == expected.item()
+
+
+def test_options_of_the_distillation_methods_are_checked():
+    with pytest.raises(ConfigError):
+        MaskedDistillationOptions(min_mask_ratio=0.6, max_mask_ratio=0.5)
+    with pytest.raises(ConfigError):
+        MaskedDistillationOptions(masked_views=2.0)
+
+
+@pytest.mark.parametrize("name", ["ibot", "dinov2"])
+def test_the_teacher_starts_as_the_student(name):
+    _, model = build(name)
+    teacher = model.momentum_encoder.state_dict()
+    assert all(torch.equal(teacher[key], value) for key, value in model.encoder.state_dict().items())
+    heads = zip(model.head.parameters(), model.momentum_head.parameters(), strict=True)
+    assert all(torch.equal(student, teacher) for student, teacher in heads)
