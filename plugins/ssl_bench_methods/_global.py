@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +81,17 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     duplicate = copy.deepcopy(module)
     deactivate_requires_grad(duplicate)
     return duplicate
+
+
+@contextmanager
+def buffers_restored(module: nn.Module) -> Iterator[None]:
+    """Whatever ``module``'s buffers (a loss's running centre) become within the block, they are put back after."""
+    saved = [buffer.clone() for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, value in zip(module.buffers(), saved, strict=True):
+            buffer.copy_(value)
 
 
 def checkpointed(bank: MemoryBankModule) -> MemoryBankModule:

@@ -8,7 +8,7 @@ the teacher is a momentum copy that sees the whole views. One head serves the cl
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +20,14 @@ from lightly.utils.scheduler import cosine_schedule, linear_warmup_schedule
 from torch import Tensor, nn
 
 from ssl_bench.api import ConfigError, Stage, augment, require_fractions, require_positive, require_whole_numbers
-from ssl_bench_methods._global import Crops, GlobalMethod, crop_views, frozen_copy, head_hidden_width
+from ssl_bench_methods._global import (
+    Crops,
+    GlobalMethod,
+    buffers_restored,
+    crop_views,
+    frozen_copy,
+    head_hidden_width,
+)
 
 #: BEiT's block masks, as iBOT and DINOv2 draw them: rectangles of at least this many patches, aspect 0.3 to 1 / 0.3,
 #: up to this many tries per rectangle.
@@ -97,17 +104,6 @@ def block_masks(
         if not mask.any():
             mask.view(-1)[int(augment.uniform(generator, (1,)) * patches)] = True
     return masks[augment.uniform(generator, (batch,)).argsort()]
-
-
-@contextmanager
-def buffers_restored(module: nn.Module):
-    """Whatever ``module``'s buffers (a loss's running centre) become within the block, they are put back after."""
-    saved = [buffer.clone() for buffer in module.buffers()]
-    try:
-        yield
-    finally:
-        for buffer, value in zip(module.buffers(), saved, strict=True):
-            buffer.copy_(value)
 
 
 class MaskedDistillationModel(nn.Module):

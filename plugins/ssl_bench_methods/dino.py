@@ -14,6 +14,7 @@ modes than ImageNet, as SwAV's prototypes here); hidden layers four times the en
 LD, not SGD (ResNet) or AdamW (ViT) with weight decay.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,15 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ssl_bench.api import Stage, hookimpl, require_fractions, require_positive, require_whole_numbers
-from ssl_bench_methods._global import Crops, GlobalMethod, MomentumModel, crop_views, encoder_width, head_hidden_width
+from ssl_bench_methods._global import (
+    Crops,
+    GlobalMethod,
+    MomentumModel,
+    buffers_restored,
+    crop_views,
+    encoder_width,
+    head_hidden_width,
+)
 
 GLOBAL_CROPS = Crops(count=2, scale=(0.4, 1.0), relative_size=1.0)
 LOCAL_CROPS = Crops(count=6, scale=(0.05, 0.4), relative_size=96 / 224)
@@ -67,12 +76,8 @@ class DINOModel(MomentumModel):
 
     def loss(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
         """DINO's loss; the running centre moves in training only (lightly moves it on every call)."""
-        if self.training:
+        with nullcontext() if self.training else buffers_restored(self.criterion):
             return self.criterion(teacher, student)
-        center = self.criterion.center.clone()
-        loss = self.criterion(teacher, student)
-        self.criterion.center.copy_(center)
-        return loss
 
 
 class DINO(GlobalMethod):
