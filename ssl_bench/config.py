@@ -5,6 +5,7 @@ seeds = 3
 encoder = "vgg16_bn_tiny"   # of every row that names none: or any timm CNN or ViT name
 data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
+common_random_numbers = true   # every row's job of a task, protocol and seed draws the same random numbers
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
 
 [tasks.my-polyps]           # instead of the list, a table per task; one with a type defines the task here
@@ -118,6 +119,9 @@ class RunConfig:
     task_tables: dict[str, dict[str, object]] = field(default_factory=dict)
     #: Rows whose encoder is loaded from a file, by row name ([checkpoints.NAME]; see ssl_bench.checkpoints)
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    #: Every row's job of a task, protocol, label fraction and seed index draws the same random numbers (decoder
+    #: init, batch order, augmentation), so that rows differ by their encoders alone; false: each job its own
+    common_random_numbers: bool = True
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)
@@ -153,6 +157,12 @@ def read_config_file(path: Path) -> dict:
         raise ConfigError(f"config file {path} does not exist.") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+
+
+def _flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false; got {value!r}.")
+    return value
 
 
 def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
@@ -325,6 +335,7 @@ def resolve_config(file_values: dict, overrides: dict, registry: Registry, *, re
         protocols=_protocols(values.get("protocols"), registry),
         executor=_choice("executor", values.get("executor", "inline"), EXECUTORS),
         slurm=_slurm(file_values.get("slurm"), overrides.get("slurm") or {}),
+        common_random_numbers=_flag("common_random_numbers", values.get("common_random_numbers", True)),
     )
 
 

@@ -284,6 +284,8 @@ class _Planner:
             # Jobs of these tasks once labelled the training list's prefix; their ids must differ from those jobs'.
             # Tasks that keep their released order label the prefix still, and keep their ids and cached results.
             spec["labelled_subset"] = "seeded permutation"
+        if self.config.common_random_numbers:  # other random numbers: another job (absent, the ids stay as they were)
+            spec["seeding"] = "common"
         if protocol.uses_shapes:  # the shapes steer training: other shapes, another job
             source = task.shape_source
             spec["shapes"] = {
@@ -305,6 +307,7 @@ class _Planner:
             protocol_label=spec["protocol"]["label"],
             plugins=tuple(sorted({pretraining.plugin, spec["task_plugin"], spec["protocol"]["plugin"]})),
             upstream=upstream,
+            common_seed=self.config.common_random_numbers,
         )
         self.jobs[key] = job
         return job

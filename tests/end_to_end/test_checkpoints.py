@@ -91,11 +91,12 @@ def test_checkpoint_tables_are_checked_before_any_work(tmp_path: Path) -> None:
             read_checkpoints(tables, {"simclr"})
 
 
-def test_an_exported_encoder_scored_as_a_checkpoint_is_the_same_encoder(tmp_path: Path) -> None:
+def test_an_exported_encoder_scored_as_a_checkpoint_is_the_same_encoder_and_scores_the_same(tmp_path: Path) -> None:
     """The round trip: pretrain, export, then score the file as a row of another run: its jobs get the very
-    weights the pretrained row's jobs got (the records' encoder digests are equal)."""
+    weights the pretrained row's jobs got (the records' encoder digests are equal) and, with common random numbers
+    (the default), the very same scores, bit for bit."""
     pretrained, scored = tmp_path / "pretrained", tmp_path / "scored"
-    args = ["-t", "synthetic-lung", "-p", "linear-seg", "--no-progress"]
+    args = ["-t", "synthetic-lung", "-p", "frozen", "-p", "linear-seg", "--no-progress"]
     assert invoke("run", "-m", "simclr", *args, "--results", str(pretrained)).exit_code == 0
     exported = tmp_path / "simclr.safetensors"
     assert invoke("export", "-m", "simclr", "--out", str(exported), "--results", str(pretrained)).exit_code == 0
@@ -107,10 +108,14 @@ def test_an_exported_encoder_scored_as_a_checkpoint_is_the_same_encoder(tmp_path
     for folder in (pretrained, scored):
         for path in folder.glob("runs/*/result.json"):
             record = json.loads(path.read_text())
-            records[record["variant"]] = record
-    assert records["my-simclr"]["encoder_digest"] == records["simclr"]["encoder_digest"]
-    assert records["my-simclr"]["pretrained"] and not records["scratch"]["pretrained"]
-    assert records["my-simclr"]["spec"]["pretraining"]["checkpoint"]["sha256"] != ""
+            records[record["variant"], record["protocol"]["name"]] = record
+    for protocol in ("frozen", "linear-seg"):
+        mine, original = records["my-simclr", protocol], records["simclr", protocol]
+        assert mine["encoder_digest"] == original["encoder_digest"] and mine["job_id"] != original["job_id"]
+        assert mine["seed"] == original["seed"] and mine["metrics"] == original["metrics"]
+        assert records["scratch", protocol]["metrics"] != original["metrics"]
+    assert records["my-simclr", "frozen"]["pretrained"] and not records["scratch", "frozen"]["pretrained"]
+    assert records["my-simclr", "frozen"]["spec"]["pretraining"]["checkpoint"]["sha256"] != ""
     assert "[checkpoints.my-simclr]" in (scored / "run-config.toml").read_text()
 
 

@@ -67,6 +67,26 @@ def test_job_ids_hash_the_resolved_spec(tmp_path):
     assert plan(methods={"simclr": {}}, budget="paper").jobs[0].id not in {j.id for j in base.jobs}
 
 
+def test_with_common_random_numbers_every_row_of_a_task_protocol_and_seed_index_shares_its_seed(tmp_path):
+    def jobs(common: object):
+        methods = {"simclr": {}, "scratch": {}}
+        config = _config(tmp_path, tasks=["synthetic-vessel"], methods=methods, seeds=2, common_random_numbers=common)
+        return build_plan(config, get_registry()).jobs
+
+    common = jobs(True)
+    seeds = {(job.variant, job.protocol.name, job.seed_index): job.seed for job in common}
+    # scratch has no frozen phase: simclr's frozen and finetune, scratch's finetune, per seed index.
+    assert len(seeds) == 6 and len(set(seeds.values())) == 4  # one per protocol and seed index
+    assert all(seeds["simclr", "finetune", i] == seeds["scratch", "finetune", i] for i in (0, 1))
+    own = jobs(False)
+    assert len({job.seed for job in own}) == len(own) == 6
+    # The seeding is part of a job's identity; a run with its own seeds per job keeps the ids it always had.
+    assert not {job.id for job in own} & {job.id for job in common}
+    assert all("seeding" not in job.spec for job in own) and all(job.spec["seeding"] == "common" for job in common)
+    with pytest.raises(ConfigError, match="common_random_numbers must be true or false; got 'yes'"):
+        jobs("yes")
+
+
 def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_path):
     simclr = build_plan(_config(tmp_path, methods={"simclr": {}}, tasks=["synthetic-vessel"]), get_registry())
     frozen, finetune = simclr.jobs
