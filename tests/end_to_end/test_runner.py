@@ -95,7 +95,10 @@ def test_finetune_continues_from_frozen_but_scratch_trains_end_to_end_once(tmp_p
     # The released random-init baseline: no frozen phase, the whole network for the fine-tune epochs.
     scratch = build_plan(_config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"]), get_registry())
     (job,) = scratch.jobs
-    assert job.protocol.name == "finetune" and job.upstream is None and job.settings.epochs == 8
+    assert job.protocol.name == "finetune" and job.upstream is None
+    # At the demo scale fine-tuning is half the frozen phase, and scratch gets both phases' epochs end to end.
+    assert (frozen.settings.epochs, finetune.settings.epochs_for(pretrained=True)) == (8, 4)
+    assert job.settings.epochs_for(pretrained=False) == 8 + 4
     # Under the published protocol: 100 fine-tune epochs, not 100 frozen + 100 fine-tune.
     paper = _config(tmp_path, methods={"scratch": {}}, tasks=["synthetic-vessel"], budget="paper")
     (job,) = build_plan(paper, get_registry()).jobs
