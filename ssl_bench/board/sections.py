@@ -216,20 +216,20 @@ def _cell_details(row: Any) -> list[str]:
 def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFrame) -> Table | None:
     """Per variant over the columns every variant completed: the IQM of scratch-normalised headline scores
     (no one easy task dominates it) and the probability of beating scratch on a random column, each with its 95%
-    interval over training seeds."""
+    interval over training seeds; each variant against the scratch of its encoder."""
     headline = rows_of(rows, HEADLINE_METRIC)
     board = score_board(rows, HEADLINE_METRIC).dropna(axis="columns", how="any")
-    scratch = [v for v in board.index if set(headline.loc[headline["variant"] == v, "method"]) == {"scratch"}]
     bounded = headline["higher_is_better"].astype(bool).all() and headline["mean"].between(0, 1).all()
-    if len(scratch) != 1 or board.empty or not bounded or (board.loc[scratch[0]] >= 1).any():
+    if board.empty or not bounded:
         return None
-    reference, reference_seeds = board.loc[scratch[0]].to_numpy(), _seed_scores(seeds, scratch[0], board.columns)
+    references = _scratch_of_each_encoder(headline, board)
     body = []
     for variant in _ordered_variants(order, board.index):
-        if variant == scratch[0]:
+        reference = references.get(variant)
+        if reference is None:
             continue
-        variant_seeds = _seed_scores(seeds, variant, board.columns)
-        iqm = iqm_normalised(board.loc[variant].to_numpy(), reference)
+        variant_seeds, reference_seeds = (_seed_scores(seeds, name, board.columns) for name in (variant, reference))
+        iqm = iqm_normalised(board.loc[variant].to_numpy(), board.loc[reference].to_numpy())
         improvement = probability_of_improvement(variant_seeds, reference_seeds)
         body.append(
             [
@@ -240,15 +240,38 @@ def _aggregate_table(rows: pd.DataFrame, seeds: pd.DataFrame, order: pd.DataFram
                 _interval_cell(probability_of_improvement_interval(variant_seeds, reference_seeds), decimals=2),
             ]
         )
+    if not body:
+        return None
+    several = len(set(references.values())) > 1
     caption = (
         f"Over the {board.shape[1]} column(s) every variant completed: the interquartile mean of "
         "(score - scratch) / (1 - scratch) (0: no better than scratch, 1: perfect), and the chance that a run of the "
-        "variant beats a run of scratch on a random column (ties count half). 95% intervals: the IQM's a bootstrap "
-        "that redraws the training seeds within each column, the chance's a score interval (Newcombe's method 5); "
-        "blank where a column has a single seed."
+        "variant beats a run of scratch on a random column (ties count half)"
+        + ("; each row against the scratch of its encoder. " if several else ". ")
+        + "95% intervals: the IQM's a bootstrap that redraws the training seeds within each column, the chance's a "
+        "score interval (Newcombe's method 5); blank where a column has a single seed."
     )
     header = ["variant", "IQM vs scratch", "IQM 95% interval", "P(beats scratch)", "P 95% interval"]
     return Table(caption, header, body)
+
+
+def _scratch_of_each_encoder(headline: pd.DataFrame, board: pd.DataFrame) -> dict[str, str]:
+    """Variant -> the scratch variant of its encoder, where that encoder has exactly one, below 1 in every column
+    (a perfect scratch leaves nothing to normalise by)."""
+    encoders = headline.groupby("variant")["encoder"].first()
+    methods = headline.groupby("variant")["method"].agg(set)
+    scratches: dict[str, list[str]] = {}
+    for variant in board.index:
+        if methods[variant] == {"scratch"}:
+            scratches.setdefault(encoders[variant], []).append(variant)
+    usable = {
+        encoder: names[0] for encoder, names in scratches.items() if len(names) == 1 and (board.loc[names[0]] < 1).all()
+    }
+    return {
+        variant: usable[encoders[variant]]
+        for variant in board.index
+        if encoders[variant] in usable and usable[encoders[variant]] != variant
+    }
 
 
 def _interval_cell(interval: tuple[float, float], decimals: int = 3) -> Cell:

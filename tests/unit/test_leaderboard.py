@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -799,3 +800,29 @@ def test_findings_say_which_cells_had_too_few_seeds_beside_those_not_distinguish
         findings
     )
     assert "; 1 cell(s) have too few seeds to claim)" in findings
+
+
+def test_with_several_encoders_each_row_is_normalised_by_the_scratch_of_its_encoder(tmp_path):
+    # resnet18 (the records' default): scratch 0.5, m as above -> IQM 0.350. vit: scratch@vit 0.6 and m@vit 0.8 on
+    # every task -> (0.8 - 0.6) / (1 - 0.6) = 0.5 (against resnet18's scratch it would be 0.6).
+    m_scores = {"t1": 0.75, "t2": 0.5, "t3": 0.9, "t4": 0.6}
+    records = [record(f"s{t}{i}", "scratch", task=t, seed_index=i, scores=[0.5] * 3) for t in m_scores for i in (0, 1)]
+    records += [
+        record(f"m{t}{i}", "m", task=t, seed_index=i, scores=[v] * 3) for t, v in m_scores.items() for i in (0, 1)
+    ]
+    for variant, method, score in (("scratch@vit", "scratch", 0.6), ("m@vit", "m", 0.8)):
+        records += [
+            dataclasses.replace(
+                record(f"{variant}{t}{i}", variant, task=t, seed_index=i, scores=[score] * 3),
+                method=method,
+                encoder="vit",
+                pretrained=method != "scratch",
+            )
+            for t in m_scores
+            for i in (0, 1)
+        ]
+    section = protocol_section(markdown_of(tmp_path, records), "frozen").splitlines()
+    start = section.index("| variant | IQM vs scratch | IQM 95% interval | P(beats scratch) | P 95% interval |")
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), section[start + 2 :]))
+    assert sorted(row.split(" | ")[:2] for row in rows) == [["| m", "0.350"], ["| m@vit", "0.500"]]
+    assert any("each row against the scratch of its encoder" in line for line in section)
