@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from lightly.models import utils
-from lightly.models.modules import MAEDecoderTIMM, MaskedVisionTransformerTIMM
+from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
+from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from torch import nn
 
 from ssl_bench.api import Stage, augment, hookimpl, require_fractions, require_positive
@@ -46,23 +47,26 @@ class MAEModel(nn.Module):
         vit = encoder.model
         self.patch_size = vit.patch_embed.patch_size[0]
         self.backbone = MaskedVisionTransformerTIMM(vit=vit)
-        self.decoder = MAEDecoderTIMM(
+        # lightly's decoder owns the mask token, the fixed sine-cosine position embedding, the blocks and the norm;
+        # the embedding into it and the prediction out of it are MAE's own linear layers, initialised as lightly's.
+        self.decoder_embed = nn.Linear(vit.embed_dim, options.decoder_dim)
+        self.decoder = MaskedVisionTransformerDecoderTIMM(
             num_patches=(view_size(stage, self.patch_size) // self.patch_size) ** 2,
-            patch_size=self.patch_size,
-            in_chans=channels,
-            embed_dim=vit.embed_dim,
-            decoder_embed_dim=options.decoder_dim,
-            decoder_depth=options.decoder_depth,
-            decoder_num_heads=options.decoder_heads,
+            embed_dim=options.decoder_dim,
+            depth=options.decoder_depth,
+            num_heads=options.decoder_heads,
             num_prefix_tokens=vit.num_prefix_tokens,
         )
+        self.decoder_predict = nn.Linear(options.decoder_dim, self.patch_size**2 * channels)
+        init_weights(self.decoder_embed)
+        init_weights(self.decoder_predict)
 
     def predicted_pixels(self, views: torch.Tensor, hidden: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """The decoder's pixels of the ``hidden`` token indices, from the encoder's view of the ``visible`` ones."""
-        encoded = self.decoder.embed(self.backbone.encode(views, idx_keep=visible))
-        tokens = utils.repeat_token(self.decoder.mask_token, (len(views), hidden.shape[1] + visible.shape[1]))
-        decoded = self.decoder.decode(utils.set_at_index(tokens, visible, encoded))
-        return self.decoder.predict(utils.get_at_index(decoded, hidden))
+        encoded = self.decoder_embed(self.backbone.encode(views, idx_keep=visible))
+        tokens = encoded.new_zeros(len(views), hidden.shape[1] + visible.shape[1], encoded.shape[-1])
+        decoded = self.decoder(utils.set_at_index(tokens, visible, encoded), idx_mask=hidden)
+        return self.decoder_predict(utils.get_at_index(decoded, hidden))
 
     def target_pixels(self, views: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The pixels of the ``hidden`` token indices, normalised per patch (MAE's ``norm_pix_loss``)."""
@@ -92,6 +96,7 @@ class MAE(GlobalMethod):
     description = "MAE: predict the pixels of hidden patches from the visible ones (ViT only; lightly modules)."
     encoder_kinds = ("vit",)
     views_per_image = 1
+    version = "2"  # 2: lightly's MaskedVisionTransformerDecoderTIMM with MAE's own embedding and prediction layers
     Options = MAEOptions
 
     def build_model(self, encoder: nn.Module, stage: Stage, channels: int) -> nn.Module:

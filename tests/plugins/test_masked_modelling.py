@@ -69,6 +69,13 @@ def test_the_target_is_each_hidden_patch_normalised_and_the_encoder_never_sees_h
         torch.testing.assert_close(
             model.backbone.encode(changed, idx_keep=visible), model.backbone.encode(views, idx_keep=visible)
         )
+        # Nor does the decoder: its hidden tokens are the mask token, whatever pixels they hid.
+        predicted = model.predicted_pixels(views, hidden, visible)
+        torch.testing.assert_close(model.predicted_pixels(changed, hidden, visible), predicted)
+        assert predicted.shape == target.shape
+        # Its input at a hidden place is the mask token: another mask token, another prediction.
+        model.decoder.mask_token.data.add_(1.0)
+        assert not torch.allclose(model.predicted_pixels(views, hidden, visible), predicted)
 
 
 @pytest.mark.parametrize(("name", "untrained"), [("mae", ["model.pos_embed"]), ("ibot", []), ("dinov2", [])])
