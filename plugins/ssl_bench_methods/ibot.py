@@ -17,18 +17,11 @@ crops, not ten (CPU cost); half of the global views masked, as DINOv2 masks them
 with weight decay 0.04-0.4.
 """
 
-from dataclasses import dataclass
-
 from lightly.models.modules.heads import DINOProjectionHead
 
 from ssl_bench.api import hookimpl
 from ssl_bench_methods._global import Crops
 from ssl_bench_methods._masked_distillation import MaskedDistillation, MaskedDistillationOptions
-
-
-@dataclass(frozen=True)
-class IBOTOptions(MaskedDistillationOptions):
-    pass
 
 
 class IBOT(MaskedDistillation):
@@ -38,7 +31,7 @@ class IBOT(MaskedDistillation):
     local_crops = Crops(count=6, scale=(0.05, 0.4), relative_size=96 / 224)
     views_per_image = global_crops.count + local_crops.count
     head = DINOProjectionHead
-    Options = IBOTOptions
+    Options = MaskedDistillationOptions
 
 
 @hookimpl

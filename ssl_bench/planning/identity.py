@@ -86,16 +86,14 @@ class Job:
     plugins: tuple[str, ...]
     #: The job whose selected model this one starts from (``finetune`` from ``frozen``), or None.
     upstream: Job | None = None
-    #: Common random numbers: the job's seed is shared by every row (see :attr:`seed`).
-    common_seed: bool = False
 
     @property
     def seed(self) -> int:
-        """The seed of the job's random numbers (the decoder's init, batch order, augmentation): its own, or with
-        :attr:`common_seed` one per task, protocol and settings, label fraction and seed index, shared by every row,
-        so that two rows' scores differ by their encoders alone (an exported encoder scored as a checkpoint row
-        gets its row's scores exactly)."""
-        if not self.common_seed:
+        """The seed of the job's random numbers (the decoder's init, batch order, augmentation): its own, or under
+        common random numbers (the spec's ``seeding``) one per task, protocol and settings, label fraction and seed
+        index, shared by every row, so that two rows' scores differ by their encoders alone (an exported encoder
+        scored as a checkpoint row gets its row's scores exactly)."""
+        if self.spec.get("seeding") != "common":
             return seed_of(self.id)
         shared = {key: self.spec[key] for key in ("task", "data", "label_fraction", "seed_index")}
         return seed_of(digest({**shared, "protocol": self.spec["protocol"]["settings"], "label": self.protocol_label}))

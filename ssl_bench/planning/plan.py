@@ -307,7 +307,6 @@ class _Planner:
             protocol_label=spec["protocol"]["label"],
             plugins=tuple(sorted({pretraining.plugin, spec["task_plugin"], spec["protocol"]["plugin"]})),
             upstream=upstream,
-            common_seed=self.config.common_random_numbers,
         )
         self.jobs[key] = job
         return job
