@@ -7,6 +7,8 @@ data_root = "~/data"        # also SSL_BENCH_DATA
 label_fractions = [1.0, 0.2]
 common_random_numbers = true   # every row's job of a task, protocol and seed draws the same random numbers
 tasks = ["synthetic-vessel", "drive-vessel"]   # absent: every task whose data is there
+protocols = ["frozen", "finetune"]   # absent: every protocol but experimental ones
+executor = "slurm"          # inline (the default), local or slurm
 
 [tasks.my-polyps]           # instead of the list, a table per task; one with a type defines the task here
 type = "folder"             # a folder of images/ and masks/ (see ssl_bench_tasks.folder for its keys)
@@ -14,8 +16,6 @@ folder = "polyps"
 modality = "endoscopy"
 channels = 3
 [tasks.drive-vessel]        # an installed task: an empty table
-protocols = ["frozen", "finetune"]             # absent: every protocol but experimental ones
-executor = "slurm"          # inline (the default), local or slurm
 
 [methods.scratch]           # absent [methods]: every method, default options
 [methods.simclr]

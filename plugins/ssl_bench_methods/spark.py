@@ -178,13 +178,20 @@ class SparKModel(nn.Module):
         )
         self.to_pixels = nn.Conv2d(decoder_width(encoder, 1), channels, kernel_size=1)
 
+    @staticmethod
+    def _densify_norm(norm: nn.Module, feature: Tensor, visible: Tensor) -> Tensor:
+        """A scale's BatchNorm over its visible positions only, as SparK's sparse BatchNorm before densifying."""
+        with sparse_encoding(norm, visible):
+            return norm(feature)
+
     def forward(self, views: Tensor, visible: Tensor) -> Tensor:
         """The decoder's image from the visible patches of ``views``: (B, C, H, W)."""
-        hidden_zeroed = views * expand_grid(visible, *views.shape[-2:])
-        with sparse_encoding(self.encoder, visible), sparse_encoding(self.densify_norms, visible):
-            features = [
-                norm(feature) for norm, feature in zip(self.densify_norms, self.encoder(hidden_zeroed), strict=True)
-            ]
+        with sparse_encoding(self.encoder, visible):
+            features = self.encoder(views)
+        features = [
+            self._densify_norm(norm, feature, visible)
+            for norm, feature in zip(self.densify_norms, features, strict=True)
+        ]
         densified = {
             scale: projection(torch.where(expand_grid(visible, *feature.shape[-2:]), feature, token))
             for scale, feature, token, projection in zip(
