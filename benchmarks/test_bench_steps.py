@@ -4,7 +4,8 @@ Each method benchmark is one optimiser step of the method's first ``demo`` stage
 the core takes it (with the pool's extras, e.g. DetCon's cached segments), in fp32 and in bf16 where safe; its
 extra info records source images per second, the figure the runner reports. Threads follow ``OMP_NUM_THREADS``
 (default: all cores). ``steps_cpu.json`` holds the figures of 2026-12-05 on one core (bf16 1.7-2.5x faster for all
-but VICReg/VICRegL, 1.1-1.3x; torch.compile slower there, so not used).
+but VICReg/VICRegL, 1.1-1.3x; torch.compile slower there, so not used; of the later methods MoCo v3 and DINO 2x,
+SparK, iBOT and DINOv2 1.3x, MAE 1.1-1.2x: block ``bf16_new_methods``).
 """
 
 import dataclasses

@@ -165,6 +165,7 @@ class MaskedDistillation(GlobalMethod):
     global views, and (where ``koleo_weight`` > 0) KoLeo on the student's global class tokens."""
 
     encoder_kinds = ("vit",)
+    bf16_safe = True
     global_crops: ClassVar[Crops]
     local_crops: ClassVar[Crops]
     head: ClassVar[type]

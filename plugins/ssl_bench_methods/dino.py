@@ -82,6 +82,7 @@ class DINOModel(MomentumModel):
 
 class DINO(GlobalMethod):
     name = "dino"
+    bf16_safe = True
     description = "DINO: a student matches a momentum teacher's centred, sharpened outputs across multi-crop (lightly)."
     views_per_image = GLOBAL_CROPS.count + LOCAL_CROPS.count
     Options = DINOOptions

@@ -93,6 +93,7 @@ def token_masks(
 
 class MAE(GlobalMethod):
     name = "mae"
+    bf16_safe = True
     description = "MAE: predict the pixels of hidden patches from the visible ones (ViT only; lightly modules)."
     encoder_kinds = ("vit",)
     views_per_image = 1

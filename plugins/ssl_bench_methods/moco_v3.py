@@ -62,6 +62,7 @@ class MoCoV3Model(MomentumModel):
 
 class MoCoV3(GlobalMethod):
     name = "moco-v3"
+    bf16_safe = True
     description = "MoCo v3: predict a momentum encoder's key of the other view among the batch's keys (no queue)."
     Options = MoCoV3Options
 

@@ -225,6 +225,7 @@ def hidden_patch_loss(predicted: Tensor, views: Tensor, visible: Tensor, patch_s
 
 class SparK(GlobalMethod):
     name = "spark"
+    bf16_safe = True
     description = "SparK: restore hidden patches from the visible ones, convolved sparsely (CNN only)."
     encoder_kinds = ("cnn",)
     views_per_image = 1

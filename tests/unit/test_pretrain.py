@@ -106,7 +106,8 @@ def test_a_bf16_safe_method_loses_within_1e_2_of_fp32_in_the_cores_bf16_step(nam
 
     def first_loss(bf16: bool) -> float:
         torch.manual_seed(0)
-        trainer = Trainer(method, create_encoder("vgg16_bn_tiny", 3), pool, torch.device("cpu"), 1, extras, bf16=bf16)
+        encoder = create_encoder("vgg16_bn_tiny" if "cnn" in method.encoder_kinds else "vit_tiny_patch16_224", 3)
+        trainer = Trainer(method, encoder, pool, torch.device("cpu"), 1, extras, bf16=bf16)
         model, _, _ = trainer.build(0, stage, None)
         loss = trainer._loss(model, pool.train_index[: stage.batch_size], stage, torch.Generator().manual_seed(2))
         assert loss.dtype == torch.float32
@@ -119,5 +120,6 @@ def test_a_bf16_safe_method_loses_within_1e_2_of_fp32_in_the_cores_bf16_step(nam
 
 def test_the_methods_whose_loss_moves_under_bf16_stay_in_fp32():
     # Measured on this path: BYOL's first loss moved 5%, SimSiam's 80% (their negative cosine similarities nearly
-    # cancel); LD runs its network under autocast itself on CUDA and keeps its losses in fp32.
-    assert not {"byol", "simsiam", "ld", "scratch"} & set(BF16_SAFE)
+    # cancel), NNCLR's up to 9% over its first 3 steps (a rounding changes which support-set entry is nearest); LD
+    # runs its network under autocast itself on CUDA and keeps its losses in fp32.
+    assert not {"byol", "simsiam", "nnclr", "ld", "scratch"} & set(BF16_SAFE)
