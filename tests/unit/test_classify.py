@@ -286,10 +286,11 @@ def test_classification_leaves_the_global_rng_and_the_callers_encoder_alone():
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in original.items())
 
 
-def test_classifier_is_a_linear_head_on_the_pooled_deepest_feature():
-    encoder = create_encoder("vgg16_bn_tiny", 1).eval()
+@pytest.mark.parametrize("name", ["vgg16_bn_tiny", "vit_tiny_patch16_224"])
+def test_classifier_is_a_linear_head_on_the_pooled_deepest_feature(name: str):
+    encoder = create_encoder(name, 1).eval()
     model = Classifier(encoder, 3).eval()
-    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         pooled = encoder(images)[-1].mean(dim=(2, 3))
         batch_norm, linear = model.head
