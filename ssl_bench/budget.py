@@ -80,7 +80,7 @@ class Budget:
         if not paper:
             return ()
         # Rounded on the running total, so that the stages' steps add up to the budget's exactly.
-        ends = list(itertools.accumulate(stage.epochs * stage.steps_per_epoch for stage in paper))
+        ends = list(itertools.accumulate(stage.steps for stage in paper))
         bounds = [0, *(round(end / ends[-1] * self.steps) for end in ends)]
         largest = max(stage.image_size for stage in paper)
         return tuple(self._rescaled(stage, max(1, bounds[i + 1] - bounds[i]), largest) for i, stage in enumerate(paper))

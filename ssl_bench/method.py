@@ -23,6 +23,16 @@ class Stage:
     image_size: int
     lr: float
 
+    @property
+    def steps(self) -> int:
+        """The stage's optimiser steps."""
+        return self.epochs * self.steps_per_epoch
+
+    def step_at(self, share: float) -> int:
+        """The step by which ``share`` of the stage is done. A schedule point given as a share scales with every
+        budget: a paper's "first epoch of 100" is ``step_at(0.01)``, not the first epoch of a budget that has one."""
+        return round(share * self.steps)
+
 
 @dataclass(frozen=True)
 class NoOptions:

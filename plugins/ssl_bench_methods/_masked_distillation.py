@@ -19,7 +19,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule, linear_warmup_schedule
 from torch import Tensor, nn
 
-from ssl_bench.api import ConfigError, Stage, augment, require_fractions, require_positive, require_whole_numbers
+from ssl_bench.api import ConfigError, Stage, augment, require_fractions, require_positive
 from ssl_bench_methods._global import (
     Crops,
     GlobalMethod,
@@ -49,7 +49,8 @@ class MaskedDistillationOptions:
     warmup_fraction: float = 0.3
     center_momentum: float = 0.9
     base_momentum: float = 0.996
-    frozen_last_layer_epochs: int = 1
+    #: the share of all steps for which the head's last layer is frozen (iBOT, DINOv2: the first of 100 epochs)
+    frozen_last_layer_fraction: float = 0.01
     #: the share of global views that are masked, and the range of the share of patches each hides
     masked_views: float = 0.5
     min_mask_ratio: float = 0.1
@@ -59,9 +60,8 @@ class MaskedDistillationOptions:
     def __post_init__(self) -> None:
         positive = ("output_dim", "bottleneck_dim", "student_temperature", "teacher_temperature")
         require_positive(self, (*positive, "warmup_teacher_temperature"), "masked distillation")
-        fractions = ("warmup_fraction", "center_momentum", "base_momentum", "masked_views")
-        require_fractions(self, (*fractions, "min_mask_ratio", "max_mask_ratio"), "masked distillation")
-        require_whole_numbers(self, {"frozen_last_layer_epochs": 0}, "masked distillation")
+        fractions = ("warmup_fraction", "frozen_last_layer_fraction", "center_momentum", "base_momentum")
+        require_fractions(self, (*fractions, "masked_views", "min_mask_ratio", "max_mask_ratio"), "masked distillation")
         if self.min_mask_ratio > self.max_mask_ratio or self.koleo_weight < 0:
             raise ConfigError("masked distillation: need min_mask_ratio <= max_mask_ratio and koleo_weight >= 0")
 
@@ -143,7 +143,7 @@ class MaskedDistillationModel(nn.Module):
         )
         self.criteria.extend([self.class_loss, self.patch_loss])
         self.koleo = KoLeoLoss()
-        self.frozen_last_layer_steps = options.frozen_last_layer_epochs * stage.steps_per_epoch
+        self.frozen_last_layer_steps = stage.step_at(options.frozen_last_layer_fraction)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     @property
@@ -165,6 +165,7 @@ class MaskedDistillation(GlobalMethod):
     global views, and (where ``koleo_weight`` > 0) KoLeo on the student's global class tokens."""
 
     encoder_kinds = ("vit",)
+    version = "2"  # 2: the last layer is frozen for a share of the steps, not for a first epoch of any length
     bf16_safe = True
     global_crops: ClassVar[Crops]
     local_crops: ClassVar[Crops]
@@ -188,7 +189,7 @@ class MaskedDistillation(GlobalMethod):
         student_classes = torch.cat([student[:, 0], model.student.encode(local_views)[:, 0]])
         temperature = linear_warmup_schedule(
             int(model.steps_done),
-            round(options.warmup_fraction * stage.epochs * stage.steps_per_epoch),
+            stage.step_at(options.warmup_fraction),
             options.warmup_teacher_temperature,
             options.teacher_temperature,
         )

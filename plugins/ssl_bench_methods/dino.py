@@ -4,14 +4,14 @@ A student predicts a momentum teacher's centred, sharpened distribution over out
 multi-crop views: the teacher sees the two global crops, the student every crop (lightly's DINO projection head,
 loss with its running centre, and momentum utilities).
 
-Schedules: those of every global baseline (``_global.py``); ``paper`` is LD's published budget (Chen et al. 2021:
-100 epochs x 1000 iterations, Adam 1e-3, 448 px) at 32 source images per step. Kept from DINO: two global crops at
-scale 0.4-1 and six local crops at 0.05-0.4 (96 px beside 224 px, here scaled to the stage's size), student
-temperature 0.1 and teacher temperature 0.04 (DINO's defaults, no warm-up), centre momentum 0.9, teacher momentum
-rising from 0.996 to 1 on a cosine, a 256-dimensional bottleneck and a weight-normalised last layer frozen for the
-first epoch. Changed: 2048 output dimensions, not 65,536 (lightly's ResNet example; medical pools have far fewer
-modes than ImageNet, as SwAV's prototypes here); hidden layers four times the encoder's width, not 2048; Adam as
-LD, not SGD (ResNet) or AdamW (ViT) with weight decay.
+Schedules: those of every global baseline (``_global.py``); ``paper`` is LD's published budget (Chen et al. 2021: 100
+epochs x 1000 iterations, Adam 1e-3, 448 px) at 32 source images per step. Kept from DINO: two global crops at scale
+0.4-1 and six local crops at 0.05-0.4 (96 px beside 224 px, here scaled to the stage's size), student temperature 0.1
+and teacher temperature 0.04 (DINO's defaults, no warm-up), centre momentum 0.9, teacher momentum rising from 0.996 to 1
+on a cosine, a 256-dimensional bottleneck and a weight-normalised last layer frozen for the first epoch of 100, here the
+first 1% of steps at any budget. Changed: 2048 output dimensions, not 65,536 (lightly's ResNet example; medical pools
+have far fewer modes than ImageNet, as SwAV's prototypes here); hidden layers four times the encoder's width, not 2048;
+Adam as LD, not SGD (ResNet) or AdamW (ViT) with weight decay.
 """
 
 from contextlib import nullcontext
@@ -23,7 +23,7 @@ from lightly.models.modules.heads import DINOProjectionHead
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bench.api import Stage, hookimpl, require_fractions, require_positive, require_whole_numbers
+from ssl_bench.api import Stage, hookimpl, require_fractions, require_positive
 from ssl_bench_methods._global import (
     Crops,
     GlobalMethod,
@@ -46,12 +46,12 @@ class DINOOptions:
     teacher_temperature: float = 0.04
     center_momentum: float = 0.9
     base_momentum: float = 0.996
-    frozen_last_layer_epochs: int = 1
+    #: the share of all steps for which the last layer is frozen (DINO: the first of 100 epochs)
+    frozen_last_layer_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         require_positive(self, ("output_dim", "bottleneck_dim", "student_temperature", "teacher_temperature"), "dino")
-        require_fractions(self, ("center_momentum", "base_momentum"), "dino")
-        require_whole_numbers(self, {"frozen_last_layer_epochs": 0}, "dino")
+        require_fractions(self, ("center_momentum", "base_momentum", "frozen_last_layer_fraction"), "dino")
 
 
 class DINOModel(MomentumModel):
@@ -71,7 +71,7 @@ class DINOModel(MomentumModel):
             student_temp=options.student_temperature,
             center_momentum=options.center_momentum,
         )
-        self.frozen_last_layer_steps = options.frozen_last_layer_epochs * stage.steps_per_epoch
+        self.frozen_last_layer_steps = stage.step_at(options.frozen_last_layer_fraction)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     def loss(self, teacher: list[torch.Tensor], student: list[torch.Tensor]) -> torch.Tensor:
@@ -82,6 +82,7 @@ class DINOModel(MomentumModel):
 
 class DINO(GlobalMethod):
     name = "dino"
+    version = "2"  # 2: the last layer is frozen for a share of the steps, not for a first epoch of any length
     bf16_safe = True
     description = "DINO: a student matches a momentum teacher's centred, sharpened outputs across multi-crop (lightly)."
     views_per_image = GLOBAL_CROPS.count + LOCAL_CROPS.count
@@ -93,7 +94,7 @@ class DINO(GlobalMethod):
     def training_step(
         self, model: nn.Module, images: torch.Tensor, stage: Stage, generator: torch.Generator
     ) -> torch.Tensor:
-        # DINO freezes the last layer for the first epoch: without a gradient, Adam leaves it as it is.
+        # DINO freezes the last layer at first: without a gradient, Adam leaves it as it is.
         model.head.last_layer.requires_grad_(int(model.steps_done) >= model.frozen_last_layer_steps)
         global_views = crop_views(images, GLOBAL_CROPS, stage.image_size, model.encoder, generator)
         local_views = crop_views(images, LOCAL_CROPS, stage.image_size, model.encoder, generator)

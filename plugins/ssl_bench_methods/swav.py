@@ -9,7 +9,8 @@ Schedules: those of every global baseline (``_global.py``); ``paper`` is LD's pu
 al. 2021: 100 epochs x 1000 iterations, Adam 1e-3, 448 px) at 32 source images per step, with SwAV's
 multi-crop (2 x 224 px at scale 0.14-1 and 6 x 96 px at scale 0.05-0.14, here scaled to the stage's size),
 temperature 0.1, Sinkhorn epsilon 0.05 with 3 iterations, prototypes frozen for the first epoch, and a
-3840-feature queue from epoch 15 for small batches. Changed from SwAV: 512 prototypes, not 3000 (medical
+3840-feature queue from epoch 15 for small batches (here as shares of any budget's steps: the first 1% and from
+15%, as in 100 epochs). Changed from SwAV: 512 prototypes, not 3000 (medical
 pools have far fewer modes than ImageNet); Adam as LD, not LARS at batch 4096.
 """
 
@@ -23,7 +24,7 @@ from lightly.models.modules.heads import SwaVProjectionHead, SwaVPrototypes
 from lightly.models.modules.memory_bank import MemoryBankModule
 from torch import nn
 
-from ssl_bench.api import Stage, hookimpl, require_positive, require_whole_numbers
+from ssl_bench.api import Stage, hookimpl, require_fractions, require_positive
 from ssl_bench_methods._global import (
     Crops,
     GlobalMethod,
@@ -46,9 +47,10 @@ class SwAVOptions:
     temperature: float = 0.1
     sinkhorn_epsilon: float = 0.05
     sinkhorn_iterations: int = 3
-    frozen_prototype_epochs: int = 1
+    #: the share of all steps for which the prototypes are frozen, and the share after which the queues join
+    frozen_prototype_fraction: float = 0.01
     queue_length: int = 3840
-    queue_start_epoch: int = 15
+    queue_start_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         require_positive(
@@ -56,7 +58,7 @@ class SwAVOptions:
             ("prototypes", "projection_dim", "temperature", "sinkhorn_epsilon", "sinkhorn_iterations", "queue_length"),
             "swav",
         )
-        require_whole_numbers(self, {"frozen_prototype_epochs": 0, "queue_start_epoch": 0}, "swav")
+        require_fractions(self, ("frozen_prototype_fraction", "queue_start_fraction"), "swav")
 
 
 class SwAVModel(PooledHeadModel):
@@ -69,16 +71,16 @@ class SwAVModel(PooledHeadModel):
     def __init__(self, encoder: nn.Module, options: SwAVOptions, stage: Stage) -> None:
         width = encoder_width(encoder)
         super().__init__(encoder, SwaVProjectionHead(width, head_hidden_width(encoder), options.projection_dim))
-        frozen_steps = options.frozen_prototype_epochs * stage.steps_per_epoch
+        frozen_steps = stage.step_at(options.frozen_prototype_fraction)
         self.prototypes = SwaVPrototypes(options.projection_dim, options.prototypes, frozen_steps)
         self.prototypes.normalize()
         queue_size = (options.queue_length, options.projection_dim)
         self.queues = nn.ModuleList(
             checkpointed(MemoryBankModule(queue_size, feature_dim_first=False)) for _ in range(HIGH_RESOLUTION.count)
         )
-        # The queues join the loss once they hold only real features, and not before queue_start_epoch.
+        # The queues join the loss once they hold only real features, and not before queue_start_fraction.
         steps_to_fill = math.ceil(options.queue_length / stage.batch_size)
-        self.queue_start_step = max(options.queue_start_epoch * stage.steps_per_epoch, steps_to_fill)
+        self.queue_start_step = max(stage.step_at(options.queue_start_fraction), steps_to_fill)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -109,6 +111,7 @@ def _embedded_crops(
 
 class SwAV(GlobalMethod):
     name = "swav"
+    version = "2"  # 2: prototypes frozen and queues started at shares of the steps, not at epochs of any length
     bf16_safe = True
     description = "SwAV: swapped prediction of Sinkhorn prototype assignments over multi-crop (lightly)."
     views_per_image = HIGH_RESOLUTION.count + LOW_RESOLUTION.count

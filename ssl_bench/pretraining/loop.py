@@ -230,7 +230,7 @@ def _run_stage(
 ):
     """Train ``stage`` from ``position`` to its end, checkpointing on time and at every epoch's end; with
     ``select_best``, also keep the encoder of the epoch with the lowest held-out loss."""
-    total = stage.epochs * stage.steps_per_epoch
+    total = stage.steps
     done = position.epoch * stage.steps_per_epoch + position.step
     bar = tqdm(
         total=total,

@@ -20,7 +20,10 @@ runner = CliRunner()
         ({"data_root": 5}, r"data_root must be a folder's path, e.g. data_root = \"~/data\"; got 5"),
         ({"methods": {"simclr": {"temperature": -1.0}}}, r"simclr option temperature must be positive, got -1.0"),
         ({"methods": {"moco": {"momentum": 1.5}}}, r"moco option momentum must lie in \[0, 1\], got 1.5"),
-        ({"methods": {"swav": {"queue_start_epoch": -1}}}, r"swav setting queue_start_epoch must be a whole number"),
+        (
+            {"methods": {"swav": {"queue_start_fraction": 1.5}}},
+            r"swav option queue_start_fraction must lie in \[0, 1\]",
+        ),
     ],
 )
 def test_values_that_cannot_be_meant_are_refused(values, message, tmp_path):

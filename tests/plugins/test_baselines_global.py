@@ -97,11 +97,11 @@ def test_a_step_on_grey_and_colour_images_gives_a_finite_scalar_loss_that_trains
 def test_steps_on_a_fixed_batch_lower_the_loss(name):
     # A queue of one batch holds, from the second step on, the keys of the same images: a stable set of
     # negatives. MoCo's default queue fills with ever more of them, so its loss first rises by design.
-    # DINO's target moves by design as its centre follows the teacher, and its last layer is frozen for its first
-    # epoch (all of these steps): with a still centre and the last layer free, its loss falls.
+    # DINO's target moves by design as its centre follows the teacher, and its last layer is frozen at first: with a
+    # still centre and the last layer free, its loss falls.
     options = {
         "moco": MoCoOptions(queue_size=BATCH),
-        "dino": DINOOptions(frozen_last_layer_epochs=0, center_momentum=1.0),
+        "dino": DINOOptions(frozen_last_layer_fraction=0.0, center_momentum=1.0),
     }.get(name)
     stage = tiny_stage(10)
     method, model = build(name, 3, stage, options=options)
@@ -273,23 +273,36 @@ def test_dino_loss_is_the_teachers_centred_sharpened_distribution_against_the_st
     torch.testing.assert_close(model.criterion.center.flatten(), moved)
 
 
-def test_dino_freezes_its_last_layer_for_the_first_epoch_only():
+def test_dino_freezes_its_last_layer_for_its_share_of_the_steps_only():
     stage = Stage("test", epochs=2, steps_per_epoch=2, batch_size=BATCH, image_size=SIZE, lr=1e-3)
-    method, model = build("dino", 3, stage)
+    method, model = build("dino", 3, stage, options=DINOOptions(frozen_last_layer_fraction=0.5))
     last = model.head.last_layer
     initial = [p.detach().clone() for p in last.parameters()]
     train(method, model, source_images(3), stage, seed=0, steps=2)
     assert all(torch.equal(a, b) for a, b in zip(initial, last.parameters(), strict=True))
-    train(method, model, source_images(3), stage, seed=0, steps=1)  # steps_done is 2: the second epoch
+    train(method, model, source_images(3), stage, seed=0, steps=1)  # steps_done is 2: half of the 4 steps
     assert not all(torch.equal(a, b) for a, b in zip(initial, last.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps_per_epoch", "frozen", "queue_start"), [(100, 1000, 1000, 15000), (1, 300, 3, 240)]
+)
+def test_schedule_points_are_shares_of_the_steps_at_any_budget(epochs, steps_per_epoch, frozen, queue_start):
+    """At the paper's 100 epochs, DINO's last layer and SwAV's prototypes are frozen for the first epoch and SwAV's
+    queues start at epoch 15; a 300-step budget of one epoch keeps the shares (3 steps; the queues once full, after
+    3840 / 16 = 240 steps), not the epochs, which would freeze them for the whole run and never start the queues."""
+    stage = Stage("test", epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=16, image_size=SIZE, lr=1e-3)
+    assert build("dino", 3, stage)[1].frozen_last_layer_steps == frozen
+    swav = build("swav", 3, stage)[1]
+    assert (swav.prototypes.n_steps_frozen_prototypes, swav.queue_start_step) == (frozen, queue_start)
 
 
 # --- SwAV's prototypes and queues ---------------------------------------------------------------
 
 
-def test_swav_freezes_its_prototypes_for_the_first_epoch_and_keeps_them_on_the_unit_sphere():
+def test_swav_freezes_its_prototypes_for_their_share_of_the_steps_and_keeps_them_on_the_unit_sphere():
     stage = Stage("test", epochs=2, steps_per_epoch=1, batch_size=BATCH, image_size=SIZE, lr=1e-2)
-    method, model = build("swav", 3, stage)
+    method, model = build("swav", 3, stage, options=SwAVOptions(frozen_prototype_fraction=0.5))
     prototypes = model.prototypes.heads[0].weight
     frozen = prototypes.clone()
     train(method, model, source_images(3), stage, seed=0, steps=1)
@@ -300,11 +313,11 @@ def test_swav_freezes_its_prototypes_for_the_first_epoch_and_keeps_them_on_the_u
 
 
 @pytest.mark.parametrize(
-    ("queue_batches", "start_epoch", "expected"),
-    [(2, 1, [False] * 3 + [True] * 2), (4, 0, [False] * 4 + [True])],  # epoch 1 begins at step 3
+    ("queue_batches", "start_fraction", "expected"),
+    [(2, 1 / 3, [False] * 3 + [True] * 2), (4, 0.0, [False] * 4 + [True])],  # a third of 9 steps is step 3
 )
-def test_swav_queues_join_the_loss_at_their_start_epoch_and_once_full(queue_batches, start_epoch, expected):
-    options = SwAVOptions(queue_length=queue_batches * BATCH, queue_start_epoch=start_epoch)
+def test_swav_queues_join_the_loss_at_their_start_share_and_once_full(queue_batches, start_fraction, expected):
+    options = SwAVOptions(queue_length=queue_batches * BATCH, queue_start_fraction=start_fraction)
     stage = Stage("test", epochs=3, steps_per_epoch=3, batch_size=BATCH, image_size=SIZE, lr=1e-3)
     method, model = build("swav", 3, stage, options=options)
     features = [torch.nn.functional.normalize(torch.randn(BATCH, options.projection_dim), dim=1) for _ in range(2)]

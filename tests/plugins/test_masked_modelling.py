@@ -330,3 +330,12 @@ def test_the_teacher_starts_as_the_student(name):
     assert all(torch.equal(teacher[key], value) for key, value in model.encoder.state_dict().items())
     heads = zip(model.head.parameters(), model.momentum_head.parameters(), strict=True)
     assert all(torch.equal(student, teacher) for student, teacher in heads)
+
+
+@pytest.mark.parametrize("name", ["ibot", "dinov2"])
+def test_the_last_layer_is_frozen_for_a_share_of_the_steps_at_any_budget(name):
+    """The first of the paper's 100 epochs is 1% of any budget: 1000 steps of 100 x 1000, 3 of a one-epoch 300."""
+    method = get_registry().method(name)()
+    for epochs, steps_per_epoch, frozen in [(100, 1000, 1000), (1, 300, 3)]:
+        stage = Stage("test", epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=4, image_size=48, lr=1e-3)
+        assert method.build_model(create_encoder(VIT, in_chans=1), stage, 1).frozen_last_layer_steps == frozen
