@@ -38,7 +38,8 @@ _MAX_DRAWS = 1 << 20  # indices drawn per bootstrap chunk, bounds memory for lar
 class SeedComparison:
     """Variant A against reference B over training runs: ``mean(a) - mean(b)``, its 95% interval and p-value.
 
-    ``test`` is ``"welch"`` (both sides vary their encoder with the seed) or ``"prediction"`` (one side holds a
+    ``test`` is ``"paired"`` (both sides vary their encoder with the seed, and each seed of one side drew the same
+    random numbers as one of the other's), ``"welch"`` (both vary, unpaired) or ``"prediction"`` (one side holds a
     single encoder, e.g. a checkpoint, so it is one draw of an encoder and the other side's spread is the null).
     """
 
@@ -98,17 +99,25 @@ def _percentile_interval(samples: NDArray[np.float64], level: float) -> tuple[fl
 
 
 def seed_comparison(
-    a: ArrayLike, b: ArrayLike, *, a_single_encoder: bool = False, b_single_encoder: bool = False
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    paired: bool = False,
+    a_single_encoder: bool = False,
+    b_single_encoder: bool = False,
 ) -> SeedComparison | None:
     """A against B with the training seed as the unit of evidence; None where the seeds cannot support a claim.
 
     ``a`` and ``b`` hold one score per seed (each seed its own pretraining and downstream run, scored on the same
     test images). Both sides varying: Welch's unequal-variance t-test and its interval (Welch 1947; the test
-    Colas et al. 2018 recommend for comparing training runs). One side a single encoder (every seed loaded the same
-    weights, so its seeds only redraw the head): that side is one draw of an encoder, and the test asks whether it
-    lies outside the other side's seed distribution: ``t = d / (s_b sqrt(1 + 1/n_b))`` on ``n_b - 1`` degrees of
-    freedom (the prediction interval of one new run). A varying side needs :data:`MIN_SEEDS` seeds; two single
-    encoders have no replicate at all. No spread at all: p = 1 for equal means, NaN (untestable) otherwise.
+    Colas et al. 2018 recommend for comparing training runs). ``paired``: ``a[i]`` and ``b[i]`` drew the same
+    random numbers downstream (common random numbers: decoder init, batch order, augmentation), so the paired
+    t-test on ``a - b`` over ``n - 1`` degrees of freedom, whose differences no longer carry what the two runs of a
+    pair share. One side a single encoder (every seed loaded the same weights, so its seeds only redraw the head):
+    that side is one draw of an encoder, and the test asks whether it lies outside the other side's seed
+    distribution: ``t = d / (s_b sqrt(1 + 1/n_b))`` on ``n_b - 1`` degrees of freedom (the prediction interval of one
+    new run); pairing does not apply. A varying side needs :data:`MIN_SEEDS` seeds; two single encoders have no
+    replicate at all. No spread at all: p = 1 for equal means, NaN (untestable) otherwise.
     """
     a, b = _vector(a, "a"), _vector(b, "b")
     if a_single_encoder and b_single_encoder:
@@ -119,11 +128,16 @@ def seed_comparison(
     if a_single_encoder or b_single_encoder:
         sample = a if b_single_encoder else b
         se, df = float(sample.std(ddof=1)) * math.sqrt(1 + 1 / len(sample)), len(sample) - 1
+        test = "prediction"
+    elif paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired seeds need as many scores a side, got {len(a)} and {len(b)}")
+        se, df, test = float((a - b).std(ddof=1)) / math.sqrt(len(a)), len(a) - 1, "paired"
     else:
         var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         se = math.sqrt(var_a + var_b)
         df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if se > 0 else math.nan
-    test = "prediction" if a_single_encoder or b_single_encoder else "welch"
+        test = "welch"
     if se == 0:
         p_value = 1.0 if difference == 0 else math.nan
         return SeedComparison(difference, difference, difference, p_value, test)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from ssl_bench.protocol import Selection
@@ -46,6 +47,7 @@ def record(
     compute: dict | None = None,
     modality: str = "xray",
     unix_time: float = 1000.0,
+    seed: int | None = None,
 ) -> ResultRecord:
     """A record with defaults for all a test does not set.
 
@@ -77,7 +79,7 @@ def record(
         ),
         label_fraction=fraction,
         seed_index=seed_index,
-        seed=1234 + seed_index,
+        seed=zlib.crc32(job_id.encode()) if seed is None else seed,
         budget=budget,
         headline_metric=headline,
         metrics=metrics if metrics is not None else dice_and_iou(scores if scores is not None else [0.5]),

@@ -18,8 +18,9 @@ BETTER, WORSE, NOT_DISTINGUISHABLE = "better", "worse", "not distinguishable"
 TOO_FEW_SEEDS, UNTESTABLE = "too few seeds", "untestable"
 #: How a claim is made, said in every table that marks claims.
 CLAIM_RULE = (
-    "training seeds are the replicates, not test images (Welch's t-test on the per-seed scores; a single encoder "
-    "that every seed loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
+    "training seeds are the replicates, not test images (the paired t-test on the per-seed scores where the two "
+    "variants' seeds drew the same random numbers, Welch's t-test where they did not; a single encoder that every "
+    "seed loaded, e.g. a checkpoint, counts as one draw against the other side's spread), p < "
     f"{SIGNIFICANCE} after Holm's correction over the variant's own columns of the protocol's table, so adding a "
     f"variant changes no other variant's ▲/▼. A claim needs {MIN_SEEDS} seeds per variant."
 )
@@ -27,35 +28,49 @@ CLAIM_RULE = (
 
 def with_claims(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     """Each cell against ``scratch`` and against its column's best, with training seeds as the replicates
-    (:func:`ssl_bench.stats.seed_comparison`): the difference of means with its 95% interval, the p-value
-    Holm-adjusted over the variant's own columns of each (protocol, metric) table, and the claim it supports."""
+    (:func:`ssl_bench.stats.seed_comparison`, paired where both cells ran on the same seeds): the difference of
+    means with its 95% interval, the p-value Holm-adjusted over the variant's own columns of each (protocol, metric)
+    table, the claim it supports and the test that gave it."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
     summary = summary.copy()
     for reference, references in (("scratch", _scratch_references(summary)), ("best", _best_references(summary))):
-        difference, low, high, p_value, claim = COMPARISON_COLUMNS[reference]
+        columns = COMPARISON_COLUMNS[reference]
         found = {index: _compare(cells, summary.loc[index], summary.loc[other]) for index, other in references.items()}
-        for column, field in ((difference, "difference"), (low, "ci_low"), (high, "ci_high")):
+        for column, field in ((columns.difference, "difference"), (columns.low, "ci_low"), (columns.high, "ci_high")):
             summary[column] = [getattr(found.get(i), field, math.nan) for i in summary.index]
+        summary[columns.test] = [getattr(found.get(i), "test", "") for i in summary.index]
         tested = [i for i, found_i in found.items() if found_i is not None and not math.isnan(found_i.p_value)]
-        summary[p_value] = math.nan
+        summary[columns.p_value] = math.nan
         for _, family in summary.loc[tested].groupby(["variant", "protocol", "metric"]) if tested else []:
-            summary.loc[family.index, p_value] = holm([found[i].p_value for i in family.index])
-        summary[claim] = [
-            _claim(found[i], summary.at[i, p_value], summary.at[i, "higher_is_better"]) if i in found else ""
+            summary.loc[family.index, columns.p_value] = holm([found[i].p_value for i in family.index])
+        summary[columns.claim] = [
+            _claim(found[i], summary.at[i, columns.p_value], summary.at[i, "higher_is_better"]) if i in found else ""
             for i in summary.index
         ]
     return summary
 
 
 def _compare(cells: dict[tuple, pd.DataFrame], row: pd.Series, reference: pd.Series) -> SeedComparison | None:
-    """``row``'s cell against ``reference``'s over their seeds; None where the seeds cannot support a claim."""
+    """``row``'s cell against ``reference``'s over their seeds, paired where both sides ran on the same seeds;
+    None where the seeds cannot support a claim."""
     mine, theirs = cells[tuple(row[RUN_KEYS])], cells[tuple(reference[RUN_KEYS])]
+    paired = _same_seeds(mine, theirs)
+    if paired:  # line the pairs up
+        mine, theirs = mine.sort_values("seed"), theirs.sort_values("seed")
     return seed_comparison(
         mine["score"].to_numpy(dtype=float),
         theirs["score"].to_numpy(dtype=float),
+        paired=paired,
         a_single_encoder=bool(row["single_encoder"]),
         b_single_encoder=bool(reference["single_encoder"]),
     )
+
+
+def _same_seeds(mine: pd.DataFrame, theirs: pd.DataFrame) -> bool:
+    """Whether every seed of one cell drew the same random numbers as one of the other's (common random numbers),
+    and no other: then seed ``i`` of both is a pair."""
+    seeds = set(mine["seed"])
+    return len(seeds) == len(mine) == len(theirs) and seeds == set(theirs["seed"])
 
 
 def _claim(comparison: SeedComparison | None, adjusted_p: float, higher_is_better: bool) -> str:

@@ -30,6 +30,7 @@ SEED_COLUMNS = [
     "label_fraction",
     "metric",
     "seed_index",
+    "seed",
     "score",
     "image_std",
     "n_images",
@@ -77,17 +78,36 @@ SUMMARY_COLUMNS = [
     "diff_high",
     "p_vs_scratch",
     "claim_vs_scratch",
+    "test_vs_scratch",
     "diff_vs_best",
     "best_diff_low",
     "best_diff_high",
     "p_vs_best",
     "claim_vs_best",
+    "test_vs_best",
 ]
 
 
+@dataclass(frozen=True)
+class ComparisonColumns:
+    """The summary's columns for one reference a cell is compared with: the difference of means, its 95% interval,
+    the Holm-adjusted p-value, the claim, and the test that gave them (``paired``, ``welch`` or ``prediction``)."""
+
+    difference: str
+    low: str
+    high: str
+    p_value: str
+    claim: str
+    test: str
+
+
 COMPARISON_COLUMNS = {
-    "scratch": ("diff_vs_scratch", "diff_low", "diff_high", "p_vs_scratch", "claim_vs_scratch"),
-    "best": ("diff_vs_best", "best_diff_low", "best_diff_high", "p_vs_best", "claim_vs_best"),
+    "scratch": ComparisonColumns(
+        "diff_vs_scratch", "diff_low", "diff_high", "p_vs_scratch", "claim_vs_scratch", "test_vs_scratch"
+    ),
+    "best": ComparisonColumns(
+        "diff_vs_best", "best_diff_low", "best_diff_high", "p_vs_best", "claim_vs_best", "test_vs_best"
+    ),
 }
 
 

@@ -201,14 +201,15 @@ def _cell_details(row: Any) -> list[str]:
     details = [f"seeds 95% CI [{row.ci95_low:.3f}, {row.ci95_high:.3f}]"] if not math.isnan(row.ci95_low) else []
     if not math.isnan(row.image_low):
         details.append(f"test-image interval of these trained models [{row.image_low:.3f}, {row.image_high:.3f}]")
-    for reference, (difference, low, high, p_value, claim) in COMPARISON_COLUMNS.items():
-        found = getattr(row, claim)
+    for reference, columns in COMPARISON_COLUMNS.items():
+        found = getattr(row, columns.claim)
         if found in (TOO_FEW_SEEDS, UNTESTABLE):
             details.append(f"vs {reference}: {found}")
         elif found:
+            low, high = getattr(row, columns.low), getattr(row, columns.high)
             details.append(
-                f"vs {reference} {getattr(row, difference):+.3f} [{getattr(row, low):+.3f}, {getattr(row, high):+.3f}],"
-                f" p {getattr(row, p_value):.2g}"
+                f"vs {reference} {getattr(row, columns.difference):+.3f} [{low:+.3f}, {high:+.3f}],"
+                f" p {getattr(row, columns.p_value):.2g} ({getattr(row, columns.test)})"
             )
     return details
 

@@ -114,6 +114,7 @@ def _seed_rows(result: ResultRecord, label: str) -> list[dict[str, Any]]:
         "protocol": result.protocol.label,
         "label_fraction": result.label_fraction,
         "seed_index": result.seed_index,
+        "seed": result.seed,
         **{column: _float_or_nan(getattr(compute, column)) for column in COMPUTE_COLUMNS},
         "device": compute.device,
         "budget": result.budget,

@@ -623,6 +623,38 @@ def test_claims_take_seeds_as_replicates_not_test_images(tmp_path: Path) -> None
     assert "≈" not in cells_shown["scratch"] + cells_shown["equal"] + cells_shown["worse"]
 
 
+def test_rows_on_the_same_seeds_are_compared_pair_by_pair_and_others_by_welch(tmp_path: Path) -> None:
+    # Each seed of simclr drew the random numbers of one of scratch's (common random numbers), in another order on
+    # disk: the pairs are lined up by seed. simclr beats scratch by 0.03-0.05 in every pair while both move 0.15
+    # between seeds.
+    def seeds(variant: str, scores: dict[int, float]) -> list[ResultRecord]:
+        return [
+            record(f"{variant}-{s}", variant, seed_index=i, scores=[x] * 12, seed=s)
+            for i, (s, x) in enumerate(scores.items())
+        ]
+
+    scratch = {11: 0.50, 22: 0.65, 33: 0.58}
+    simclr = {33: 0.61, 11: 0.55, 22: 0.69}
+    unpaired = dict(zip((44, 55, 66), simclr.values(), strict=True))  # the same scores, drawn on other seeds
+    write_runs(tmp_path, seeds("scratch", scratch) + seeds("simclr", simclr) + seeds("other", unpaired))
+    dice = pd.read_csv(write_leaderboard(Board.load(tmp_path))[0]).query("metric == 'dice'").set_index("variant")
+    paired = sps.ttest_rel([simclr[s] for s in scratch], list(scratch.values()))  # d = 0.05, 0.04, 0.03: p 0.020
+    assert dice.loc["simclr", "test_vs_scratch"] == "paired" and dice.loc["simclr", "claim_vs_scratch"] == "better"
+    assert dice.loc["simclr", "p_vs_scratch"] == pytest.approx(paired.pvalue)
+    assert (dice.loc["simclr", "diff_low"], dice.loc["simclr", "diff_high"]) == pytest.approx(
+        tuple(paired.confidence_interval(0.95))
+    )
+    welch = sps.ttest_ind(list(unpaired.values()), list(scratch.values()), equal_var=False)
+    assert (
+        dice.loc["other", "test_vs_scratch"] == "welch"
+        and dice.loc["other", "claim_vs_scratch"] == "not distinguishable"
+    )
+    assert dice.loc["other", "p_vs_scratch"] == pytest.approx(welch.pvalue)
+    # One seed of simclr run on other random numbers: no longer the same runs, so no pairs.
+    mixed = summary_table(seeds("scratch", scratch) + seeds("simclr", {33: 0.61, 11: 0.55, 99: 0.69}))
+    assert set(mixed.query("variant == 'simclr' and metric == 'dice'")["test_vs_scratch"]) == {"welch"}
+
+
 def test_adding_unrelated_variants_leaves_a_claim_as_it_was() -> None:
     # Holm runs over each variant's own columns: twelve more variants (each with a p of its own) change neither
     # simclr's adjusted p nor its claim; a correction over the whole table would have multiplied it by up to 13.

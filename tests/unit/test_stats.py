@@ -53,6 +53,29 @@ def test_a_single_encoder_is_one_draw_against_the_other_sides_spread() -> None:
     assert swapped.difference == pytest.approx(-0.07) and swapped.p_value == pytest.approx(result.p_value)
 
 
+def test_paired_seeds_compare_their_differences() -> None:
+    # Pairs drew the same random numbers: d = 0.05, 0.04, 0.03 (mean 0.04, sd 0.01), se = 0.01 / sqrt(3),
+    # t = 6.93 on 2 degrees of freedom, p = 0.0202 (scipy.stats.ttest_rel gives the same).
+    a, b = [0.60, 0.70, 0.65], [0.55, 0.66, 0.62]
+    result = seed_comparison(a, b, paired=True)
+    se = 0.01 / math.sqrt(3)
+    assert result.test == "paired"
+    assert result.difference == pytest.approx(0.04)
+    assert result.p_value == pytest.approx(2 * sps.t.sf(0.04 / se, 2)) and result.p_value == pytest.approx(
+        0.0202, abs=1e-4
+    )
+    half = sps.t.ppf(0.975, 2) * se
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.04 - half, 0.04 + half))
+    # Unpaired, what the pairs share (0.55 to 0.70 between seeds) hides the difference.
+    assert seed_comparison(a, b).p_value > 0.3
+    # The order of the pairs matters, not of either side alone.
+    assert seed_comparison(a, b[::-1], paired=True).p_value > 0.3
+    # A single encoder is one draw whatever the seeds: pairing does not apply.
+    assert seed_comparison(a, b, paired=True, b_single_encoder=True).test == "prediction"
+    with pytest.raises(ValueError, match="as many scores a side"):
+        seed_comparison(a, [0.5, 0.6, 0.7, 0.8], paired=True)
+
+
 def test_below_the_seeds_a_claim_needs_there_is_no_comparison() -> None:
     assert MIN_SEEDS == 3
     assert seed_comparison([0.9, 0.91], [0.1, 0.11, 0.12]) is None
