@@ -187,7 +187,10 @@ def _score_cell(row: Any, best: float, most_seeds: int, few_everywhere: bool) ->
     bold = round(row.mean, TIE_DECIMALS) == best
     if row.claim_vs_best == NOT_DISTINGUISHABLE and not bold:
         marks += " ≈"
-    if TOO_FEW_SEEDS in (row.claim_vs_scratch, row.claim_vs_best) and not few_everywhere:
+    # Only the side short of seeds is marked: a cell compared with a best of 2 seeds can still be claimed against
+    # scratch.
+    own_too_few = row.n_seeds < MIN_SEEDS and not row.single_encoder
+    if own_too_few and TOO_FEW_SEEDS in (row.claim_vs_scratch, row.claim_vs_best) and not few_everywhere:
         marks += " (too few seeds to claim)"
     if row.n_failed:
         marks += f" ({row.n_failed} of {row.n_seeds + row.n_failed} seeds failed)"

@@ -832,6 +832,12 @@ def test_findings_say_which_cells_had_too_few_seeds_beside_those_not_distinguish
         findings
     )
     assert "; 1 cell(s) have too few seeds to claim)" in findings
+    # The table marks the cell short of seeds, not "near", which is compared with scratch on 3 seeds a side (its
+    # comparison with the column's best, "single", has no claim for want of single's seeds).
+    table = first_table(protocol_section(render_markdown(Board(tmp_path, records)), "frozen"))
+    shown = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in table[2:]}
+    assert "(too few seeds to claim)" in shown["single"]
+    assert "too few" not in shown["near"] and "too few" not in shown["scratch"]
 
 
 def test_with_several_encoders_each_row_is_normalised_by_the_scratch_of_its_encoder(tmp_path):
