@@ -55,9 +55,10 @@ def _claims_table(claims: pd.DataFrame, protocol: str) -> Table:
                 Cell(str(row.n_seeds), row.n_seeds),
                 Cell(format_number(row.n_images, 0), row.n_images),
                 Cell(f"{row.p_vs_scratch:.2g}", row.p_vs_scratch),
+                Cell(row.test_vs_scratch),
             ]
         )
-    header = ["variant", "column", "score", "vs scratch", "95% CI", "seeds", "test images", "p (Holm)"]
+    header = ["variant", "column", "score", "vs scratch", "95% CI", "seeds", "test images", "p (Holm)", "test"]
     return Table(f"`{protocol}`: claims against scratch", header, body)
 
 

@@ -650,6 +650,9 @@ def test_rows_on_the_same_seeds_are_compared_pair_by_pair_and_others_by_welch(tm
         and dice.loc["other", "claim_vs_scratch"] == "not distinguishable"
     )
     assert dice.loc["other", "p_vs_scratch"] == pytest.approx(welch.pvalue)
+    findings = (tmp_path / "leaderboard.md").read_text().split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+    (claim,) = [line for line in findings.splitlines() if line.startswith("| simclr ▲")]
+    assert claim.endswith("| paired |")
     # One seed of simclr run on other random numbers: no longer the same runs, so no pairs.
     mixed = summary_table(seeds("scratch", scratch) + seeds("simclr", {33: 0.61, 11: 0.55, 99: 0.69}))
     assert set(mixed.query("variant == 'simclr' and metric == 'dice'")["test_vs_scratch"]) == {"welch"}
