@@ -243,8 +243,10 @@ def iqm_interval(
 
     ``seeds_by_task[t]`` holds the variant's per-seed scores on task ``t``, ``scratch_by_task[t]`` scratch's. As
     rliable's stratified bootstrap (Agarwal et al. 2021), each resample redraws the seeds of both within every task;
-    the statistic is the IQM over tasks of the normalised seed means. NaN where a task has fewer than 2 seeds on
-    either side: one run has no spread to redraw.
+    the statistic is the IQM over tasks of the normalised seed means, its redraws spread about the point estimate
+    by ``sqrt(n / (n - 1))`` (n: the fewest seeds of any task and side) to undo a redraw's lost variance. Each
+    side's seeds are redrawn apart even where both ran on common random numbers, where the interval is then wider
+    than it need be. NaN where a task has fewer than 2 seeds on either side: one run has no spread to redraw.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
@@ -259,8 +261,12 @@ def iqm_interval(
     reference = np.stack([_resampled(scores, np.mean, resamples, rng) for scores in scratch])
     if np.any(reference >= 1):
         raise ValueError("scratch scores must be below 1 to normalise against")
-    normalised = (means - reference) / (1 - reference)
-    return _percentile_interval(sps.trim_mean(normalised, 0.25, axis=0), level)
+    normalised = sps.trim_mean((means - reference) / (1 - reference), 0.25, axis=0)
+    point = iqm_normalised([scores.mean() for scores in variant], [scores.mean() for scores in scratch])
+    # Unwidened, the 95% interval covers 0.89 of the time at 3 seeds, widened 0.95 (tests/unit/test_calibration.py).
+    fewest = min(len(scores) for scores in variant + scratch)
+    widened = point + math.sqrt(fewest / (fewest - 1)) * (normalised - point)
+    return _percentile_interval(widened, level)
 
 
 def _check_reference(scratch: NDArray[np.float64], n_tasks: int) -> None:
