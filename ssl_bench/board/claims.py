@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ssl_bench.board.schema import COMPARISON_COLUMNS, RUN_KEYS, TIE_DECIMALS
-from ssl_bench.stats import MIN_SEEDS, SeedComparison, holm, seed_comparison
+from ssl_bench.board.schema import BOARD_Q_VS_SCRATCH, COMPARISON_COLUMNS, RUN_KEYS, TIE_DECIMALS
+from ssl_bench.stats import MIN_SEEDS, SeedComparison, benjamini_hochberg, holm, seed_comparison
 
 #: A claim counts at this Holm-adjusted p-value.
 SIGNIFICANCE = 0.05
@@ -30,12 +30,15 @@ def with_claims(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     """Each cell against ``scratch`` and against its column's best, with training seeds as the replicates
     (:func:`ssl_bench.stats.seed_comparison`, paired where both cells ran on the same seeds): the difference of
     means with its 95% interval, the p-value Holm-adjusted over the variant's own columns of each (protocol, metric)
-    table, the claim it supports and the test that gave it."""
+    table, the claim it supports and the test that gave it; and against scratch the board-wide q-value
+    (:func:`_board_q_values`)."""
     cells = {key: group for key, group in seeds.groupby(RUN_KEYS, sort=False)}
     summary = summary.copy()
     for reference, references in (("scratch", _scratch_references(summary)), ("best", _best_references(summary))):
         columns = COMPARISON_COLUMNS[reference]
         found = {index: _compare(cells, summary.loc[index], summary.loc[other]) for index, other in references.items()}
+        if reference == "scratch":
+            summary[BOARD_Q_VS_SCRATCH] = _board_q_values(summary, found)
         for column, field in ((columns.difference, "difference"), (columns.low, "ci_low"), (columns.high, "ci_high")):
             summary[column] = [getattr(found.get(i), field, math.nan) for i in summary.index]
         summary[columns.test] = [getattr(found.get(i), "test", "") for i in summary.index]
@@ -71,6 +74,19 @@ def _same_seeds(mine: pd.DataFrame, theirs: pd.DataFrame) -> bool:
     and no other: then seed ``i`` of both is a pair."""
     seeds = set(mine["seed"])
     return len(seeds) == len(mine) == len(theirs) and seeds == set(theirs["seed"])
+
+
+def _board_q_values(summary: pd.DataFrame, found: dict[int, SeedComparison | None]) -> list[float]:
+    """Benjamini-Hochberg q over every tested headline comparison with scratch on the board, whatever its protocol:
+    how far a claim holds up among all the board's comparisons, where Holm counts only the variant's own columns
+    of one protocol. NaN for other metrics and untested cells."""
+    family = [
+        index
+        for index, comparison in found.items()
+        if comparison is not None and not math.isnan(comparison.p_value) and summary.at[index, "headline"]
+    ]
+    q = dict(zip(family, benjamini_hochberg([found[index].p_value for index in family]), strict=True))
+    return [q.get(index, math.nan) for index in summary.index]
 
 
 def _claim(comparison: SeedComparison | None, adjusted_p: float, higher_is_better: bool) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ssl_bench.board.claims import BETTER, CLAIM_RULE, SIGNIFICANCE, TOO_FEW_SEEDS, WORSE
-from ssl_bench.board.schema import HEADLINE_METRIC, Cell, Section, Table, format_number, seed_range
+from ssl_bench.board.schema import BOARD_Q_VS_SCRATCH, HEADLINE_METRIC, Cell, Section, Table, format_number, seed_range
 from ssl_bench.board.tables import column_label, friedman_result, protocols_of, ranks, rows_of
 from ssl_bench.stats import MIN_COLUMNS, MIN_SEEDS
 
@@ -14,12 +14,28 @@ def findings_section(summary: pd.DataFrame) -> Section:
     """Per protocol: the ranking (with its critical difference where informative) and every claim against scratch
     with its seeds and test images, or one honest line when there is none."""
     blocks: list[str | Table] = [f"How a claim is made: {CLAIM_RULE}"]
+    false_discovery = _false_discovery_line(rows_of(summary, HEADLINE_METRIC))
+    blocks += [false_discovery] if false_discovery else []
     for protocol in protocols_of(summary):
         rows = rows_of(summary[summary["protocol"] == protocol], HEADLINE_METRIC)
         blocks.append(_ranking_line(rows, protocol))
         claims = rows[rows["claim_vs_scratch"].isin([BETTER, WORSE])]
         blocks.append(_claims_table(claims, protocol) if len(claims) else _no_claim_line(rows))
     return Section("Findings", blocks)
+
+
+def _false_discovery_line(rows: pd.DataFrame) -> str | None:
+    """How many claims against scratch hold at a 5% false discovery rate over the whole board; None without one."""
+    claims = rows[rows["claim_vs_scratch"].isin([BETTER, WORSE])]
+    if claims.empty:
+        return None
+    tested = int(rows[BOARD_Q_VS_SCRATCH].notna().sum())
+    holding = int((claims[BOARD_Q_VS_SCRATCH] < SIGNIFICANCE).sum())
+    return (
+        f"{holding} of the {len(claims)} claim(s) against scratch hold at a {SIGNIFICANCE:.0%} false discovery rate "
+        f"over all {tested} headline comparisons with scratch on this board (Benjamini-Hochberg q < {SIGNIFICANCE}: "
+        "the claims tables' q column), where a claim's Holm correction counts only its variant's own columns."
+    )
 
 
 def _ranking_line(rows: pd.DataFrame, protocol: str) -> str:
@@ -55,10 +71,22 @@ def _claims_table(claims: pd.DataFrame, protocol: str) -> Table:
                 Cell(str(row.n_seeds), row.n_seeds),
                 Cell(format_number(row.n_images, 0), row.n_images),
                 Cell(f"{row.p_vs_scratch:.2g}", row.p_vs_scratch),
+                Cell(f"{row.q_vs_scratch:.2g}", row.q_vs_scratch),
                 Cell(row.test_vs_scratch),
             ]
         )
-    header = ["variant", "column", "score", "vs scratch", "95% CI", "seeds", "test images", "p (Holm)", "test"]
+    header = [
+        "variant",
+        "column",
+        "score",
+        "vs scratch",
+        "95% CI",
+        "seeds",
+        "test images",
+        "p (Holm)",
+        "q (board)",
+        "test",
+    ]
     return Table(f"`{protocol}`: claims against scratch", header, body)
 
 

@@ -47,6 +47,9 @@ SEED_COLUMNS = [
 ]
 
 
+#: Benjamini-Hochberg q over every headline comparison with scratch on the board.
+BOARD_Q_VS_SCRATCH = "q_vs_scratch"
+
 SUMMARY_COLUMNS = [
     "variant",
     "headline",
@@ -79,6 +82,7 @@ SUMMARY_COLUMNS = [
     "p_vs_scratch",
     "claim_vs_scratch",
     "test_vs_scratch",
+    BOARD_Q_VS_SCRATCH,
     "diff_vs_best",
     "best_diff_low",
     "best_diff_high",

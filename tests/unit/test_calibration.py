@@ -21,6 +21,7 @@ from ssl_bench.board.claims import BETTER, WORSE
 from ssl_bench.board.tables import summary_table
 from ssl_bench.stats import (
     MIN_SEEDS,
+    benjamini_hochberg,
     iqm_interval,
     iqm_normalised,
     probability_of_improvement_interval,
@@ -266,3 +267,26 @@ def test_on_common_seeds_the_interval_of_the_chance_to_beat_is_conservative() ->
         low, high = probability_of_improvement_interval(a, b)
         covered += low <= true <= high
     assert covered / 1000 >= 0.95
+
+
+def test_claims_at_a_board_wide_q_below_five_percent_are_false_at_most_five_percent_of_the_time() -> None:
+    # Boards of 10 variants against one scratch in 4 columns, 5 seeds each (normal seed spread 0.03): 7 variants are
+    # scratch under another name, 3 are 0.08 better. Benjamini-Hochberg over all 40 comparisons: the share of false
+    # claims among the claims at q < 0.05, averaged over boards, is the false discovery rate it bounds (by 0.05 x
+    # 28 / 40 = 0.035 here). Measured: 0.021, with 8.7 of the 12 true effects found per board.
+    rng = np.random.default_rng(101)
+    boards, n = 300, 5
+    false_shares, found = [], []
+    for _ in range(boards):
+        scratch = [rng.normal(0.6, 0.03, n) for _ in range(4)]
+        effects = [0.0] * 7 + [0.08] * 3
+        p_values, real = [], []
+        for effect in effects:
+            for column in scratch:
+                p_values.append(seed_comparison(rng.normal(0.6 + effect, 0.03, n), column).p_value)
+                real.append(effect > 0)
+        claimed = np.array(benjamini_hochberg(p_values)) < NOMINAL
+        false_shares.append(np.sum(claimed & ~np.array(real)) / max(1, claimed.sum()))
+        found.append(np.sum(claimed & np.array(real)))
+    assert np.mean(false_shares) <= NOMINAL + 2.5 * np.std(false_shares) / math.sqrt(boards)
+    assert np.mean(found) > 6  # and it still finds most effects

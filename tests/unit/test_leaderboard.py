@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from records import (
@@ -673,6 +674,42 @@ def test_adding_unrelated_variants_leaves_a_claim_as_it_was() -> None:
         sps.ttest_ind([0.60, 0.63, 0.62], [0.50, 0.52, 0.54], equal_var=False).pvalue
     )
     assert crowded["p_vs_scratch"] == alone["p_vs_scratch"] and crowded["claim_vs_scratch"] == "better"
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_the_board_wide_q_is_benjamini_hochberg_over_every_headline_comparison_with_scratch(
+    tmp_path: Path, n_seeds: int
+) -> None:
+    # Three variants against scratch in two tasks under two protocols, effects of several sizes: the reference is
+    # scipy's Welch p-values of the per-seed Dice, then scipy's Benjamini-Hochberg over all twelve together. At 3
+    # seeds simclr's claims (Holm p 0.02-0.04) do not hold board-wide (q 0.07-0.10); at 5 they do.
+    rng = np.random.default_rng(5)
+    effects = {"scratch": 0.0, "simclr": 0.08, "byol": 0.03, "moco": 0.0}
+    columns = [(task, protocol) for task in ("lung", "vessel") for protocol in ("frozen", "linear-seg")]
+    scores = {(v, *c): 0.5 + gain + rng.normal(0, 0.02, n_seeds) for v, gain in effects.items() for c in columns}
+    records = [
+        record(f"{v}-{task}-{protocol}-{i}", v, task=task, seed_index=i, scores=[x] * 12, protocol=protocol)
+        for (v, task, protocol), seeds in scores.items()
+        for i, x in enumerate(seeds)
+    ]
+    write_runs(tmp_path, records)
+    summary = pd.read_csv(write_leaderboard(Board.load(tmp_path))[0])
+    compared = [key for key in scores if key[0] != "scratch"]
+    welch = [sps.ttest_ind(scores[key], scores[("scratch", *key[1:])], equal_var=False).pvalue for key in compared]
+    expected = dict(zip(compared, sps.false_discovery_control(welch), strict=True))
+    dice = summary.query("metric == 'dice' and variant != 'scratch'").set_index(["variant", "task", "protocol"])
+    assert dice["q_vs_scratch"].to_dict() == pytest.approx(expected)
+    assert summary.query("metric == 'iou' or variant == 'scratch'")["q_vs_scratch"].isna().all()
+    claims = dice[dice["claim_vs_scratch"].isin(["better", "worse"])]
+    holding = sum(expected[key] < 0.05 for key in claims.index)
+    assert len(claims) >= 4 and holding == (len(claims) if n_seeds == 5 else 0)
+    findings = (tmp_path / "leaderboard.md").read_text().split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+    assert (
+        f"{holding} of the {len(claims)} claim(s) against scratch hold at a 5% false discovery rate over all 12 "
+        "headline comparisons with scratch on this board"
+    ) in findings
+    (claim,) = [line for line in findings.splitlines() if line.startswith("| simclr ▲ | lung |")][:1]  # frozen first
+    assert f"| {expected[('simclr', 'lung', 'frozen')]:.2g} | welch |" in claim
 
 
 def test_one_seed_claims_nothing_and_says_so(tmp_path: Path) -> None:

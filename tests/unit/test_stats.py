@@ -7,6 +7,7 @@ from scipy import stats as sps
 
 from ssl_bench.stats import (
     MIN_SEEDS,
+    benjamini_hochberg,
     bootstrap_interval,
     friedman,
     holm,
@@ -117,6 +118,15 @@ def test_holm_keeps_nan_out_of_m() -> None:
     assert math.isnan(adjusted[1])
     assert [adjusted[0], adjusted[2]] == pytest.approx([0.02, 0.02])
     assert holm([]) == []
+
+
+def test_benjamini_hochberg_on_a_hand_example() -> None:
+    # m = 4, sorted 0.005, 0.01, 0.03, 0.04 times m / rank: 0.02, 0.02, 0.04, 0.04; the running minimum from the
+    # largest down leaves them so. Holm would give 0.02, 0.03, 0.06, 0.06.
+    assert benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    # 0.03 x 3 / 1 = 0.09 is above 0.04 x 3 / 2 = 0.06: the running minimum from above brings it down to 0.06.
+    assert benjamini_hochberg([0.04, 0.03, 0.5]) == pytest.approx([0.06, 0.06, 0.5])
+    assert benjamini_hochberg([]) == []
 
 
 def test_holm_rejects_values_outside_unit_interval() -> None:
