@@ -167,8 +167,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     """Benjamini-Hochberg q-values in input order (scipy's ``false_discovery_control``): claiming every p-value whose
     q is below 0.05 keeps the expected share of false claims among the claims at 5% or less."""
-    p = np.asarray(p_values, dtype=float)
-    return sps.false_discovery_control(p).tolist() if len(p) else []
+    return sps.false_discovery_control(np.asarray(p_values, dtype=float)).tolist()
 
 
 def bootstrap_interval(

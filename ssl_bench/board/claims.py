@@ -37,15 +37,15 @@ def with_claims(summary: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     for reference, references in (("scratch", _scratch_references(summary)), ("best", _best_references(summary))):
         columns = COMPARISON_COLUMNS[reference]
         found = {index: _compare(cells, summary.loc[index], summary.loc[other]) for index, other in references.items()}
-        if reference == "scratch":
-            summary[BOARD_Q_VS_SCRATCH] = _board_q_values(summary, found)
         for column, field in ((columns.difference, "difference"), (columns.low, "ci_low"), (columns.high, "ci_high")):
             summary[column] = [getattr(found.get(i), field, math.nan) for i in summary.index]
         summary[columns.test] = [getattr(found.get(i), "test", "") for i in summary.index]
-        tested = [i for i, found_i in found.items() if found_i is not None and not math.isnan(found_i.p_value)]
+        tested = {i: c.p_value for i, c in found.items() if c is not None and not math.isnan(c.p_value)}
+        if reference == "scratch":
+            summary[BOARD_Q_VS_SCRATCH] = _board_q_values(summary, tested)
         summary[columns.p_value] = math.nan
-        for _, family in summary.loc[tested].groupby(["variant", "protocol", "metric"]) if tested else []:
-            summary.loc[family.index, columns.p_value] = holm([found[i].p_value for i in family.index])
+        for _, family in summary.loc[list(tested)].groupby(["variant", "protocol", "metric"]) if tested else []:
+            summary.loc[family.index, columns.p_value] = holm([tested[i] for i in family.index])
         summary[columns.claim] = [
             _claim(found[i], summary.at[i, columns.p_value], summary.at[i, "higher_is_better"]) if i in found else ""
             for i in summary.index
@@ -76,16 +76,12 @@ def _same_seeds(mine: pd.DataFrame, theirs: pd.DataFrame) -> bool:
     return len(seeds) == len(mine) == len(theirs) and seeds == set(theirs["seed"])
 
 
-def _board_q_values(summary: pd.DataFrame, found: dict[int, SeedComparison | None]) -> list[float]:
-    """Benjamini-Hochberg q over every tested headline comparison with scratch on the board, whatever its protocol:
-    how far a claim holds up among all the board's comparisons, where Holm counts only the variant's own columns
-    of one protocol. NaN for other metrics and untested cells."""
-    family = [
-        index
-        for index, comparison in found.items()
-        if comparison is not None and not math.isnan(comparison.p_value) and summary.at[index, "headline"]
-    ]
-    q = dict(zip(family, benjamini_hochberg([found[index].p_value for index in family]), strict=True))
+def _board_q_values(summary: pd.DataFrame, p_values: dict[int, float]) -> list[float]:
+    """Benjamini-Hochberg q over every tested headline comparison with scratch on the board (``p_values``: row index
+    -> its p), whatever its protocol: how far a claim holds up among all the board's comparisons, where Holm counts
+    only the variant's own columns of one protocol. NaN for other metrics and untested cells."""
+    family = [index for index in p_values if summary.at[index, "headline"]]
+    q = dict(zip(family, benjamini_hochberg([p_values[index] for index in family]), strict=True))
     return [q.get(index, math.nan) for index in summary.index]
 
 

@@ -708,7 +708,7 @@ def test_the_board_wide_q_is_benjamini_hochberg_over_every_headline_comparison_w
         f"{holding} of the {len(claims)} claim(s) against scratch hold at a 5% false discovery rate over all 12 "
         "headline comparisons with scratch on this board"
     ) in findings
-    (claim,) = [line for line in findings.splitlines() if line.startswith("| simclr ▲ | lung |")][:1]  # frozen first
+    claim = next(line for line in findings.splitlines() if line.startswith("| simclr ▲ | lung |"))  # frozen first
     assert f"| {expected[('simclr', 'lung', 'frozen')]:.2g} | welch |" in claim
 
 
